@@ -1,0 +1,227 @@
+"""A real iptables binary as the second opinion on what iptables-nft can read.
+
+Read-only: only `-S` and `iptables-save` are run, inside the namespace we work
+in. The binary that matters is the one kube-router runs: k3s's own copy under
+/var/lib/rancher/k3s/data/<hash>/bin/aux/ (its `iptables` picks nft or legacy
+mode by looking at the ruleset; a `(legacy)` version means it did not look at
+nf_tables at all, and the cross-check says so).
+"""
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import subprocess
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from ..config import TableRef
+from ..errors import EnvironmentProblem
+from ..model import Table
+from .analyser import IPTABLES_TABLES, CompatReport
+
+K3S_DATA = "/var/lib/rancher/k3s/data"
+TIMEOUT = 30.0
+
+Runner = Callable[[list[str]], subprocess.CompletedProcess]
+
+
+def _executable(path: str) -> bool:
+    return os.path.isfile(path) and os.access(path, os.X_OK)
+
+
+def find_iptables(setting: str, k3s_data: str = K3S_DATA) -> str | None:
+    """The iptables binary to cross-check with, per the `compat.iptables` setting:
+    "none" → None; "auto" → k3s's bundled one if present (the `current` data
+    directory first, then the newest), else None; a path (or a name on PATH) →
+    that binary, or EnvironmentProblem if it is missing or not executable."""
+    if setting == "none":
+        return None
+    if setting == "auto":
+        current = os.path.join(k3s_data, "current", "bin", "aux", "iptables")
+        others = sorted(glob.glob(os.path.join(k3s_data, "*", "bin", "aux", "iptables")),
+                        key=os.path.getmtime, reverse=True)
+        return next((p for p in (current, *others) if _executable(p)), None)
+    if "/" not in setting:
+        found = shutil.which(setting)
+        if found is None:
+            raise EnvironmentProblem(f"iptables binary {setting!r}: not found on PATH")
+        return found
+    if not os.path.exists(setting):
+        raise EnvironmentProblem(f"iptables binary {setting}: no such file")
+    if not _executable(setting):
+        raise EnvironmentProblem(f"iptables binary {setting}: not an executable file")
+    return setting
+
+
+def tool_argv(binary: str, family: str, save: bool = False) -> list[str] | None:
+    """The command for `family` ("ip" or "ip6"), listing or saving, next to `binary`:
+    .../iptables → .../ip6tables, .../iptables-save; .../iptables-nft →
+    .../ip6tables-nft-save. A multi-call binary (xtables-nft-multi) gets the
+    tool name as its first argument. None if the sibling does not exist."""
+    directory, base = os.path.split(binary)
+    if "iptables" not in base:
+        name = ("ip6tables" if family == "ip6" else "iptables") + ("-save" if save else "")
+        return [binary, name]
+    if family == "ip6":
+        base = base.replace("iptables", "ip6tables", 1)
+    if save:
+        base += "-save"
+    path = os.path.join(directory, base)
+    return [path] if path == binary or _executable(path) else None
+
+
+@dataclass(frozen=True)
+class ChainListing:
+    """`iptables -t TABLE -S CHAIN`."""
+
+    family: str
+    table: str
+    chain: str
+    exit_code: int
+    error: str | None = None   # stderr, one line per message
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0
+
+
+@dataclass(frozen=True)
+class TableSave:
+    """`iptables-save -t TABLE`."""
+
+    family: str
+    table: str
+    exit_code: int
+    saved: bool                # the table came out whole ("*TABLE" ... "COMMIT")
+    note: str | None = None    # e.g. "# Table `filter' is incompatible, use 'nft' tool."
+
+    @property
+    def outcome(self) -> str:
+        if self.saved:
+            return "saved"
+        return "aborted" if self.exit_code else "left out"
+
+
+@dataclass(frozen=True)
+class IptablesVerdict:
+    binary: str
+    version: str | None
+    chains: tuple[ChainListing, ...] = ()
+    saves: tuple[TableSave, ...] = ()
+    skipped: tuple[str, ...] = ()   # what could not be checked, and why
+
+    @property
+    def refused_chains(self) -> tuple[ChainListing, ...]:
+        return tuple(c for c in self.chains if not c.ok)
+
+    @property
+    def left_out_tables(self) -> tuple[TableSave, ...]:
+        return tuple(s for s in self.saves if not s.saved)
+
+
+def _run(argv: list[str]) -> subprocess.CompletedProcess:
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, errors="replace",
+                              timeout=TIMEOUT, check=False)
+    except OSError as exc:
+        raise EnvironmentProblem(f"cannot run {argv[0]}: {exc.strerror}") from None
+    except subprocess.TimeoutExpired:
+        raise EnvironmentProblem(f"{' '.join(argv)}: no answer in {TIMEOUT:.0f}s") from None
+
+
+def _lines(text: str) -> str | None:
+    text = text.strip()
+    return text or None
+
+
+def _saved(stdout: str, table: str) -> bool:
+    lines = stdout.splitlines()
+    if f"*{table}" not in lines:
+        return False
+    return "COMMIT" in lines[lines.index(f"*{table}"):]
+
+
+def cross_check(binary: str, netns: str | None, tables: Iterable[Table],
+                run: Runner = _run) -> IptablesVerdict:
+    """Run `binary -t T -S C` for each chain and `binary-save -t T` for each table
+    (ip6tables for ip6 tables; arp/bridge tables are not checked) inside `netns`."""
+    prefix = ["ip", "netns", "exec", netns] if netns else []
+    chains: list[ChainListing] = []
+    saves: list[TableSave] = []
+    skipped: list[str] = []
+    version = _lines(run(prefix + (tool_argv(binary, "ip") or [binary]) + ["--version"]).stdout)
+    for table in tables:
+        if table.family not in ("ip", "ip6"):
+            skipped.append(f"{table.family} {table.name}: only ip and ip6 tables are cross-checked")
+            continue
+        if table.name not in IPTABLES_TABLES[table.family]:
+            skipped.append(f"{table.family} {table.name}: not one of iptables' tables, "
+                           f"it cannot name it")
+            continue
+        lister = tool_argv(binary, table.family)
+        saver = tool_argv(binary, table.family, save=True)
+        if lister is None:
+            skipped.append(f"{table.family} {table.name}: no ip6tables next to {binary}")
+        for chain in table.chains if lister else ():
+            done = run(prefix + lister + ["-t", table.name, "-S", chain.name])
+            chains.append(ChainListing(table.family, table.name, chain.name, done.returncode,
+                                       _lines(done.stderr)))
+        if saver is None:
+            skipped.append(f"{table.family} {table.name}: no -save tool next to {binary}")
+            continue
+        done = run(prefix + saver + ["-t", table.name])
+        note = next((ln for ln in done.stdout.splitlines() if ln.startswith("# Table")), None)
+        saves.append(TableSave(table.family, table.name, done.returncode,
+                               _saved(done.stdout, table.name), note or _lines(done.stderr)))
+    if version and "legacy" in version:
+        skipped.append(f"{binary} runs in legacy mode ({version}): it does not read nf_tables")
+    return IptablesVerdict(binary, version, tuple(chains), tuple(saves), tuple(skipped))
+
+
+@dataclass(frozen=True)
+class Disagreement:
+    family: str
+    table: str
+    chain: str | None     # None: about iptables-save of the whole table
+    analyser: str
+    iptables: str
+
+
+def compare(report: CompatReport, verdict: IptablesVerdict) -> list[Disagreement]:
+    """Where the analyser's prediction and the binary's behaviour differ, per chain
+    (the exit code of -S) and per table (what iptables-save did)."""
+    out: list[Disagreement] = []
+    for c in verdict.chains:
+        expected = report.listing_exit(c.family, c.table, c.chain)
+        if expected != c.exit_code:
+            out.append(Disagreement(c.family, c.table, c.chain,
+                                    f"-S exits {expected}" if expected is not None else "cannot tell",
+                                    f"-S exits {c.exit_code}" + (f": {c.error}" if c.error else "")))
+    for s in verdict.saves:
+        expected = report.save_outcome(s.family, s.table)
+        if expected != s.outcome:
+            out.append(Disagreement(s.family, s.table, None, f"iptables-save: {expected}",
+                                    f"iptables-save: {s.outcome}" + (f" ({s.note})" if s.note else "")))
+    return out
+
+
+def verdict_json(verdict: IptablesVerdict, disagreements: list[Disagreement] = ()) -> dict:
+    return {
+        "binary": verdict.binary,
+        "version": verdict.version,
+        "refused_chains": [{"family": c.family, "table": c.table, "chain": c.chain,
+                            "exit_code": c.exit_code, "error": c.error}
+                           for c in verdict.refused_chains],
+        "tables": [{"family": s.family, "table": s.table, "save": s.outcome, "note": s.note}
+                   for s in verdict.saves],
+        "skipped": list(verdict.skipped),
+        "disagreements": [{"family": d.family, "table": d.table, "chain": d.chain,
+                           "analyser": d.analyser, "iptables": d.iptables}
+                          for d in disagreements],
+    }
+
+
+def managed(tables: dict[TableRef, Table], report: CompatReport) -> list[Table]:
+    """The snapshot's tables the report calls iptables-managed, for cross_check()."""
+    return [tables[ref] for ref in report.managed_tables if ref in tables]

@@ -1,0 +1,220 @@
+"""nf_tables expressions: decoding their attributes, and building the few we write.
+
+Pure: bytes in, values out. Attribute numbers are the kernel's
+(include/uapi/linux/netfilter/nf_tables.h)."""
+from __future__ import annotations
+
+import struct
+
+from .adapters.nfnl import (
+    NFTA_DATA_VALUE, NFTA_DATA_VERDICT, NFTA_EXPR_DATA, NFTA_EXPR_NAME, NFTA_LIST_ELEM,
+    NFTA_VERDICT_CHAIN, NFTA_VERDICT_CODE, as_str, attr, attr_str, attr_u32, attr_u64,
+    iter_attrs, nested,
+)
+
+# Registers: 0 is the verdict, 1-4 are 16-byte, 8-23 are the 32-bit views of them.
+REG_VERDICT = 0
+
+# meta keys
+META_KEYS = {0: "len", 1: "protocol", 2: "priority", 3: "mark", 4: "iif", 5: "oif",
+             6: "iifname", 7: "oifname", 8: "iiftype", 9: "oiftype", 10: "skuid",
+             11: "skgid", 12: "nftrace", 13: "rtclassid", 14: "secmark", 15: "nfproto",
+             16: "l4proto", 17: "bri_iifname", 18: "bri_oifname", 19: "pkttype",
+             20: "cpu", 21: "iifgroup", 22: "oifgroup", 23: "cgroup", 24: "prandom",
+             25: "secpath", 26: "iifkind", 27: "oifkind", 28: "bri_iifpvid",
+             29: "bri_iifvproto", 30: "time_ns", 31: "time_day", 32: "time_hour",
+             33: "sdif", 34: "sdifname", 35: "bri_broute"}
+META_IIFNAME, META_OIFNAME = 6, 7
+CT_KEYS = {0: "state", 1: "direction", 2: "status", 3: "mark", 4: "secmark",
+           5: "expiration", 6: "helper", 7: "l3protocol", 8: "src", 9: "dst",
+           10: "protocol", 11: "proto_src", 12: "proto_dst", 13: "labels", 14: "pkts",
+           15: "bytes", 16: "avgpkt", 17: "zone", 18: "eventmask", 19: "src_ip",
+           20: "dst_ip", 21: "src_ip6", 22: "dst_ip6", 23: "ct_id"}
+CT_STATE = 0
+CMP_OPS = {0: "eq", 1: "neq", 2: "lt", 3: "lte", 4: "gt", 5: "gte"}
+CMP_EQ, CMP_NEQ = 0, 1
+VERDICTS = {0: "drop", 1: "accept", -1: "continue", -2: "break", -3: "jump",
+            -4: "goto", -5: "return"}
+NF_ACCEPT = 1
+
+# Per expression: attribute number -> (field, kind). Kinds: u8/u16/u32/u64 (big
+# endian), i32, str, data (nested NFTA_DATA_*), raw. Unknown ones stay raw.
+_U32, _STR, _DATA = "u32", "str", "data"
+SCHEMA: dict[str, dict[int, tuple[str, str]]] = {
+    "meta": {1: ("dreg", _U32), 2: ("key", _U32), 3: ("sreg", _U32)},
+    "cmp": {1: ("sreg", _U32), 2: ("op", _U32), 3: ("data", _DATA)},
+    "ct": {1: ("dreg", _U32), 2: ("key", _U32), 3: ("direction", "u8"), 4: ("sreg", _U32)},
+    "bitwise": {1: ("sreg", _U32), 2: ("dreg", _U32), 3: ("len", _U32), 4: ("mask", _DATA),
+                5: ("xor", _DATA), 6: ("op", _U32), 7: ("data", _DATA)},
+    "payload": {1: ("dreg", _U32), 2: ("base", _U32), 3: ("offset", _U32), 4: ("len", _U32),
+                5: ("sreg", _U32), 6: ("csum_type", _U32), 7: ("csum_offset", _U32),
+                8: ("csum_flags", _U32)},
+    "immediate": {1: ("dreg", _U32), 2: ("data", _DATA)},
+    "counter": {1: ("bytes", "u64"), 2: ("packets", "u64")},
+    "lookup": {1: ("set", _STR), 2: ("sreg", _U32), 3: ("dreg", _U32), 4: ("set_id", _U32),
+               5: ("flags", _U32)},
+    "match": {1: ("name", _STR), 2: ("rev", _U32), 3: ("info", "raw")},
+    "target": {1: ("name", _STR), 2: ("rev", _U32), 3: ("info", "raw")},
+    "range": {1: ("sreg", _U32), 2: ("op", _U32), 3: ("from", _DATA), 4: ("to", _DATA)},
+    "fib": {1: ("dreg", _U32), 2: ("result", _U32), 3: ("flags", _U32)},
+    "rt": {1: ("dreg", _U32), 2: ("key", _U32)},
+    "socket": {1: ("key", _U32), 2: ("dreg", _U32), 3: ("level", _U32)},
+    "osf": {1: ("dreg", _U32), 2: ("ttl", "u8"), 3: ("flags", _U32)},
+    "exthdr": {1: ("dreg", _U32), 2: ("type", "u8"), 3: ("offset", _U32), 4: ("len", _U32),
+               5: ("flags", _U32), 6: ("op", _U32), 7: ("sreg", _U32)},
+    "log": {1: ("group", "u16"), 2: ("prefix", _STR), 3: ("snaplen", _U32),
+            4: ("qthreshold", "u16"), 5: ("level", _U32), 6: ("flags", _U32)},
+    "limit": {1: ("rate", "u64"), 2: ("unit", "u64"), 3: ("burst", _U32), 4: ("type", _U32),
+              5: ("flags", _U32)},
+    "nat": {1: ("type", _U32), 2: ("family", _U32), 3: ("sreg_addr_min", _U32),
+            4: ("sreg_addr_max", _U32), 5: ("sreg_proto_min", _U32),
+            6: ("sreg_proto_max", _U32), 7: ("flags", _U32)},
+    "masq": {1: ("flags", _U32), 2: ("sreg_proto_min", _U32), 3: ("sreg_proto_max", _U32)},
+    "redir": {1: ("sreg_proto_min", _U32), 2: ("sreg_proto_max", _U32), 3: ("flags", _U32)},
+    "reject": {1: ("type", _U32), 2: ("icmp_code", "u8")},
+    "dynset": {1: ("set", _STR), 2: ("set_id", _U32), 3: ("op", _U32), 4: ("sreg_key", _U32),
+               5: ("sreg_data", _U32), 6: ("timeout", "u64"), 8: ("flags", _U32)},
+    "queue": {1: ("num", "u16"), 2: ("total", "u16"), 3: ("flags", "u16"), 4: ("sreg_qnum", _U32)},
+    "quota": {1: ("bytes", "u64"), 2: ("flags", _U32), 4: ("consumed", "u64")},
+    "last": {1: ("set", _U32), 2: ("msecs", "u64")},
+    "hash": {1: ("sreg", _U32), 2: ("dreg", _U32), 3: ("len", _U32), 4: ("modulus", _U32),
+             5: ("seed", _U32), 6: ("offset", _U32), 7: ("type", _U32)},
+    "numgen": {1: ("dreg", _U32), 2: ("modulus", _U32), 3: ("type", _U32), 4: ("offset", _U32)},
+    "objref": {1: ("imm_type", _U32), 2: ("imm_name", _STR), 3: ("set_sreg", _U32),
+               4: ("set_name", _STR), 5: ("set_id", _U32)},
+    "connlimit": {1: ("count", _U32), 2: ("flags", _U32)},
+    "notrack": {},
+}
+
+# Attributes that change with traffic or time: left out of the digest, or it never settles.
+VOLATILE = {"counter": {1, 2, 3}, "quota": {4}, "last": {1, 2}}
+
+_INT = {"u8": ">B", "u16": ">H", "u32": ">I", "i32": ">i", "u64": ">Q"}
+
+
+def _decode_data(buf: bytes) -> bytes | tuple[str, str | None]:
+    """NFTA_DATA_VALUE → bytes; NFTA_DATA_VERDICT → (verdict, chain)."""
+    for kind, start, end in iter_attrs(buf):
+        if kind == NFTA_DATA_VALUE:
+            return bytes(buf[start:end])
+        if kind == NFTA_DATA_VERDICT:
+            code, chain = 0, None
+            for vkind, vs, ve in iter_attrs(buf, start, end):
+                if vkind == NFTA_VERDICT_CODE:
+                    code = struct.unpack(">i", buf[vs:vs + 4])[0]
+                elif vkind == NFTA_VERDICT_CHAIN:
+                    chain = as_str(buf[vs:ve])
+            return VERDICTS.get(code, str(code)), chain
+    return b""
+
+
+def decode_fields(name: str, raw: bytes) -> dict[str, object]:
+    """The expression's attributes by field name. Raises ValueError if malformed."""
+    schema = SCHEMA.get(name, {})
+    out: dict[str, object] = {}
+    for kind, start, end in iter_attrs(raw):
+        field, fmt = schema.get(kind, (f"attr{kind}", "raw"))
+        payload = raw[start:end]
+        if fmt in _INT:
+            size = struct.calcsize(_INT[fmt])
+            if len(payload) < size:
+                raise ValueError(f"{name}: attribute {field} is truncated")
+            out[field] = struct.unpack(_INT[fmt], payload[:size])[0]
+        elif fmt == _STR:
+            out[field] = as_str(payload)
+        elif fmt == _DATA:
+            out[field] = _decode_data(payload)
+        else:
+            out[field] = bytes(payload)
+    return out
+
+
+def split_expressions(buf: bytes, start: int = 0, end: int | None = None
+                      ) -> list[tuple[str, bytes]]:
+    """(name, raw NFTA_EXPR_DATA payload) of each element of an NFTA_RULE_EXPRESSIONS list."""
+    out = []
+    for kind, s, e in iter_attrs(buf, start, end):
+        if kind != NFTA_LIST_ELEM:
+            continue
+        name, data = "", b""
+        for ekind, es, ee in iter_attrs(buf, s, e):
+            if ekind == NFTA_EXPR_NAME:
+                name = as_str(buf[es:ee])
+            elif ekind == NFTA_EXPR_DATA:
+                data = bytes(buf[es:ee])
+        out.append((name, data))
+    return out
+
+
+def stable_bytes(name: str, raw: bytes) -> bytes:
+    """The expression without its traffic-driven attributes, for digests."""
+    volatile = VOLATILE.get(name)
+    if not volatile:
+        return raw
+    try:
+        return b"".join(raw[s - 4:e] for k, s, e in iter_attrs(raw) if k not in volatile)
+    except ValueError:
+        return raw
+
+
+# --- building ---------------------------------------------------------------
+
+def _expr(name: str, *attrs: bytes) -> bytes:
+    return nested(NFTA_LIST_ELEM, attr_str(NFTA_EXPR_NAME, name),
+                  nested(NFTA_EXPR_DATA, *attrs))
+
+
+def _value(kind: int, data: bytes) -> bytes:
+    return nested(kind, attr(NFTA_DATA_VALUE, data))
+
+
+def meta_load(key: int, dreg: int = 1) -> bytes:
+    return _expr("meta", attr_u32(2, key), attr_u32(1, dreg))
+
+
+def cmp(op: int, data: bytes, sreg: int = 1) -> bytes:
+    return _expr("cmp", attr_u32(1, sreg), attr_u32(2, op), _value(3, data))
+
+
+def ct_load(key: int, dreg: int = 1) -> bytes:
+    return _expr("ct", attr_u32(1, dreg), attr_u32(2, key))
+
+
+def bitwise(sreg: int, dreg: int, mask: bytes, xor: bytes) -> bytes:
+    return _expr("bitwise", attr_u32(1, sreg), attr_u32(2, dreg), attr_u32(3, len(mask)),
+                 _value(4, mask), _value(5, xor))
+
+
+def payload_load(base: int, offset: int, length: int, dreg: int = 1) -> bytes:
+    return _expr("payload", attr_u32(1, dreg), attr_u32(2, base), attr_u32(3, offset),
+                 attr_u32(4, length))
+
+
+def lookup(set_name: str, sreg: int = 1, set_id: int | None = None) -> bytes:
+    parts = [attr_str(1, set_name), attr_u32(2, sreg)]
+    if set_id is not None:
+        parts.append(attr_u32(4, set_id))
+    return _expr("lookup", *parts)
+
+
+def counter(packets: int = 0, nbytes: int = 0) -> bytes:
+    return _expr("counter", attr_u64(1, nbytes), attr_u64(2, packets))
+
+
+def verdict(code: int, chain: str | None = None) -> bytes:
+    inner = [attr_u32(NFTA_VERDICT_CODE, code)]
+    if chain:
+        inner.append(attr_str(NFTA_VERDICT_CHAIN, chain))
+    return _expr("immediate", attr_u32(1, REG_VERDICT),
+                 nested(2, nested(NFTA_DATA_VERDICT, *inner)))
+
+
+def xt(kind: str, name: str, rev: int, info: bytes) -> bytes:
+    """An x_tables match or target, as iptables-nft writes them."""
+    return _expr(kind, attr_str(1, name), attr_u32(2, rev), attr(3, info))
+
+
+def ifname_bytes(name: str, padded: bool) -> bytes:
+    """iptables compares "wt0\\0" (4 bytes); Go nftables users pad to IFNAMSIZ (16)."""
+    raw = name.encode() + b"\0"
+    return raw.ljust(16, b"\0") if padded else raw

@@ -1,0 +1,31 @@
+import os
+import shutil
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+from helpers import delete_netns, new_netns  # noqa: E402
+
+
+def _needs_root_and_tools() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root to create network namespaces"
+    for tool in ("ip", "nft", "iptables"):
+        if not shutil.which(tool):
+            return f"needs {tool} (Debian packages iproute2, nftables, iptables)"
+    return None
+
+
+@pytest.fixture
+def netns():
+    """A fresh network namespace, deleted afterwards even when the test fails."""
+    reason = _needs_root_and_tools()
+    if reason:
+        pytest.skip(reason)
+    name = new_netns()
+    try:
+        yield name
+    finally:
+        delete_netns(name)

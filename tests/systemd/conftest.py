@@ -1,0 +1,111 @@
+"""pytest fixtures that boot Debian's systemd in a throwaway nspawn container.
+
+Fixtures:
+  systemd_rootfs     (session)  path of the cached rootfs; built once per session
+  container          (function) a booted Container, project checkout bound read-only
+  container_factory  (function) make(**Container kwargs) -> booted Container, torn down after
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+# Importable whatever pytest's import mode is (no __init__.py on purpose: a
+# package named "systemd" would shadow the python-systemd module).
+HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
+
+import rootfs as _rootfs  # noqa: E402
+from container import Container  # noqa: E402
+
+PROJECT_ROOT = HERE.parents[1]
+
+
+def _skip_reason() -> str | None:
+    if os.geteuid() != 0:
+        return "systemd container tests need root (systemd-nspawn, cgroups, namespaces)"
+    if not shutil.which("systemd-nspawn"):
+        return "systemd-nspawn missing (apt-get install systemd-container)"
+    if not _rootfs.rootfs_path().is_dir() and not shutil.which("debootstrap"):
+        return "debootstrap missing to build the test rootfs (apt-get install debootstrap)"
+    return None
+
+
+def project_binds() -> list[str]:
+    """Read-only binds so the checkout (and its .venv) run inside as on the host."""
+    binds = [str(PROJECT_ROOT)]
+    venv = PROJECT_ROOT / ".venv"
+    cfg = venv / "pyvenv.cfg"
+    if venv.is_dir() and not venv.resolve().is_relative_to(PROJECT_ROOT):
+        binds.append(str(venv.resolve()))
+    if cfg.is_file():
+        # A venv's python is a symlink to its base interpreter ("home = .../bin");
+        # bind that prefix too unless the rootfs has it (Debian's /usr/bin).
+        for line in cfg.read_text().splitlines():
+            key, _, value = line.partition("=")
+            if key.strip() == "home":
+                prefix = Path(value.strip()).parent
+                if prefix != Path("/usr") and prefix.is_dir():
+                    binds.append(str(prefix))
+    return binds
+
+
+@pytest.fixture(scope="session")
+def systemd_rootfs() -> Path:
+    reason = _skip_reason()
+    if reason:
+        pytest.skip(reason)
+    try:
+        return _rootfs.build()
+    except RuntimeError as exc:
+        pytest.fail(f"building the systemd test rootfs failed: {exc}", pytrace=False)
+
+
+@pytest.fixture
+def container_factory(systemd_rootfs):
+    """make(**kwargs) boots a Container (default binds: the checkout, read-only)."""
+    made: list[Container] = []
+
+    def make(**kwargs) -> Container:
+        kwargs.setdefault("binds_ro", project_binds())
+        c = Container(systemd_rootfs, **kwargs)
+        made.append(c)
+        try:
+            c.__enter__()
+        except RuntimeError as exc:
+            pytest.fail(str(exc), pytrace=False)
+        return c
+
+    yield make
+    for c in reversed(made):
+        c.close()
+
+
+@pytest.fixture
+def container(container_factory) -> Container:
+    return container_factory()
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects, so the mark counts
+def pytest_collection_modifyitems(session, config, items):
+    """Mark container tests "systemd"; build the rootfs once, up front, if any
+    selected test uses it.
+
+    Building here (not lazily in the first test) keeps the ~1 min debootstrap
+    out of the first test's timing; failures still surface via the fixture.
+    """
+    users = [i for i in items if "systemd_rootfs" in getattr(i, "fixturenames", ())]
+    for item in users:
+        item.add_marker(pytest.mark.systemd)
+    deselected = config.getoption("markexpr", "") == "not systemd"
+    if users and not deselected and _skip_reason() is None:
+        try:
+            _rootfs.build()
+        except RuntimeError:
+            pass  # reported by the systemd_rootfs fixture with a clear message
