@@ -7,8 +7,8 @@ import os
 import sys
 
 from . import __version__
-from .config import DEFAULT_PATH, Config, load_config
-from .errors import EXIT_USAGE, EnvironmentProblem, FwgateError
+from .config import DEFAULT_PATH, DEFAULTS, Config, load_config
+from .errors import EnvironmentProblem, FwgateError
 
 COMMANDS = {
     "run": "the daemon: stages, settle, compat, then READY=1",
@@ -55,7 +55,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _config(args) -> Config:
-    return load_config(getattr(args, "config", DEFAULT_PATH))
+    path = getattr(args, "config", None)
+    if path is None and not os.path.exists(DEFAULT_PATH):
+        return DEFAULTS  # every key is optional, so no file means the defaults
+    return load_config(path or DEFAULT_PATH)
 
 
 def _enter_netns(args) -> None:
@@ -66,7 +69,7 @@ def _enter_netns(args) -> None:
 
 
 def cmd_validate_config(args) -> int:
-    path = args.path or getattr(args, "config", DEFAULT_PATH)
+    path = args.path or getattr(args, "config", None) or DEFAULT_PATH
     config = load_config(path)
     stages = ", ".join(s.name for s in config.stages)
     print(f"{path}: ok: {len(config.stages)} stage(s) ({stages}), settle {config.settle:g}s, "

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from . import model
 from .adapters import nft
 from .adapters.journal import Log
-from .adapters.nfnl import NFNLGRP_NFTABLES, NetlinkError, NfSocket
+from .adapters.nfnl import NFNLGRP_NFTABLES, DumpInterrupted, NetlinkError, NfSocket
 from .adapters.notify import Notifier
 from .config import Config, LinkUp, Stage, UnitActive
 from .errors import EnvironmentProblem
@@ -258,7 +258,11 @@ class GateLoop:
         """Dump the tables of interest: the baseline of the window and the facts
         the rule conditions read."""
         started = self.clock()
-        snap, digest = self._snapshot()
+        try:
+            snap, digest = self._snapshot()
+        except DumpInterrupted:
+            self._still_moving(now)
+            return
         cost = self.clock() - started
         # Spend at most a third of the time dumping while changes keep coming.
         self.stale, self.next_dump = False, self.clock() + 2 * cost
@@ -272,10 +276,20 @@ class GateLoop:
         if self.gate.window.unchanged_since_baseline(genid):
             self.gate.confirm(now, genid, None)
             return
-        snap, digest = self._snapshot()
+        try:
+            snap, digest = self._snapshot()
+        except DumpInterrupted:
+            self._still_moving(now)
+            return
         self.facts.snapshot = snap
         self.gate.observe(now, self.facts, rules_since=self.tables_changed_at)
         self.gate.confirm(now, snap.genid, digest)
+
+    def _still_moving(self, now: float) -> None:
+        """The ruleset changed under every dump we tried: that is a change too."""
+        self.gate.rules_changed(now)
+        self._mark_changed(now, watched=True)
+        self.next_dump = self.clock() + DEBOUNCE
 
     def _publish(self, now: float) -> None:
         baseline = self.gate.window.baseline

@@ -218,3 +218,8 @@ def ifname_bytes(name: str, padded: bool) -> bytes:
     """iptables compares "wt0\\0" (4 bytes); Go nftables users pad to IFNAMSIZ (16)."""
     raw = name.encode() + b"\0"
     return raw.ljust(16, b"\0") if padded else raw
+
+
+def immediate_data(data: bytes, dreg: int = 1) -> bytes:
+    """`immediate reg N <data>`: a constant into a data register (meta/ct set use it)."""
+    return _expr("immediate", attr_u32(1, dreg), _value(2, data))

@@ -1,6 +1,7 @@
 """nf_tables over netlink: scoped snapshots, generation ids, events, batches."""
 from __future__ import annotations
 
+import errno
 import struct
 from dataclasses import dataclass
 from typing import Iterable
@@ -145,6 +146,9 @@ def snapshot(sock: NfSocket, scope: Iterable[TableRef] | None = None,
             return _snapshot_once(sock, scope, families)
         except DumpInterrupted:
             continue
+        except nfnl.NetlinkError as exc:
+            if exc.errno != errno.ENOENT:  # a table vanished between two dumps: moved on
+                raise
     raise DumpInterrupted()
 
 

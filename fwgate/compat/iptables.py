@@ -60,13 +60,13 @@ def tool_argv(binary: str, family: str, save: bool = False) -> list[str] | None:
     .../ip6tables-nft-save. A multi-call binary (xtables-nft-multi) gets the
     tool name as its first argument. None if the sibling does not exist."""
     directory, base = os.path.split(binary)
-    if "iptables" not in base:
+    stem = base.replace("ip6tables", "iptables", 1).removesuffix("-save")
+    if "iptables" not in stem:
         name = ("ip6tables" if family == "ip6" else "iptables") + ("-save" if save else "")
         return [binary, name]
     if family == "ip6":
-        base = base.replace("iptables", "ip6tables", 1)
-    if save:
-        base += "-save"
+        stem = stem.replace("iptables", "ip6tables", 1)
+    base = stem + ("-save" if save else "")
     path = os.path.join(directory, base)
     return [path] if path == binary or _executable(path) else None
 
