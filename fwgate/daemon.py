@@ -162,6 +162,7 @@ class GateLoop:
                 self._confirm(now)
                 continue
             if isinstance(decision, RunCompat):
+                self._publish(now)  # the stage events first, then what compat says
                 outcome = self.compat(self.nl)
                 self.gate.compat_result(self.clock(), outcome.incompatible, outcome.repaired)
                 if outcome.repaired:

@@ -180,7 +180,7 @@ class Gate:
             self.repair_rounds += 1
             self._emit("repaired", now, f"repaired {repaired} rule(s); settling again")
             if self.repair_rounds <= self.MAX_REPAIR_ROUNDS:
-                self.window.change(now)
+                self.window.change(now, count=False)
                 self.index = max(0, len(self.stages) - 1)
                 self.stage_done = self.stage_done[:self.index]
                 self.announced_held = False
@@ -247,7 +247,8 @@ class Gate:
             return f"{head}: {waiting}"
         settle = self.config.stage_settle(stage)
         quiet = min(self.window.quiet_for(now), settle)
-        return (f"{head}: rules: {self.window.changes} changes, quiet "
+        changes = self.window.changes
+        return (f"{head}: rules: {changes} change{'' if changes == 1 else 's'}, quiet "
                 f"{quiet:.1f}s of {format_timespan(settle)}")
 
     def take_events(self) -> list[GateEvent]:

@@ -25,10 +25,11 @@ class QuietWindow:
         self.resyncs = 0         # times events were lost and we started over
         self.baseline: Baseline | None = None  # state after last_change, once dumped
 
-    def change(self, now: float) -> None:
-        """A relevant event: restart the window; the old baseline is stale."""
+    def change(self, now: float, count: bool = True) -> None:
+        """A relevant event: restart the window; the old baseline is stale.
+        count=False: a change we made ourselves, whose event will be counted."""
         self.last_change = max(self.last_change, now)
-        self.changes += 1
+        self.changes += count
         self.baseline = None
 
     def lost_events(self, now: float) -> None:

@@ -131,6 +131,8 @@ def iter_attrs(buf: bytes | memoryview, start: int = 0, end: int | None = None
             raise ValueError(f"malformed netlink attribute at offset {pos}")
         yield kind & NLA_TYPE_MASK, pos + 4, pos + length
         pos += _pad(length)
+    if 0 < end - pos:
+        raise ValueError(f"{end - pos} stray bytes after the last netlink attribute")
 
 
 def attrs(buf: bytes | memoryview, start: int = 0, end: int | None = None

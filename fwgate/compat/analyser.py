@@ -19,13 +19,14 @@ iptables-nft reads the kernel's rules back in two steps, and either can fail:
    equivalent for, and so on.
 
 What it silently gets wrong is reported apart ("misread"): set lookups it
-ignores, a cmp reading a register that a skipped expression loaded while an
-earlier load still sits in iptables' idea of that register (its register map
-is off by one for the 32-bit registers 9..23), and header fields it drops.
+ignores, header fields it drops, and a cmp reading a register that a skipped
+expression loaded while an earlier load still sits in iptables' idea of that
+register. Its register map makes that easy: it gives NFT_REG32_xx the slot xx,
+so NFT_REG32_01 shares the slot of NFT_REG_1 (and _05 that of NFT_REG_2, ...).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from .. import exprs as X
 from ..config import TableRef
@@ -59,7 +60,13 @@ _CMP_LTE, _CMP_GTE = 3, 5
 _TCP, _UDP, _ICMP, _ICMPV6 = 6, 17, 1, 58
 _VERDICTS_PARSED = {"accept", "drop", "return", "jump", "goto"}
 _META_KEY_ERROR = {"ip": "unknown ipv4 meta key", "ip6": "unknown ipv6 meta key",
-                   "arp": "Unknown arp meta key", "bridge": "unknown bridge meta key"}
+                   "arp": "Unknown arp meta key"}
+_BRIDGE_META_NAMES = {6, 7, 17, 18}          # the interface names ebtables has options for
+# Failures that end the program on the spot, with their exit status (subprocess-style);
+# every other parse error ends it with exit 3 once the rule is parsed.
+SEGFAULT = "ebtables 1.8.9 crashes on meta iif/oif: segmentation fault"
+_FATAL = {SEGFAULT: -11, "BUG: nft_parse_match() unknown family 3": 1,
+          "BUG: nft_parse_limit() unknown family 3": 1}
 _WIDE_META = {6, 7, 17, 18, 26, 27, 34}      # interface names and kinds: 16 bytes
 _WIDE_CT = {8, 9, 13, 6, 21, 22}            # addresses, labels, helper name: 16 bytes
 
@@ -116,20 +123,26 @@ class CompatReport:
 
     def listing_exit(self, family: str, table: str, chain: str | None = None) -> int | None:
         """The exit code `iptables -t TABLE -S [CHAIN]` gives: 0; 1 when its expression
-        check refuses the chain (it runs first); 3 when a rule fails to parse;
-        None when a rule is unreadable to us."""
+        check refuses the chain (it runs first); 3 when a rule fails to parse (or
+        what a crash or an internal "BUG" gives); None when a rule is unreadable to us."""
         found = self._findings_in(family, table, chain)
         if any(f.unlisted for f in found):
             return 1
-        if any(f.iptables_error for f in found):
-            return 3
+        failing = next((f for f in found if f.iptables_error), None)
+        if failing:  # the first rule that fails to parse ends the listing
+            return _FATAL.get(failing.iptables_error, 3)
         return None if found else 0
 
     def save_outcome(self, family: str, table: str) -> str | None:
         """What iptables-save does with the table: "saved"; "left out" (a "# Table
         `T' is incompatible" line instead, exit 0); "aborted" (a rule fails to
         parse, exit 3); None when we cannot tell."""
-        return {0: "saved", 1: "left out", 3: "aborted"}.get(self.listing_exit(family, table))
+        found = self._findings_in(family, table)
+        if any(f.unlisted for f in found):
+            return "left out"
+        if any(f.iptables_error for f in found):
+            return "aborted"
+        return None if found else "saved"
 
     def check_blocker(self, family: str, table: str, chain: str,
                       position: int | None = None) -> Finding | None:
@@ -216,13 +229,12 @@ def _load_len(name: str, f: dict) -> int:
 class _Reg:
     """What iptables believes a register holds (struct nft_xt_ctx_reg)."""
 
-    kind: str = "undef"   # undef | payload | immediate | meta
+    kind: str = "undef"      # undef | payload | immediate | meta
     src: int | None = None   # the expression iptables believes loaded it
-    key: int = 0
-    base: int = 0
+    key: int = 0             # meta key
+    base: int = 0            # payload base and offset
     offset: int = 0
-    length: int = 0
-    data: bytes = b""
+    data: bytes = b""        # immediate data
 
 
 def describe(expr: Expr) -> str:
@@ -246,10 +258,15 @@ def describe(expr: Expr) -> str:
 class _Parse:
     """One rule through a model of nft_rule_to_iptables_command_state()."""
 
+    # Expressions it has a case for; it skips all others without a word.
+    HANDLED = {"counter", "payload", "meta", "immediate", "bitwise", "cmp", "range", "lookup",
+               "match", "target", "limit", "log"}
+
     def __init__(self, family: str):
         self.family = family
         self.regs = [_Reg() for _ in range(17)]
         self.truth: dict[int, int] = {}     # kernel word -> expression that really wrote it
+        self.skipped: set[int] = set()      # expressions iptables never looked at
         self.proto = 0                      # cs->fw.ip.proto, for transport header matches
         self.errors: list[tuple[int, str]] = []
         self.misread: list[tuple[int, str]] = []
@@ -295,10 +312,10 @@ class _Parse:
 
     def payload(self, f: dict) -> None:
         if "sreg" in f:  # a payload write: iptables reads its absent dreg as 0 and moves on
-            self.misread.append((self.i, "packet header rewrite: iptables-nft ignores it"))
+            self.misread.append((self.i, "iptables-nft ignores this header rewrite"))
             return
         self.load(f.get("dreg", 0), int(f.get("len", 0)), kind="payload", base=f.get("base", 0),
-                  offset=f.get("offset", 0), length=f.get("len", 0))
+                  offset=f.get("offset", 0))
 
     def meta(self, f: dict) -> None:
         if "sreg" not in f:
@@ -322,7 +339,7 @@ class _Parse:
             kind = "immediate" if len(data) <= 16 else "undef"
             self.load(f.get("dreg", 0), len(data), kind=kind, data=data)
         elif isinstance(data, tuple) and data[0] not in _VERDICTS_PARSED:
-            self.misread.append((self.i, f"verdict `{data[0]}`: iptables-nft shows no target"))
+            self.misread.append((self.i, f"iptables-nft shows no target for verdict `{data[0]}`"))
 
     def bitwise(self, f: dict) -> None:
         sreg, dreg = f.get("sreg", 0), f.get("dreg", 0)
@@ -351,8 +368,12 @@ class _Parse:
             return
         if actual is not None:
             what = {"meta": "meta", "payload": "header"}.get(r.kind, r.kind)
-            self.misread.append((actual, f"iptables-nft skips it and reads the comparison "
-                                         f"as a {what} match of an earlier expression"))
+            if actual in self.skipped:
+                self.misread.append((actual, f"iptables-nft skips it and reads the next "
+                                             f"comparison as a {what} match of an earlier expression"))
+            else:
+                self.misread.append((self.i, f"iptables-nft mixes up registers and reads this "
+                                             f"comparison as a {what} match of another expression"))
         if r.kind == "meta":
             self.meta_cmp(r, f)
         elif r.kind == "payload":
@@ -362,19 +383,43 @@ class _Parse:
 
     def meta_cmp(self, r: _Reg, f: dict) -> None:
         data = f.get("data") or b"\0"
-        if self.family in ("ip", "ip6") and r.key == _META_L4PROTO:
+        if self.family == "bridge":
+            self.bridge_meta(r)
+        elif self.family in ("ip", "ip6") and r.key == _META_L4PROTO:
             self.proto = data[0]
         elif r.key not in _META_PARSED:
-            self.errors.append((r.src, _META_KEY_ERROR.get(self.family, "unknown meta key")))
+            self.errors.append((r.src, _META_KEY_ERROR[self.family]))
+
+    def bridge_meta(self, r: _Reg) -> None:
+        if r.key in (4, 5):       # iif, oif: if_indextoname() into a NULL buffer
+            self.errors.append((r.src, SEGFAULT))
+        elif r.key == 1:          # protocol: dropped without a word
+            self.misread.append((r.src, "ebtables ignores it and shows the rule without it"))
+        elif r.key not in _BRIDGE_META_NAMES:
+            self.errors.append((r.src, "unknown bridge meta key" if r.key in _META_PARSED
+                                else "unknown meta key"))
 
     def payload_cmp(self, r: _Reg, f: dict) -> None:
-        if r.base == _NETWORK and self.family in ("ip", "ip6"):
+        if r.base == _TRANSPORT:
+            if self.family in ("ip", "ip6"):
+                self.transport(r, f)
+            else:
+                self.errors.append((r.src, "invalid family for TH match"))
+        elif self.family == "bridge" and r.base in (_LL, _NETWORK):
+            self.ethernet(r)
+        elif r.base == _NETWORK and self.family in ("ip", "ip6"):
             self.network(r, f)
-        elif r.base == _TRANSPORT and self.family in ("ip", "ip6"):
-            self.transport(r, f)
-        elif r.base not in (_LL, _NETWORK, _TRANSPORT) or (r.base == _LL and self.family != "bridge"):
+        elif r.base != _NETWORK:  # arp's own header fields are not modelled
             self.misread.append((r.src, "iptables-nft ignores matches on this header"))
-        # arp and bridge header fields: arptables/ebtables parsers, not modelled
+
+    def ethernet(self, r: _Reg) -> None:
+        """ebtables reads destination, source and type at offsets 0, 6, 12 — whatever
+        the header: `ip saddr` (network header + 12) comes out as `-p`."""
+        if r.offset not in (0, 6, 12):
+            self.errors.append((r.src, "unknown payload offset"))
+        elif r.base != _LL:
+            self.misread.append((r.src, "ebtables reads this network header field as an "
+                                        "Ethernet header field"))
 
     def network(self, r: _Reg, f: dict) -> None:
         data = f.get("data") or b"\0"
@@ -436,8 +481,10 @@ class _Parse:
     def lookup(self, f: dict) -> None:
         if self.family == "bridge":
             return  # ebtables' among match: not modelled
-        what = "map lookup" if "dreg" in f else "set lookup"
-        self.misread.append((self.i, f"{what}: iptables-nft ignores it and shows the rule without it"))
+        what = "map" if "dreg" in f else "set"
+        self.misread.append((self.i, f"iptables-nft ignores the {what} lookup and shows the rule "
+                                     f"without it"))
+        self.skip("lookup", f)
 
     def match(self, f: dict) -> None:
         if self.family == "arp":
@@ -453,8 +500,11 @@ class _Parse:
     def log(self, f: dict) -> None:
         pass
 
-    HANDLED = {"counter", "payload", "meta", "immediate", "bitwise", "cmp", "range", "lookup",
-               "match", "target", "limit", "log"}
+    def skip(self, name: str, f: dict) -> None:
+        """An expression iptables has no case for: whatever it loads, iptables never sees."""
+        self.skipped.add(self.i)
+        if isinstance(f.get("dreg"), int) and f["dreg"]:
+            self.write(f["dreg"], _load_len(name, f), self.i)
 
 
 def read_rule(rule: Rule) -> RuleVerdict:
@@ -472,8 +522,8 @@ def read_rule(rule: Rule) -> RuleVerdict:
                 unlisted.append((i, why))
             if expr.name in _Parse.HANDLED:
                 getattr(p, expr.name)(f)
-            elif isinstance(f.get("dreg"), int) and f["dreg"]:
-                p.write(f["dreg"], _load_len(expr.name, f), i)   # skipped: iptables never sees it
+            else:
+                p.skip(expr.name, f)
         except (ValueError, TypeError, KeyError, IndexError) as exc:
             return RuleVerdict(unreadable=(i, str(exc) or type(exc).__name__))
     return RuleVerdict(tuple(p.errors), tuple(unlisted), tuple(dict.fromkeys(p.misread)))
@@ -493,7 +543,8 @@ def _finding(rule: Rule, verdict: RuleVerdict) -> tuple[Finding | None, Finding 
                        False, everything), None
     unlisted = verdict.unlisted[0][1] if verdict.unlisted else None
     if verdict.errors:
-        i, message = verdict.errors[0]
+        # A crash or an internal "BUG" ends the program before the rule's other errors.
+        i, message = next((e for e in verdict.errors if e[1] in _FATAL), verdict.errors[0])
         return Finding(rule, f"{describe(rule.exprs[i])}: iptables-nft cannot parse it ({message})",
                        repairable, everything, message, unlisted), None
     misread = None

@@ -39,9 +39,11 @@ def find_iptables(setting: str, k3s_data: str = K3S_DATA) -> str | None:
         return None
     if setting == "auto":
         current = os.path.join(k3s_data, "current", "bin", "aux", "iptables")
-        others = sorted(glob.glob(os.path.join(k3s_data, "*", "bin", "aux", "iptables")),
-                        key=os.path.getmtime, reverse=True)
-        return next((p for p in (current, *others) if _executable(p)), None)
+        if _executable(current):
+            return current
+        found = [p for p in glob.glob(os.path.join(k3s_data, "*", "bin", "aux", "iptables"))
+                 if _executable(p)]
+        return max(found, key=os.path.getmtime, default=None)
     if "/" not in setting:
         found = shutil.which(setting)
         if found is None:
@@ -206,7 +208,7 @@ def compare(report: CompatReport, verdict: IptablesVerdict) -> list[Disagreement
     return out
 
 
-def verdict_json(verdict: IptablesVerdict, disagreements: list[Disagreement] = ()) -> dict:
+def verdict_json(verdict: IptablesVerdict, disagreements: Iterable[Disagreement] = ()) -> dict:
     return {
         "binary": verdict.binary,
         "version": verdict.version,

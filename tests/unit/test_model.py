@@ -1,0 +1,86 @@
+"""Pure pieces under the probe: attribute codec, expressions, digest."""
+import pytest
+
+from fwgate import exprs as X
+from fwgate.adapters import nfnl
+from fwgate.config import TableRef
+from fwgate.model import Chain, Expr, Rule, Snapshot, Table, digest
+from fwgate.programmer import forward_oif_rule, iif_accept_rule
+
+FILTER = TableRef("ip", "filter")
+
+
+def parse_rule_exprs(encoded: list[bytes]) -> tuple[Expr, ...]:
+    blob = nfnl.nested(nfnl.NFTA_RULE_EXPRESSIONS, *encoded)
+    (_, start, end), = nfnl.iter_attrs(blob)
+    return tuple(Expr(n, d) for n, d in X.split_expressions(blob, start, end))
+
+
+def rule(exprs, handle=4, userdata=b"frwacceptoif", position=0):
+    return Rule("ip", "filter", "FORWARD", handle, position, parse_rule_exprs(exprs), userdata)
+
+
+def test_attributes_round_trip_with_padding():
+    blob = nfnl.attr_str(1, "wt0") + nfnl.attr_u32(2, 7) + nfnl.nested(3, nfnl.attr(1, b"\x01"))
+    assert nfnl.attrs(blob)[1] == b"wt0\0"
+    assert nfnl.as_u32(nfnl.attrs(blob)[2]) == 7
+    assert nfnl.attrs(nfnl.attrs(blob)[3]) == {1: b"\x01"}
+
+
+@pytest.mark.parametrize("blob", [b"\x03\x00\x01\x00", b"\x10\x00\x01\x00abc", b"\x08\x00"])
+def test_malformed_attributes_raise_instead_of_reading_garbage(blob):
+    with pytest.raises(ValueError):
+        list(nfnl.iter_attrs(blob))
+
+
+def test_netbird_rule_decodes_as_the_kernel_shows_it():
+    r = rule(forward_oif_rule("wt0"))
+    assert r.expr_names == ["meta", "cmp", "ct", "bitwise", "cmp", "counter", "immediate"]
+    meta, cmp, ct, bitwise, neq, _, verdict = (e.fields for e in r.exprs)
+    assert meta == {"key": X.META_OIFNAME, "dreg": 1}
+    assert cmp["data"] == b"wt0".ljust(16, b"\0") and cmp["op"] == X.CMP_EQ
+    assert ct == {"dreg": 2, "key": X.CT_STATE}
+    assert bitwise["mask"] == (6).to_bytes(4, "little") and bitwise["sreg"] == 2
+    assert neq["op"] == X.CMP_NEQ
+    assert verdict["data"] == ("accept", None)
+    assert r.userdata_text() == "frwacceptoif"
+    assert r.interface_matches() == {"iifname": set(), "oifname": {"wt0"}}
+
+
+def test_userdata_text_reads_nft_comment_tlv_too():
+    tlv = bytes([0, 5]) + b"hello"
+    assert rule([], userdata=tlv).userdata_text() == "hello"
+    assert rule([], userdata=None).userdata_text() is None
+
+
+def test_truncated_expression_attribute_is_an_error_not_a_crash():
+    expr = Expr("meta", nfnl.attr(1, b"\x00\x01"))  # dreg needs 4 bytes
+    with pytest.raises(ValueError, match="truncated"):
+        expr.fields
+
+
+def test_unknown_expressions_keep_raw_attributes():
+    assert Expr("frobnicate", nfnl.attr_u32(3, 9)).fields == {"attr3": b"\0\0\0\x09"}
+
+
+def test_digest_ignores_counters_but_not_meaning():
+    def snap(exprs, handle=4):
+        table = Table("ip", "filter", 0, 1, (Chain("FORWARD", 1, 2, 0, 1, "filter"),),
+                      (rule(exprs, handle),))
+        return Snapshot(1, {FILTER: table}, (FILTER,))
+
+    base = digest(snap(iif_accept_rule("wt0")), (FILTER,))
+    counted = iif_accept_rule("wt0")
+    counted[2] = X.counter(packets=99, nbytes=12345)  # meta, cmp, counter, immediate
+    assert digest(snap(counted), (FILTER,)) == base
+    assert digest(snap(iif_accept_rule("wt1")), (FILTER,)) != base
+    assert digest(snap(iif_accept_rule("wt0"), handle=5), (FILTER,)) != base
+    assert digest(Snapshot(1, {}, (FILTER,)), (FILTER,)) != base
+
+
+def test_digest_covers_only_the_scope():
+    other = TableRef("ip", "k3s")
+    a = Snapshot(1, {other: Table("ip", "k3s", 0, 3)}, (other,))
+    b = Snapshot(2, {other: Table("ip", "k3s", 0, 4)}, (other,))
+    assert digest(a, (FILTER,)) == digest(b, (FILTER,))
+    assert digest(a, (other,)) != digest(b, (other,))
