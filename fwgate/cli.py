@@ -15,6 +15,7 @@ COMMANDS = {
     "check": "evaluate every stage and the compat probe once, without waiting",
     "compat": "list rules iptables-nft cannot read, and why",
     "repair": "re-encode known-incompatible rules so iptables-nft reads them",
+    "status": "what the running (or last) fwgate saw: stage, digest, verdict, repairs",
     "validate-config": "check a config file and exit",
     "demo": "the gate against a Netbird-like agent in a throw-away namespace",
 }
@@ -41,10 +42,12 @@ def _parser() -> argparse.ArgumentParser:
     cmds = {name: sub.add_parser(name, parents=[common], help=text, description=text,
                                  epilog=EPILOG)
             for name, text in COMMANDS.items()}
-    for name in ("check", "compat", "repair"):
+    for name in ("check", "compat", "repair", "status"):
         cmds[name].add_argument("--json", action="store_true", help="print one JSON object")
     cmds["compat"].add_argument("--iptables", metavar="PATH",
                                 help="also ask this iptables binary (overrides compat.iptables)")
+    cmds["run"].add_argument("--watch", action="store_true",
+                             help="stay running after READY and keep checking (after_ready: watch)")
     cmds["repair"].add_argument("--dry-run", action="store_true",
                                 help="say what would be re-encoded; change nothing")
     cmds["validate-config"].add_argument("path", nargs="?", metavar="PATH",
@@ -82,18 +85,59 @@ def cmd_run(args) -> int:
     from .adapters.notify import Notifier
     from .daemon import GateLoop
     from .gatecompat import compat_hook
+    from .state import state_path
     config = _config(args)
     log = Log()
     notifier = Notifier(log)  # before entering the netns: the notify socket lives outside
     _enter_netns(args)
     loop = GateLoop(config, log, notifier, compat=compat_hook(config, log, args),
-                    reload=lambda: _config(args))
+                    reload=lambda: _config(args), watch=args.watch or None,
+                    netns=getattr(args, "netns", None),
+                    state_file=state_path(getattr(args, "netns", None)))
     result = loop.run()
-    if result.exit_code == 0 and result.ready_at is not None:
-        log.info(f"READY: {result.status}")
-    elif result.exit_code:
+    if result.exit_code:
         log.error(result.status)
     return result.exit_code
+
+
+def cmd_status(args) -> int:
+    from .state import pid_alive, read_state, state_path
+    path = state_path(getattr(args, "netns", None))
+    state = read_state(path)
+    if state is None:
+        raise FwgateError(f"no fwgate state at {path}: fwgate has not run since boot")
+    alive = pid_alive(state.pid) and state.phase in ("waiting", "watching")
+    if args.json:
+        from dataclasses import asdict
+        print(json.dumps({**asdict(state), "running": alive}, indent=2, sort_keys=True))
+    else:
+        print(render_status(state, alive, path))
+    return 0 if state.ready_at else 1
+
+
+def render_status(state, alive: bool, path: str) -> str:
+    import time as _time
+
+    def when(t):
+        return _time.strftime("%Y-%m-%d %H:%M:%S", _time.localtime(t)) if t else "never"
+
+    running = f"running (pid {state.pid})" if alive else \
+        f"not running (pid {state.pid} {'exited' if state.phase != 'stopped' else 'was stopped'})"
+    lines = [f"fwgate: {running}, {state.phase}" + (f" in network namespace {state.netns}" if state.netns else ""),
+             f"status: {state.status}",
+             f"ready: {when(state.ready_at)}",
+             f"stages: " + (", ".join(f"{k} {v:g}s" for k, v in state.stage_seconds.items()) or "none settled"),
+             f"rules: genid {state.genid}, digest {(state.digest or '')[:16]}, "
+             f"{state.changes_total} change(s), last {when(state.last_change_at)}, "
+             f"{state.resyncs_total} resync(s)",
+             f"compat: " + ("not checked yet" if state.compat_checked_at is None else
+                            f"checked {when(state.compat_checked_at)}: " +
+                            ("iptables-nft reads every rule" if not state.incompatible else
+                             f"{len(state.incompatible)} unreadable: {state.incompatible[0]}")),
+             f"repairs: {state.repairs_total}"]
+    lines += [f"  {when(r['at'])} {r['rule']}" for r in state.repairs[-5:]]
+    lines.append(f"(from {path}, written {when(state.updated_at)})")
+    return "\n".join(lines)
 
 
 def cmd_check(args) -> int:

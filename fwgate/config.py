@@ -70,6 +70,13 @@ class CompatConfig:
 
 
 @dataclass(frozen=True)
+class AfterReady:
+    mode: str = "exit"                   # exit | watch
+    restart_after_repair: str | None = None  # a unit to restart after a live repair, if it crashed
+    restart_interval: float = 600.0      # at most one such restart per interval
+
+
+@dataclass(frozen=True)
 class Config:
     settle: float = 5.0
     timeout: float = 300.0        # 0 = wait forever
@@ -78,6 +85,8 @@ class Config:
                                    TableRef("ip", "filter"), TableRef("ip6", "filter"))
     stages: tuple[Stage, ...] = ()
     compat: CompatConfig = field(default_factory=CompatConfig)
+    after_ready: AfterReady = field(default_factory=AfterReady)
+    metrics_textfile: str | None = None
     source: str = "<defaults>"
 
     def stage_settle(self, stage: Stage) -> float:
@@ -244,7 +253,8 @@ def parse_config(text: str, source: str = "<config>", base: Config | None = None
         raise ConfigError(f"{source}: not valid YAML: {problem}{where}") from None
     if root is None:
         return replace(base, source=source)
-    keys = r.mapping("", root, ("settle", "timeout", "on_timeout", "watch", "stages", "compat"))
+    keys = r.mapping("", root, ("settle", "timeout", "on_timeout", "watch", "stages", "compat",
+                                "after_ready", "metrics"))
     settle = r.timespan("settle", keys["settle"]) if "settle" in keys else base.settle
     timeout = r.timespan("timeout", keys["timeout"]) if "timeout" in keys else base.timeout
     on_timeout = (r.choice("on_timeout", keys["on_timeout"], ("proceed", "fail"))
@@ -277,7 +287,33 @@ def parse_config(text: str, source: str = "<config>", base: Config | None = None
             if binary not in ("auto", "none") and not binary.startswith("/"):
                 raise r.fail("compat.iptables", ckeys["iptables"], "expected auto, none or an absolute path")
             compat = replace(compat, iptables=binary)
-    return Config(settle, timeout, on_timeout, watch, stages, compat, source)
+    after_ready = base.after_ready
+    if "after_ready" in keys:
+        akeys = r.mapping("after_ready", keys["after_ready"],
+                          ("mode", "restart_after_repair", "restart_interval"))
+        if "mode" in akeys:
+            after_ready = replace(after_ready, mode=r.choice("after_ready.mode", akeys["mode"],
+                                                             ("exit", "watch")))
+        if "restart_after_repair" in akeys:
+            unit = r.string("after_ready.restart_after_repair", akeys["restart_after_repair"],
+                            "none or a systemd unit name such as k3s.service")
+            if unit != "none" and not _UNIT.match(unit):
+                raise r.fail("after_ready.restart_after_repair", akeys["restart_after_repair"],
+                             "expected none or a systemd unit name such as k3s.service")
+            after_ready = replace(after_ready, restart_after_repair=None if unit == "none" else unit)
+        if "restart_interval" in akeys:
+            after_ready = replace(after_ready, restart_interval=r.timespan(
+                "after_ready.restart_interval", akeys["restart_interval"]))
+    metrics = base.metrics_textfile
+    if "metrics" in keys:
+        mkeys = r.mapping("metrics", keys["metrics"], ("textfile",))
+        if "textfile" in mkeys:
+            path = r.string("metrics.textfile", mkeys["textfile"], "none or an absolute path")
+            if path != "none" and not (path.startswith("/") and path.endswith(".prom")):
+                raise r.fail("metrics.textfile", mkeys["textfile"],
+                             "expected none or an absolute path ending in .prom")
+            metrics = None if path == "none" else path
+    return Config(settle, timeout, on_timeout, watch, stages, compat, after_ready, metrics, source)
 
 
 def default_config_text() -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import math
+import os
 import selectors
 import signal
 import socket
@@ -22,6 +23,7 @@ from .adapters.notify import Notifier
 from .config import Config, LinkUp, Stage, UnitActive
 from .errors import EnvironmentProblem
 from .pipeline import Facts, Failed, Gate, NeedConfirm, Ready, RunCompat, Wait
+from .state import State, render_metrics, write_atomically
 
 EVENT_RCVBUF = 8 << 20
 KEEPALIVE = 2.0        # seconds between EXTEND_TIMEOUT_USEC/STATUS ticks while working
@@ -32,7 +34,12 @@ DEBOUNCE = 0.02        # dump once the event stream has paused this long
 @dataclass
 class CompatOutcome:
     incompatible: list[str] = field(default_factory=list)  # one line per unreadable rule
-    repaired: int = 0
+    repaired_lines: list[str] = field(default_factory=list)  # one line per rule re-encoded
+    resettle: bool = False  # the ruleset moved under the repair: settle again, then retry
+
+    @property
+    def repaired(self) -> int:
+        return len(self.repaired_lines)
 
 
 CompatHook = Callable[[NfSocket], CompatOutcome]
@@ -81,14 +88,22 @@ class GateLoop:
                  compat: CompatHook = no_compat, stages: tuple[Stage, ...] | None = None,
                  reload: Callable[[], Config] | None = None,
                  on_status: Callable[[str], None] | None = None,
-                 tick: float = KEEPALIVE, clock: Callable[[], float] = time.monotonic):
+                 tick: float = KEEPALIVE, clock: Callable[[], float] = time.monotonic,
+                 watch: bool | None = None, netns: str | None = None,
+                 state_file: str | None = None):
         self.config, self.log, self.notifier = config, log, notifier
         self.compat, self.reload, self.on_status, self.clock = compat, reload, on_status, clock
         self.tick = tick
         self.stages = config.stages if stages is None else stages
+        self.keep_watching = config.after_ready.mode == "watch" if watch is None else watch
         self.facts = Facts()
         self.last_status = ""
         self.last_watched_change: float | None = None
+        self.ready_sent = False
+        self.last_restart = -math.inf
+        self.state = State(os.getpid(), netns, started_at=time.time())
+        self.state_file = state_file  # None: keep no state file (the demo)
+        self.stage_began = 0.0
 
     # -- set-up --------------------------------------------------------------
 
@@ -142,13 +157,23 @@ class GateLoop:
             return self._loop()
         finally:
             self._close()
+            self._write_state()
 
     def _restart(self, now: float) -> None:
-        self.gate = Gate(self.config, now, self.stages)
+        """The boot gate: every stage, then compat, then READY."""
+        self.gate: Gate | None = Gate(self.config, now, self.stages)
+        self._scope(now)
+
+    def _scope(self, now: float) -> None:
         self.interest = self.config.tables_of_interest()
         self.watched = set(self.config.watch)
         self.stale, self.last_event, self.next_dump = True, -math.inf, now
         self.tables_changed_at = now
+
+    def _watch_again(self, now: float) -> None:
+        """After READY: the watched tables changed; settle, then compat again."""
+        self.gate = Gate(self.config, now, (Stage("watch", ()),), label="watching")
+        self.gate.rules_changed(now)
 
     def _loop(self) -> GateResult:
         self._restart(self.clock())
@@ -157,29 +182,23 @@ class GateLoop:
             now = self.clock()
             if self.stale and now >= self.next_dump and now - self.last_event >= DEBOUNCE:
                 self._refresh(now)
-            decision = self.gate.decide(now)
+            decision = self.gate.decide(now) if self.gate else Wait(math.inf)
             if isinstance(decision, NeedConfirm):
                 self._confirm(now)
                 continue
             if isinstance(decision, RunCompat):
                 self._publish(now)  # the stage events first, then what compat says
-                outcome = self.compat(self.nl)
-                self.gate.compat_result(self.clock(), outcome.incompatible, outcome.repaired)
-                if outcome.repaired:
-                    self.stale = True
+                self._run_compat()
                 continue
             self._publish(now)
-            if isinstance(decision, Ready):
-                self.notifier.send(READY=1, STATUS=self.last_status)
-                return GateResult(0, self.last_status, self.clock(), self.last_watched_change)
-            if isinstance(decision, Failed):
-                self.notifier.send(STATUS=self.last_status, ERRNO=errno.ETIMEDOUT
-                                   if decision.exit_code == 1 else errno.EPROTO)
-                return GateResult(decision.exit_code, self.last_status, None, self.last_watched_change)
+            if isinstance(decision, (Ready, Failed)):
+                result = self._outcome(decision)
+                if result is not None:
+                    return result
+                continue
             if now >= next_tick:
                 self._keepalive()
-                next_tick = now + self._tick_interval()
-            assert isinstance(decision, Wait)
+                next_tick = now + self._tick_interval() if self._tick_due() else math.inf
             wake = min(decision.until, next_tick)
             if self.stale:
                 wake = min(wake, max(self.next_dump, self.last_event + DEBOUNCE))
@@ -187,29 +206,98 @@ class GateLoop:
             if stop is not None:
                 return stop
 
+    def _run_compat(self) -> None:
+        outcome = self.compat(self.nl)
+        now = self.clock()
+        if outcome.resettle:
+            self.gate.settle_again(now)
+            self.stale = True
+            return
+        self.gate.compat_result(now, outcome.incompatible, outcome.repaired)
+        self.state.compat_checked_at = time.time()
+        self.state.incompatible = list(outcome.incompatible)
+        if outcome.repaired:
+            self.stale = True
+            self.state.note_repair(time.time(), outcome.repaired_lines)
+            if self.ready_sent:
+                self._restart_crashed_unit(now)
+
+    def _outcome(self, decision: Ready | Failed) -> GateResult | None:
+        """READY (or the failure) of the boot gate, or the verdict of a watch round."""
+        now = self.clock()
+        self.gate = None
+        if not self.ready_sent:
+            if isinstance(decision, Failed):
+                self.notifier.send(STATUS=self.last_status, ERRNO=errno.ETIMEDOUT
+                                   if decision.exit_code == 1 else errno.EPROTO)
+                self.state.phase = "failed"
+                return GateResult(decision.exit_code, self.last_status, None, self.last_watched_change)
+            self.ready_sent = True
+            self.state.ready_at = time.time()
+            self.notifier.send(READY=1, STATUS=self.last_status)
+            result = GateResult(0, self.last_status, now, self.last_watched_change)
+            if not self.keep_watching:
+                self.state.phase = "ready"
+                return result
+            self.ready_result = result
+            self.log.info(f"READY sent; watching {', '.join(map(str, self.config.watch))} for changes")
+        elif isinstance(decision, Failed):
+            self.log.warning(f"after READY: {decision.reason}")
+        self.state.phase = "watching"
+        verdict = decision.reason if isinstance(decision, Failed) else \
+            (f"degraded: {decision.degraded}" if decision.degraded else "iptables-nft reads every rule")
+        self._set_status(f"watching: settled at {time.strftime('%H:%M:%S')}; {verdict}")
+        return None
+
+    def _restart_crashed_unit(self, now: float) -> None:
+        """After a live repair, bring back a unit that crashed on the rule (rate-limited)."""
+        unit = self.config.after_ready.restart_after_repair
+        if not unit or now - self.last_restart < self.config.after_ready.restart_interval:
+            return
+        from .adapters.manager import restart_if_crashed
+        try:
+            was = restart_if_crashed(unit)
+        except EnvironmentProblem as exc:
+            self.log.warning(str(exc))
+            return
+        if was:
+            self.last_restart = now
+            self.log.info(f"restarted {unit} (it was {was}) after the repair")
+            self.state.restarts = (self.state.restarts + [{"at": time.time(), "unit": unit,
+                                                            "was": was}])[-State.MAX_KEPT:]
+
     def _tick_interval(self) -> float:
         interval = self.notifier.watchdog_interval
         return min(self.tick, interval) if interval else self.tick
 
     def _keepalive(self) -> None:
-        fields: dict[str, object] = {"EXTEND_TIMEOUT_USEC": int(EXTEND_BY * 1e6)}
+        fields: dict[str, object] = {}
+        if not self.ready_sent:  # after READY it would stretch a runtime limit instead
+            fields["EXTEND_TIMEOUT_USEC"] = int(EXTEND_BY * 1e6)
         if self.notifier.watchdog_interval:
             fields["WATCHDOG"] = 1
-        self.notifier.send(**fields)
+        if fields:
+            self.notifier.send(**fields)
+
+    def _tick_due(self) -> bool:
+        """Before READY: keep-alive and live STATUS; after it, only a watchdog needs us."""
+        return not self.ready_sent or bool(self.notifier.watchdog_interval)
 
     def _wait(self, timeout: float) -> GateResult | None:
-        for key, _ in self.selector.select(timeout):
+        for key, _ in self.selector.select(None if math.isinf(timeout) else timeout):
             now = self.clock()
             if key.data == "nft":
                 self._read_nft_events(now)
             elif key.data == "links":
                 if self.links.process():
                     self.facts.links = self.links.links
-                    self.gate.observe(now, self.facts)
+                    if self.gate:
+                        self.gate.observe(now, self.facts)
             elif key.data == "units":
                 if self.units.process():
                     self.facts.units = dict(self.units.states)
-                    self.gate.observe(now, self.facts)
+                    if self.gate:
+                        self.gate.observe(now, self.facts)
             elif key.data == "signals":
                 result = self._on_signals(now)
                 if result is not None:
@@ -230,13 +318,15 @@ class GateLoop:
                     raise
                 # Events were dropped: we cannot know what changed, so start over.
                 self.log.warning("nf_tables events overflowed the socket; resyncing")
+                self.state.resyncs_total += 1
+                self._rules_changed(now)
                 self.gate.events_lost(now)
                 self._mark_changed(now, watched=True)
                 continue
             for event in nft.decode_events(messages):
                 if event.table is None:  # NEWGEN closes a transaction
                     if touched:
-                        self.gate.rules_changed(now)
+                        self._rules_changed(now)
                     touched = False
                 elif event.table in self.watched:
                     touched = True
@@ -244,6 +334,14 @@ class GateLoop:
                 elif event.table in self.interest:
                     self._mark_changed(now, watched=False)
         if touched:  # its NEWGEN is still on the way
+            self._rules_changed(now)
+
+    def _rules_changed(self, now: float) -> None:
+        self.state.changes_total += 1
+        self.state.last_change_at = time.time()
+        if self.gate is None:  # watching after READY: a new round
+            self._watch_again(now)
+        else:
             self.gate.rules_changed(now)
 
     def _mark_changed(self, now: float, watched: bool) -> None:
@@ -267,9 +365,12 @@ class GateLoop:
         cost = self.clock() - started
         # Spend at most a third of the time dumping while changes keep coming.
         self.stale, self.next_dump = False, self.clock() + 2 * cost
+        self.facts.snapshot = snap
+        self.state.genid, self.state.digest = snap.genid, digest
+        if self.gate is None:
+            return
         if self.gate.window.baseline is None:
             self.gate.window.set_baseline(snap.genid, digest)
-        self.facts.snapshot = snap
         self.gate.observe(now, self.facts, rules_since=self.tables_changed_at)
 
     def _confirm(self, now: float) -> None:
@@ -288,32 +389,65 @@ class GateLoop:
 
     def _still_moving(self, now: float) -> None:
         """The ruleset changed under every dump we tried: that is a change too."""
-        self.gate.rules_changed(now)
+        self._rules_changed(now)
         self._mark_changed(now, watched=True)
         self.next_dump = self.clock() + DEBOUNCE
 
     def _publish(self, now: float) -> None:
+        """Journal the gate's events; STATUS, state file and metrics when they changed."""
+        if self.gate is None:
+            return
         baseline = self.gate.window.baseline
-        for event in self.gate.take_events():
+        events = self.gate.take_events()
+        for event in events:
             self.log.event(event.kind, event.stage, event.message,
                            int((event.at - self.gate.started) * 1000),
                            baseline.genid if baseline else None,
                            baseline.digest if baseline else None)
-        status = self.gate.status(now)
+            if event.kind == "stage-start" and not self.ready_sent:
+                self.stage_began = event.at
+            if event.kind == "settled" and not self.ready_sent:
+                self.state.stage_seconds[event.stage] = round(event.at - self.stage_began, 3)
+        self.state.stage = self.gate.stage.name if self.gate.stage else None
+        self._set_status(self.gate.status(now), force_write=bool(events))
+
+    def _set_status(self, status: str, force_write: bool = False) -> None:
         if status != self.last_status:
             self.last_status = status
             self.notifier.send(STATUS=status)
             if self.on_status:
                 self.on_status(status)
+        elif not force_write:
+            return
+        self.state.status = status
+        self._write_state()
+
+    def _write_state(self) -> None:
+        self.state.updated_at = time.time()
+        try:
+            if self.state_file:
+                write_atomically(self.state_file, self.state.to_json())
+            if self.config.metrics_textfile:
+                write_atomically(self.config.metrics_textfile, render_metrics(self.state))
+        except OSError as exc:
+            if not getattr(self, "_state_warned", False):  # say it once
+                self.log.warning(f"cannot write {exc.filename}: {exc.strerror}")
+                self._state_warned = True
 
     def _on_signals(self, now: float) -> GateResult | None:
         for signum in self.signals.pending():
             if signum == signal.SIGHUP:
                 self._reload(now)
                 continue
-            self.notifier.send(STOPPING=1, STATUS="stopping: no READY was sent")
             name = signal.Signals(signum).name
+            if self.ready_sent:
+                self.notifier.send(STOPPING=1, STATUS="stopping")
+                self.log.info(f"{name}: stopping")
+                self.state.phase = "stopped"
+                return self.ready_result
+            self.notifier.send(STOPPING=1, STATUS="stopping: no READY was sent")
             self.log.info(f"{name}: stopping before READY")
+            self.state.phase = "stopped"
             return GateResult(130 if signum == signal.SIGINT else 0, f"stopped by {name}")
         return None
 
@@ -330,5 +464,10 @@ class GateLoop:
             return
         self.config, self.stages = config, config.stages
         self._open_watchers()
+        if self.ready_sent:  # READY stands; check the rules again under the new config
+            self.log.info(f"SIGHUP: reloaded {config.source}; checking the rules again")
+            self._scope(now)
+            self._watch_again(now)
+            return
         self.log.info(f"SIGHUP: reloaded {config.source}; starting the gate over")
         self._restart(now)

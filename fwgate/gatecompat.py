@@ -54,14 +54,14 @@ def compat_hook(config: Config, log: Log, args) -> CompatHook:
                 result = apply_repairs(sock)
             except RepairConflict as exc:
                 log.warning(f"compat: {exc}; settling again")
-                return CompatOutcome([], repaired=1)  # the ruleset is moving: settle again
-            for fixed in result.repaired:
-                log.info(f"compat: repaired {fixed.rule.family} {fixed.rule.table} "
-                         f"{fixed.rule.chain} handle {fixed.rule.handle} "
-                         f"({fixed.rule.userdata_text() or 'untagged'}): was {fixed.reason}; "
-                         f"now {fixed.equivalent.text}")
-            if result.repaired:
-                return CompatOutcome([], repaired=len(result.repaired))
+                return CompatOutcome(resettle=True)
+            lines = [f"{f.rule.family} {f.rule.table} {f.rule.chain} handle {f.rule.handle} "
+                     f"({f.rule.userdata_text() or 'untagged'}): was {f.reason}; now {f.equivalent.text}"
+                     for f in result.repaired]
+            for line in lines:
+                log.info(f"compat: repaired {line}")
+            if lines:
+                return CompatOutcome([], lines)
         snap, report = take_report(sock)
         incompatible = [finding_line(f) for f in report.findings]
         for line in incompatible:

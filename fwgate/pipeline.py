@@ -103,8 +103,10 @@ class GateEvent:
 class Gate:
     MAX_REPAIR_ROUNDS = 3
 
-    def __init__(self, config: Config, now: float, stages: tuple[Stage, ...] | None = None):
+    def __init__(self, config: Config, now: float, stages: tuple[Stage, ...] | None = None,
+                 label: str | None = None):
         self.config = config
+        self.label = label  # names a round after READY ("watching") instead of "stage i/n"
         self.stages = config.stages if stages is None else stages
         self.started = now
         self.window = QuietWindow(now)
@@ -120,7 +122,8 @@ class Gate:
         self.repair_rounds = 0
         self.timed_out: str | None = None
         self.events: list[GateEvent] = []
-        self._emit("stage-start", now, self._stage_intro())
+        self._emit("stage-start", now, f"{label}: the watched tables changed; settling" if label
+                   else self._stage_intro())
 
     # -- inputs ------------------------------------------------------------
 
@@ -180,10 +183,7 @@ class Gate:
             self.repair_rounds += 1
             self._emit("repaired", now, f"repaired {repaired} rule(s); settling again")
             if self.repair_rounds <= self.MAX_REPAIR_ROUNDS:
-                self.window.change(now, count=False)
-                self.index = max(0, len(self.stages) - 1)
-                self.stage_done = self.stage_done[:self.index]
-                self.announced_held = False
+                self.settle_again(now)
                 return
         if not incompatible:
             self._finish(now, Ready(self.timed_out))
@@ -194,6 +194,14 @@ class Gate:
             self._finish(now, Ready("; ".join(filter(None, [self.timed_out, summary]))))
         else:  # fail, or repair that could not fix everything
             self._finish(now, Failed(3, summary))
+
+    def settle_again(self, now: float) -> None:
+        """Our own change (a repair), or one under it: the last stage settles anew."""
+        self.compat_pending = False
+        self.window.change(now, count=False)
+        self.index = max(0, len(self.stages) - 1)
+        self.stage_done = self.stage_done[:self.index]
+        self.announced_held = False
 
     # -- the decision ----------------------------------------------------------
 
@@ -213,7 +221,8 @@ class Gate:
             return Wait(deadline)
         if not self.announced_held:
             self.announced_held = True
-            self._emit("stage-held", now, f"{self._stage_intro()}: conditions hold, settling")
+            if not self.label:
+                self._emit("stage-held", now, f"{self._stage_intro()}: conditions hold, settling")
         due = max([self.window.last_change] + [self.held_since[k] for k in keys]) + \
             self.config.stage_settle(stage)
         if now < due or self.window.baseline is None:
@@ -261,6 +270,8 @@ class Gate:
         return self.stage.name if self.stage else "compat"
 
     def _stage_intro(self) -> str:
+        if self.label:
+            return self.label
         if self.stage is None:
             return "compat"
         return f"stage {self.index + 1}/{len(self.stages)} {self.stage.name}"
@@ -297,5 +308,5 @@ class Gate:
 
     def _finish(self, now: float, outcome: Ready | Failed) -> None:
         self.outcome = outcome
-        if isinstance(outcome, Ready):
+        if isinstance(outcome, Ready) and not self.label:
             self._emit("ready", now, self.status(now), stage="ready")

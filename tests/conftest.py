@@ -18,6 +18,19 @@ def _needs_root_and_tools() -> str | None:
     return None
 
 
+@pytest.fixture(autouse=True, scope="session")
+def private_runtime_dir(tmp_path_factory):
+    """fwgate's state files go to a temp dir, not the machine's /run/fwgate."""
+    path = str(tmp_path_factory.mktemp("run-fwgate"))
+    old = os.environ.get("RUNTIME_DIRECTORY")
+    os.environ["RUNTIME_DIRECTORY"] = path
+    yield path
+    if old is None:
+        os.environ.pop("RUNTIME_DIRECTORY", None)
+    else:
+        os.environ["RUNTIME_DIRECTORY"] = old
+
+
 @pytest.fixture
 def netns():
     """A fresh network namespace, deleted afterwards even when the test fails."""

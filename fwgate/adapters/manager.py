@@ -1,0 +1,32 @@
+"""Restarting a unit through systemd's manager (pystemd, D-Bus): for a k3s that
+crashed on an unreadable rule before fwgate repaired it."""
+from __future__ import annotations
+
+from ..errors import EnvironmentProblem
+
+SYSTEMD = b"org.freedesktop.systemd1"
+MANAGER_PATH = b"/org/freedesktop/systemd1"
+MANAGER = b"org.freedesktop.systemd1.Manager"
+UNIT = b"org.freedesktop.systemd1.Unit"
+CRASHED = ("failed", "activating")  # activating again: systemd's auto-restart after a crash
+
+
+def restart_if_crashed(unit: str) -> str | None:
+    """Restart `unit` if it is failed or crash-looping. Returns the state it was in
+    when restarted, None when it was left alone (active, inactive, not loaded)."""
+    try:
+        from pystemd.dbuslib import DBus
+        with DBus() as bus:
+            path = bus.call_method(SYSTEMD, MANAGER_PATH, MANAGER, b"LoadUnit", [unit.encode()]).body
+            path = path if isinstance(path, bytes) else path[0]
+            state = bus.get_property(SYSTEMD, path, UNIT, b"ActiveState", b"s")
+            state = state.decode() if isinstance(state, bytes) else str(state)
+            if state not in CRASHED:
+                return None
+            if state == "failed":
+                bus.call_method(SYSTEMD, MANAGER_PATH, MANAGER, b"ResetFailedUnit", [unit.encode()])
+            bus.call_method(SYSTEMD, MANAGER_PATH, MANAGER, b"RestartUnit",
+                            [unit.encode(), b"replace"])
+            return state
+    except Exception as exc:  # pystemd's DBusError and friends
+        raise EnvironmentProblem(f"cannot restart {unit} over D-Bus: {exc}") from None
