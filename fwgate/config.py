@@ -17,6 +17,7 @@ MAX_CONFIG_BYTES = 1 << 20
 FAMILIES = ("ip", "ip6", "inet", "arp", "bridge", "netdev")
 _IFNAME = re.compile(r"^[^\s/:]{1,15}$")
 _OBJNAME = re.compile(r"^[^\s\x00]{1,255}$")
+_PLAIN_TAGS = {f"tag:yaml.org,2002:{t}" for t in ("str", "int", "float", "bool", "null", "map", "seq")}
 _UNIT = re.compile(r"^[A-Za-z0-9:_.\\@-]+\.(service|target|socket|mount|device|path|timer|scope|slice|swap)$")
 
 
@@ -122,6 +123,8 @@ class _Reader:
         if id(node) in self.seen:
             raise self.fail(path, node, "YAML anchors and aliases are not supported")
         self.seen.add(id(node))
+        if node.tag not in _PLAIN_TAGS:
+            raise self.fail(path, node, f"unsupported YAML tag {node.tag.replace('tag:yaml.org,2002:', '!!')}")
 
     def mapping(self, path: str, node: yaml.Node, allowed: tuple[str, ...]) -> dict[str, yaml.Node]:
         self.visit(path, node)

@@ -29,6 +29,7 @@ EVENT_RCVBUF = 8 << 20
 KEEPALIVE = 2.0        # seconds between EXTEND_TIMEOUT_USEC/STATUS ticks while working
 EXTEND_BY = 4 * KEEPALIVE
 DEBOUNCE = 0.02        # dump once the event stream has paused this long
+MAX_READS = 256        # event datagrams read per wake-up before looking at the rest
 
 
 @dataclass
@@ -287,7 +288,7 @@ class GateLoop:
         for key, _ in self.selector.select(None if math.isinf(timeout) else timeout):
             now = self.clock()
             if key.data == "nft":
-                self._read_nft_events(now)
+                self._read_nft_events()
             elif key.data == "links":
                 if self.links.process():
                     self.facts.links = self.links.links
@@ -304,11 +305,12 @@ class GateLoop:
                     return result
         return None
 
-    def _read_nft_events(self, now: float) -> None:
+    def _read_nft_events(self) -> None:
         """Drain the event socket. A transaction is its messages, then NEWGEN: one
-        relevant transaction counts as one change."""
+        relevant transaction counts as one change, stamped when we read it (never
+        earlier: that could end a window too soon)."""
         touched = False
-        while True:
+        for _ in range(MAX_READS):  # then back to the loop: signals and timers wait on us
             try:
                 messages = self.events.recv_messages(socket.MSG_DONTWAIT)
             except BlockingIOError:
@@ -317,12 +319,16 @@ class GateLoop:
                 if exc.errno != errno.ENOBUFS:
                     raise
                 # Events were dropped: we cannot know what changed, so start over.
+                now = self.clock()
                 self.log.warning("nf_tables events overflowed the socket; resyncing")
                 self.state.resyncs_total += 1
-                self._rules_changed(now)
-                self.gate.events_lost(now)
+                if self.gate is None:
+                    self._rules_changed(now)  # after READY: a new round
+                else:
+                    self.gate.events_lost(now)
                 self._mark_changed(now, watched=True)
                 continue
+            now = self.clock()
             for event in nft.decode_events(messages):
                 if event.table is None:  # NEWGEN closes a transaction
                     if touched:
@@ -334,7 +340,7 @@ class GateLoop:
                 elif event.table in self.interest:
                     self._mark_changed(now, watched=False)
         if touched:  # its NEWGEN is still on the way
-            self._rules_changed(now)
+            self._rules_changed(self.clock())
 
     def _rules_changed(self, now: float) -> None:
         self.state.changes_total += 1
@@ -374,7 +380,12 @@ class GateLoop:
         self.gate.observe(now, self.facts, rules_since=self.tables_changed_at)
 
     def _confirm(self, now: float) -> None:
+        """The window has run. Its verdict needs the generation id (or a digest) *and*
+        the events of every transaction up to that generation: the kernel queues
+        them on our socket before the commit returns, so read them after asking."""
         genid = self.nl.genid()
+        if self._changed_meanwhile():
+            return
         if self.gate.window.unchanged_since_baseline(genid):
             self.gate.confirm(now, genid, None)
             return
@@ -383,9 +394,16 @@ class GateLoop:
         except DumpInterrupted:
             self._still_moving(now)
             return
+        if self._changed_meanwhile():
+            return
         self.facts.snapshot = snap
         self.gate.observe(now, self.facts, rules_since=self.tables_changed_at)
         self.gate.confirm(now, snap.genid, digest)
+
+    def _changed_meanwhile(self) -> bool:
+        """Drain pending events; True if one restarted the window."""
+        self._read_nft_events()
+        return self.gate is None or self.gate.window.baseline is None
 
     def _still_moving(self, now: float) -> None:
         """The ruleset changed under every dump we tried: that is a change too."""

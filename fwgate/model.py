@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
-from functools import cached_property
+import sys
+from dataclasses import FrozenInstanceError, dataclass, field
 
 from .config import TableRef
-from .exprs import CMP_EQ, META_IIFNAME, META_OIFNAME, decode_fields, stable_bytes
+from .exprs import (
+    CMP_EQ, META_IIFNAME, META_OIFNAME, decode_fields, encode_expressions, split_expressions,
+    stable_expressions,
+)
 
 
 @dataclass(frozen=True)
@@ -14,21 +17,137 @@ class Expr:
     name: str
     raw: bytes  # the NFTA_EXPR_DATA payload as the kernel sent it
 
-    @cached_property
+    @property
     def fields(self) -> dict[str, object]:
-        return decode_fields(self.name, self.raw)
+        """The decoded attributes, decoded once (do not modify: Exprs are shared)."""
+        cache = self.__dict__
+        found = cache.get("_fields")
+        if found is None:
+            found = cache["_fields"] = decode_fields(self.name, self.raw)
+        return found
 
 
-@dataclass(frozen=True)
+# Rules repeat their small expressions (counter, cmp, meta, payload, immediate, the
+# conntrack match ...): equal ones, as the kernel encodes them, share one immutable
+# Expr and its decoded fields. Bounded (a few MB at most: once full, it keeps what it
+# has); large ones (comments) are not kept.
+_SHARED: dict[bytes, Expr] = {}
+_SHARED_MAX_BYTES, _SHARED_ENTRIES = 256, 8192
+_BYTEORDER = sys.byteorder  # netlink attribute headers are in host order
+
+
+def _decode_expressions(blob: bytes) -> tuple[Expr, ...]:
+    """The Expr objects of an NFTA_RULE_EXPRESSIONS payload; an element seen before
+    (byte for byte) is looked up rather than decoded."""
+    shared, out = _SHARED, []
+    pos, end = 0, len(blob)
+    while pos + 4 <= end:
+        step = (int.from_bytes(blob[pos:pos + 2], _BYTEORDER) + 3) & ~3
+        element = blob[pos:pos + step]
+        expr = shared.get(element)
+        if expr is None:
+            decoded = split_expressions(element)
+            if len(decoded) != 1:  # not a list element, or malformed: decode it all strictly
+                return tuple(Expr(n, d) for n, d in split_expressions(blob))
+            expr = Expr(*decoded[0])
+            if step <= _SHARED_MAX_BYTES and len(shared) < _SHARED_ENTRIES:
+                shared[element] = expr
+        out.append(expr)
+        pos += step
+    if pos != end:
+        return tuple(Expr(n, d) for n, d in split_expressions(blob))
+    return tuple(out)
+
+
 class Rule:
+    """One rule, immutable.
+
+    A rule read from a dump keeps the kernel's NFTA_RULE_EXPRESSIONS payload and
+    decodes it into Expr objects only when `exprs` is first read: the digest
+    hashes that payload directly, and most rules are never looked at one by one.
+    A rule built by hand from Expr objects is encoded the kernel's way when its
+    payload is asked for, so both kinds digest alike."""
+
+    __slots__ = ("family", "table", "chain", "handle", "position", "userdata", "compat",
+                 "_exprs", "_blob")
+
     family: str
     table: str
     chain: str
     handle: int
     position: int              # index in its chain, 0 = first
-    exprs: tuple[Expr, ...]
-    userdata: bytes | None = None
-    compat: bytes | None = None  # NFTA_RULE_COMPAT, raw
+    userdata: bytes | None     # raw NFTA_RULE_USERDATA
+    compat: bytes | None       # NFTA_RULE_COMPAT, raw
+
+    def __init__(self, family: str, table: str, chain: str, handle: int, position: int,
+                 exprs: tuple[Expr, ...] = (), userdata: bytes | None = None,
+                 compat: bytes | None = None):
+        self._set(family, table, chain, handle, position, tuple(exprs), None, userdata, compat)
+
+    @classmethod
+    def from_dump(cls, family: str, table: str, chain: str, handle: int, position: int,
+                  expressions: bytes, userdata: bytes | None = None,
+                  compat: bytes | None = None) -> "Rule":
+        """A rule with its expressions as the raw NFTA_RULE_EXPRESSIONS payload."""
+        rule = cls.__new__(cls)
+        rule._set(family, table, chain, handle, position, None, bytes(expressions), userdata, compat)
+        return rule
+
+    def _set(self, family, table, chain, handle, position, exprs, blob, userdata, compat) -> None:
+        init = object.__setattr__
+        init(self, "family", family)
+        init(self, "table", table)
+        init(self, "chain", chain)
+        init(self, "handle", handle)
+        init(self, "position", position)
+        init(self, "_exprs", exprs)
+        init(self, "_blob", blob)
+        init(self, "userdata", userdata)
+        init(self, "compat", compat)
+
+    @property
+    def exprs(self) -> tuple[Expr, ...]:
+        exprs = self._exprs
+        if exprs is None:
+            exprs = _decode_expressions(self._blob)
+            object.__setattr__(self, "_exprs", exprs)
+        return exprs
+
+    @property
+    def expressions_payload(self) -> bytes:
+        """NFTA_RULE_EXPRESSIONS' payload as the kernel encodes it."""
+        if self._blob is None:
+            object.__setattr__(self, "_blob", encode_expressions(
+                [(e.name, e.raw) for e in self._exprs]))
+        return self._blob
+
+    # immutable, compared and hashed by value, like the dataclass it replaces
+    def _key(self) -> tuple:
+        return (self.family, self.table, self.chain, self.handle, self.position, self.exprs,
+                self.userdata, self.compat)
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return (f"Rule(family={self.family!r}, table={self.table!r}, chain={self.chain!r}, "
+                f"handle={self.handle!r}, position={self.position!r}, exprs={self.exprs!r}, "
+                f"userdata={self.userdata!r}, compat={self.compat!r})")
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise FrozenInstanceError(f"cannot assign to field {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise FrozenInstanceError(f"cannot delete field {name!r}")
+
+    def __reduce__(self):
+        return (Rule, (self.family, self.table, self.chain, self.handle, self.position,
+                       self.exprs, self.userdata, self.compat))
 
     @property
     def expr_names(self) -> list[str]:
@@ -109,11 +228,11 @@ class Snapshot:
 
 
 def rule_digest_bytes(rule: Rule) -> bytes:
-    parts = [b"R", rule.chain.encode(), b"\0", rule.handle.to_bytes(8, "big")]
-    for expr in rule.exprs:
-        parts += [b"E", expr.name.encode(), b"\0", stable_bytes(expr.name, expr.raw)]
-    parts += [b"U", rule.userdata or b"", b"C", rule.compat or b""]
-    return b"".join(parts)
+    """What the digest hashes of a rule: chain, handle, the expressions as the kernel
+    encodes them less their traffic-driven attributes, userdata and compat."""
+    return b"".join((b"R", rule.chain.encode(), b"\0", rule.handle.to_bytes(8, "big"), b"E",
+                     stable_expressions(rule.expressions_payload), b"U", rule.userdata or b"",
+                     b"C", rule.compat or b""))
 
 
 def digest(snapshot: Snapshot, scope: tuple[TableRef, ...]) -> str:
@@ -129,8 +248,7 @@ def digest(snapshot: Snapshot, scope: tuple[TableRef, ...]) -> str:
         h.update(f"handle={table.handle} flags={table.flags}\n".encode())
         for c in sorted(table.chains, key=lambda c: c.name):
             h.update(f"C {c.name} {c.handle} {c.hook} {c.priority} {c.policy} {c.type}\n".encode())
-        for rule in table.rules:
-            h.update(rule_digest_bytes(rule))
+        h.update(b"".join([rule_digest_bytes(rule) for rule in table.rules]))
         for name, data in table.sets:
             h.update(b"S" + name.encode() + b"\0" + data)
     return h.hexdigest()

@@ -195,6 +195,18 @@ class NetbirdProgrammer:
             self.commit([table_msg(IP, table), chain_msg(IP, table, chain)])
         self.commit([rule_msg(IP, table, chain, [X.counter(), X.verdict(-1)])])
 
+    def flood(self, count: int, table: str = "netbird", set_name: str = "nb0000001") -> None:
+        """`count` small transactions as fast as netlink takes them: a peer's address
+        added to and removed from an ACL set, over and over (an event flood that
+        costs the kernel little, unlike a chain growing by one rule per commit)."""
+        element = attr_str(1, table) + attr_str(2, set_name) + nested(3, nested(
+            nfnl.NFTA_LIST_ELEM, nested(1, attr(nfnl.NFTA_DATA_VALUE,
+                                                ipaddress.IPv4Address("100.64.255.254").packed))))
+        for i in range(count):
+            self.sock.batch([(nfnl.DELSETELEM if i % 2 else nfnl.NEWSETELEM, IP,
+                              0 if i % 2 else NLM_F_CREATE, element)])
+        self.last_change = time.monotonic()
+
     def flush(self) -> None:
         """What a stopping Netbird does: drop its table and its rules in `ip filter`."""
         from .adapters.nft import snapshot
@@ -219,6 +231,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--churn-table", default="netbird", help="table --churn changes")
     parser.add_argument("--flush", action="store_true", help="remove what Netbird wrote, then exit")
     parser.add_argument("--skip-bursts", action="store_true", help="with --churn: only churn")
+    parser.add_argument("--flood", type=int, metavar="N",
+                        help="after the bursts, N one-rule transactions as fast as possible")
     args = parser.parse_args(argv)
     if args.netns:
         from .adapters.netns import enter
@@ -232,6 +246,9 @@ def main(argv: list[str] | None = None) -> int:
         if not args.skip_bursts:
             prog.run(args.pause, on_burst=lambda n: print(
                 f"{time.monotonic():.6f} {n}", flush=True))
+        if args.flood:
+            prog.flood(args.flood)
+            print(f"{prog.last_change:.6f} flood", flush=True)
         while args.churn:
             time.sleep(args.churn)
             prog.churn_once(args.churn_table)

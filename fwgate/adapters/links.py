@@ -1,7 +1,11 @@
-"""Link state over rtnetlink (pyroute2): a dump, then RTM_NEWLINK/DELLINK events."""
+"""Link state over rtnetlink: events say *that* a link changed; pyroute2 reads back what.
+
+Reading the link table again on each event (a handful of links) keeps us right
+however events are batched, coalesced or dropped."""
 from __future__ import annotations
 
 import errno
+import socket
 
 from pyroute2 import IPRoute
 
@@ -9,52 +13,47 @@ from ..pipeline import LinkState
 
 IFF_UP = 0x1
 IFF_LOWER_UP = 0x10000
+RTMGRP_LINK = 0x1
 
 
-def _entry(msg) -> tuple[int, str, LinkState]:
+def _entry(msg) -> tuple[str, LinkState]:
     flags = msg["flags"]
     up = bool(flags & IFF_UP and flags & IFF_LOWER_UP)
-    return msg["index"], msg.get("ifname") or "", LinkState(up, msg.get("operstate") or "")
+    return msg.get("ifname") or "", LinkState(up, msg.get("operstate") or "")
 
 
 class LinkWatch:
-    """Links of the current network namespace, kept current by events."""
+    """Links of the current network namespace, kept current by RTM_*LINK events."""
 
     def __init__(self) -> None:
+        # Subscribe before the first dump, so no change can fall in between.
+        self.monitor = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+        self.monitor.bind((0, RTMGRP_LINK))
+        self.monitor.setblocking(False)
         self.ipr = IPRoute()
-        self.ipr.bind()  # subscribe before the dump, so no change falls in between
-        self.by_index: dict[int, tuple[str, LinkState]] = {}
+        self.links: dict[str, LinkState] = {}
         self.resync()
 
     def fileno(self) -> int:
-        return self.ipr.fileno()
-
-    @property
-    def links(self) -> dict[str, LinkState]:
-        return {name: state for name, state in self.by_index.values()}
+        return self.monitor.fileno()
 
     def resync(self) -> None:
-        self.by_index = {i: (n, s) for i, n, s in map(_entry, self.ipr.get_links())}
+        self.links = dict(map(_entry, self.ipr.get_links()))
 
     def process(self) -> bool:
-        """Read pending events; True if the link table changed. Keyed by index,
-        so a rename drops the old name."""
-        before = dict(self.by_index)
-        try:
-            messages = self.ipr.get()
-        except OSError as exc:
-            if exc.errno != errno.ENOBUFS:
-                raise
-            self.resync()
-            return True
-        for msg in messages:
-            event = msg.get("event")
-            if event == "RTM_NEWLINK":
-                index, name, state = _entry(msg)
-                self.by_index[index] = (name, state)
-            elif event == "RTM_DELLINK":
-                self.by_index.pop(msg["index"], None)
-        return before != self.by_index
+        """Drain pending events, read the links back; True if they changed."""
+        while True:
+            try:
+                self.monitor.recv(1 << 16)
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                if exc.errno != errno.ENOBUFS:  # dropped events: the dump below covers them
+                    raise
+        before = self.links
+        self.resync()
+        return before != self.links
 
     def close(self) -> None:
         self.ipr.close()
+        self.monitor.close()

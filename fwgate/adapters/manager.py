@@ -15,18 +15,22 @@ def restart_if_crashed(unit: str) -> str | None:
     """Restart `unit` if it is failed or crash-looping. Returns the state it was in
     when restarted, None when it was left alone (active, inactive, not loaded)."""
     try:
-        from pystemd.dbuslib import DBus
+        from pystemd.dbuslib import DBus, apply_signature
+        name = unit.encode()
         with DBus() as bus:
-            path = bus.call_method(SYSTEMD, MANAGER_PATH, MANAGER, b"LoadUnit", [unit.encode()]).body
+            # call_method takes (type, value) pairs: apply_signature makes them.
+            path = bus.call_method(SYSTEMD, MANAGER_PATH, MANAGER, b"LoadUnit",
+                                   apply_signature(b"s", [name])).body
             path = path if isinstance(path, bytes) else path[0]
             state = bus.get_property(SYSTEMD, path, UNIT, b"ActiveState", b"s")
             state = state.decode() if isinstance(state, bytes) else str(state)
             if state not in CRASHED:
                 return None
             if state == "failed":
-                bus.call_method(SYSTEMD, MANAGER_PATH, MANAGER, b"ResetFailedUnit", [unit.encode()])
+                bus.call_method(SYSTEMD, MANAGER_PATH, MANAGER, b"ResetFailedUnit",
+                                apply_signature(b"s", [name]))
             bus.call_method(SYSTEMD, MANAGER_PATH, MANAGER, b"RestartUnit",
-                            [unit.encode(), b"replace"])
+                            apply_signature(b"ss", [name, b"replace"]))
             return state
     except Exception as exc:  # pystemd's DBusError and friends
         raise EnvironmentProblem(f"cannot restart {unit} over D-Bus: {exc}") from None

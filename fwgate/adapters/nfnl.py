@@ -80,6 +80,7 @@ _NLMSGHDR = struct.Struct("=IHHII")
 _NFGENMSG = struct.Struct("!BBH")
 _NLATTR = struct.Struct("=HH")
 _HDRLEN = _NLMSGHDR.size + _NFGENMSG.size
+RECV_SIZE = 1 << 17  # more than the kernel puts in one datagram (a dump's skb is at most 64 KiB)
 
 
 class NetlinkError(OSError):
@@ -125,12 +126,13 @@ def iter_attrs(buf: bytes | memoryview, start: int = 0, end: int | None = None
     caller can report it instead of reading garbage."""
     end = len(buf) if end is None else end
     pos = start
+    unpack = _NLATTR.unpack_from
     while pos + 4 <= end:
-        length, kind = _NLATTR.unpack_from(buf, pos)
+        length, kind = unpack(buf, pos)
         if length < 4 or pos + length > end:
             raise ValueError(f"malformed netlink attribute at offset {pos}")
         yield kind & NLA_TYPE_MASK, pos + 4, pos + length
-        pos += _pad(length)
+        pos += (length + 3) & ~3
     if 0 < end - pos:
         raise ValueError(f"{end - pos} stray bytes after the last netlink attribute")
 
@@ -217,6 +219,8 @@ class NfSocket:
             self.sock.close()
             raise
         self.seq = int.from_bytes(os.urandom(2), "big")
+        self._buf = bytearray(RECV_SIZE)
+        self._view = memoryview(self._buf)
 
     def _setbuf(self, size: int) -> None:
         # SO_RCVBUFFORCE passes rmem_max when we hold CAP_NET_ADMIN; fall back quietly.
@@ -241,23 +245,35 @@ class NfSocket:
         self.seq = (self.seq + 1) & 0xFFFFFFFF
         return self.seq
 
+    def _recv(self, flags: int = 0) -> bytes:
+        """One datagram, read into a buffer we keep: a fresh 128 KiB bytes object per
+        call costs an mmap and its page faults, and a dump is hundreds of calls."""
+        n = self.sock.recv_into(self._buf, 0, flags)
+        return self._view[:n].tobytes()
+
     def recv_messages(self, flags: int = 0) -> list[Message]:
         """One datagram's worth of messages. Raises OSError(ENOBUFS) on overflow."""
-        buf = self.sock.recv(1 << 17, flags)
+        buf = self._recv(flags)
         return [Message(buf, s, e, t, f) for t, f, _, s, e in parse(buf)]
 
     def request(self, cmd: int, family: int = 0, flags: int = NLM_F_REQUEST,
                 payload: bytes = b"") -> list[Message]:
         """Send one request and collect its replies until DONE or the ACK."""
+        return list(self.request_iter(cmd, family, flags, payload))
+
+    def request_iter(self, cmd: int, family: int = 0, flags: int = NLM_F_REQUEST,
+                     payload: bytes = b"") -> Iterator[Message]:
+        """request(), yielding each reply as it arrives: a large dump is never held
+        in memory all at once. Stopping early drains the rest of the reply, so the
+        socket is ready for the next request."""
         seq = self.next_seq()
         self.sock.send(encode(cmd, family, flags | NLM_F_REQUEST, seq, payload))
-        return self._collect(seq, multi=bool(flags & NLM_F_DUMP))
+        return self._replies(seq, multi=bool(flags & NLM_F_DUMP))
 
-    def _collect(self, seq: int, multi: bool) -> list[Message]:
-        out: list[Message] = []
+    def _replies(self, seq: int, multi: bool) -> Iterator[Message]:
         interrupted = False
         while True:
-            buf = self.sock.recv(1 << 17)
+            buf = self._recv()
             for mtype, flags, mseq, start, end in parse(buf):
                 if mseq != seq:
                     continue  # a late answer to an earlier request
@@ -266,15 +282,29 @@ class NfSocket:
                 if mtype == NLMSG_DONE:
                     if interrupted:
                         raise DumpInterrupted()
-                    return out
+                    return
                 if mtype == NLMSG_ERROR:
                     code = _error_code(buf, start)
                     if code:
                         raise NetlinkError(code, os.strerror(code))
-                    return out
-                out.append(Message(buf, start, end, mtype, flags))
+                    return
+                try:
+                    yield Message(buf, start, end, mtype, flags)
+                except GeneratorExit:  # the caller stopped reading: finish the reply
+                    if multi or flags & NLM_F_MULTI:
+                        self._drain(seq)
+                    raise
                 if not multi and not flags & NLM_F_MULTI:
-                    return out
+                    return
+
+    def _drain(self, seq: int) -> None:
+        """Read and drop the rest of an abandoned reply (a dump still running in the
+        kernel makes the socket refuse the next one with EBUSY)."""
+        while True:
+            buf = self._recv()
+            for mtype, _, mseq, _, _ in parse(buf):
+                if mseq == seq and mtype in (NLMSG_DONE, NLMSG_ERROR):
+                    return
 
     def genid(self) -> int:
         """The ruleset generation id: it moves with every committed transaction."""
@@ -283,6 +313,10 @@ class NfSocket:
 
     def dump(self, cmd: int, family: int, payload: bytes = b"") -> list[Message]:
         return self.request(cmd, family, NLM_F_DUMP, payload)
+
+    def dump_iter(self, cmd: int, family: int, payload: bytes = b"") -> Iterator[Message]:
+        """dump(), one message at a time as the kernel sends them."""
+        return self.request_iter(cmd, family, NLM_F_DUMP, payload)
 
     def batch(self, messages: list[tuple[int, int, int, bytes]], genid: int | None = None) -> None:
         """Commit (cmd, family, flags, payload) messages as one transaction.
@@ -302,7 +336,7 @@ class NfSocket:
         self.sock.send(b"".join(chunks))
         pending, first_error = set(seqs), 0
         while pending:
-            buf = self.sock.recv(1 << 17)
+            buf = self._recv()
             for mtype, _, mseq, start, _ in parse(buf):
                 # A refused batch (e.g. a stale genid) is answered on its BEGIN.
                 if mtype == NLMSG_ERROR and (mseq in pending or mseq == begin_seq):

@@ -7,15 +7,16 @@ from dataclasses import dataclass
 from typing import Iterable
 
 from ..config import TableRef
-from ..model import Chain, Expr, Rule, Snapshot, Table
+from ..model import Chain, Rule, Snapshot, Table
 from . import nfnl
 from .nfnl import (
     FAMILIES, FAMILY_NAMES, DumpInterrupted, NfSocket, as_i32, as_str, as_u32, as_u64,
     attr_str, iter_attrs,
 )
-from ..exprs import split_expressions
 
 _DUMP_RETRIES = 20
+_U64 = struct.Struct(">Q")
+_ATTR = struct.Struct("=HH")
 
 # NFTA_SET_ELEM_*: expiration counts down and element expressions hold counters.
 _SET_ELEM_VOLATILE = {5, 7, 11}
@@ -78,36 +79,68 @@ def _chains(sock: NfSocket, family: int, genid: int) -> dict[str, list[Chain]]:
     return by_table
 
 
-def parse_rule(msg: nfnl.Message, position: int) -> Rule:
-    family = FAMILY_NAMES.get(msg.family, str(msg.family))
+_NAMES: dict[bytes, str] = {}  # table and chain names as sent → str; few, and repeated per rule
+
+
+def _name(raw: bytes) -> str:
+    name = _NAMES.get(raw)
+    if name is None:
+        name = as_str(raw)
+        if len(_NAMES) < 65536:
+            _NAMES[raw] = name
+    return name
+
+
+def _rule_parts(msg: nfnl.Message) -> tuple:
+    """(table, chain, handle, expressions payload, userdata, compat) of a NEWRULE message."""
     table = chain = ""
-    handle, exprs, userdata, compat = 0, (), None, None
-    buf = msg.buf
-    for kind, start, end in msg.iter_attrs():
-        if kind == nfnl.NFTA_RULE_TABLE:
-            table = as_str(buf[start:end])
+    handle, blob, userdata, compat = 0, b"", None, None
+    buf, pos, end = msg.buf, msg.start, msg.end
+    unpack = _ATTR.unpack_from
+    while pos + 4 <= end:
+        length, kind = unpack(buf, pos)
+        if length < 4 or pos + length > end:
+            raise ValueError(f"malformed netlink attribute at offset {pos}")
+        kind &= nfnl.NLA_TYPE_MASK
+        start, stop = pos + 4, pos + length
+        if kind == nfnl.NFTA_RULE_EXPRESSIONS:
+            blob = buf[start:stop]
         elif kind == nfnl.NFTA_RULE_CHAIN:
-            chain = as_str(buf[start:end])
+            chain = _name(buf[start:stop])
+        elif kind == nfnl.NFTA_RULE_TABLE:
+            table = _name(buf[start:stop])
         elif kind == nfnl.NFTA_RULE_HANDLE:
-            handle = struct.unpack_from(">Q", buf, start)[0]
-        elif kind == nfnl.NFTA_RULE_EXPRESSIONS:
-            exprs = tuple(Expr(n, d) for n, d in split_expressions(buf, start, end))
+            handle = _U64.unpack_from(buf, start)[0]
         elif kind == nfnl.NFTA_RULE_USERDATA:
-            userdata = bytes(buf[start:end])  # raw: Netbird's tags are not TLV comments
+            userdata = buf[start:stop]  # raw: Netbird's tags are not TLV comments
         elif kind == nfnl.NFTA_RULE_COMPAT:
-            compat = bytes(buf[start:end])
-    return Rule(family, table, chain, handle, position, exprs, userdata, compat)
+            compat = buf[start:stop]
+        pos += (length + 3) & ~3
+    return table, chain, handle, blob, userdata, compat
+
+
+def parse_rule(msg: nfnl.Message, position: int) -> Rule:
+    """A rule from its NEWRULE message. Its expressions stay raw bytes until read."""
+    table, chain, handle, blob, userdata, compat = _rule_parts(msg)
+    return Rule.from_dump(FAMILY_NAMES.get(msg.family, str(msg.family)), table, chain, handle,
+                          position, blob, userdata, compat)
 
 
 def _rules(sock: NfSocket, family: int, table: str, genid: int) -> tuple[Rule, ...]:
     rules, positions = [], {}
-    for msg in sock.dump(nfnl.GETRULE, family, attr_str(nfnl.NFTA_RULE_TABLE, table)):
-        _check_gen(msg, genid)
-        rule = parse_rule(msg, 0)
-        pos = positions.get(rule.chain, 0)
-        positions[rule.chain] = pos + 1
-        rules.append(Rule(rule.family, rule.table, rule.chain, rule.handle, pos,
-                          rule.exprs, rule.userdata, rule.compat))
+    family_name = FAMILY_NAMES.get(family, str(family))
+    moved = False
+    # Streamed: each datagram is parsed and dropped as it comes, never the whole dump at once.
+    for msg in sock.dump_iter(nfnl.GETRULE, family, attr_str(nfnl.NFTA_RULE_TABLE, table)):
+        if msg.res_id != genid & 0xFFFF:
+            moved = True  # read on to the end: the socket must be free for the next dump
+            continue
+        rtable, chain, handle, blob, userdata, compat = _rule_parts(msg)
+        pos = positions.get(chain, 0)
+        positions[chain] = pos + 1
+        rules.append(Rule.from_dump(family_name, rtable, chain, handle, pos, blob, userdata, compat))
+    if moved:
+        raise DumpInterrupted()
     return tuple(rules)
 
 
