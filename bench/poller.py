@@ -6,7 +6,8 @@ changed for `--settle` seconds and Netbird's rules are there, then send READY=1
 
     ip netns exec NS python bench/poller.py [--settle 5] [--interval 1]
 
-On exit it prints the peak resident memory of its nft children (KiB) on stderr.
+On stderr: `FIRST_PROBE <monotonic>` as it starts its first poll, and on exit the
+peak resident memory of its nft children (KiB).
 """
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ def main() -> int:
     parser.add_argument("--interval", type=float, default=1.0)
     args = parser.parse_args()
     previous, changed_at = None, time.monotonic()
+    print(f"FIRST_PROBE {changed_at:.6f}", file=sys.stderr, flush=True)
     try:
         while True:
             now = time.monotonic()

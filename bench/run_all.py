@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -44,10 +45,56 @@ compat:
 """
 
 
-def inns(netns: str, what: str, runs: int, *extra: str) -> dict:
-    out = sh(PYTHON, os.path.join(BENCH, "inns.py"), "--netns", netns, what, "--runs", str(runs),
-             *extra)
+# The code before this work: the optimised modules as they were at this commit.
+BASELINE_COMMIT = "5687dc7"
+OPTIMISED = ("fwgate/adapters/nfnl.py", "fwgate/adapters/nft.py", "fwgate/model.py",
+             "fwgate/exprs.py")
+
+
+def baseline_tree(commit: str) -> str:
+    """A copy of today's package with the optimised modules as they were at `commit`:
+    put first on PYTHONPATH, it measures 'before' beside 'after', in the same run."""
+    tmp = tempfile.mkdtemp(prefix="fwgate-before-")
+    shutil.copytree(os.path.join(ROOT, "fwgate"), os.path.join(tmp, "fwgate"),
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    for path in OPTIMISED:
+        old = subprocess.run(["git", "-C", ROOT, "show", f"{commit}:{path}"], check=True,
+                             capture_output=True).stdout
+        with open(os.path.join(tmp, path), "wb") as fh:
+            fh.write(old)
+    return tmp
+
+
+BASELINE: str | None = None  # set by main(): the tree to measure 'before' with
+
+
+def inns(netns: str, what: str, runs: int, *extra: str, before: bool = False) -> dict:
+    env = dict(os.environ)
+    if before:
+        env["PYTHONPATH"] = BASELINE
+    out = subprocess.run([PYTHON, os.path.join(BENCH, "inns.py"), "--netns", netns, what,
+                          "--runs", str(runs), *extra], check=True, capture_output=True,
+                         text=True, env=env)
     return json.loads(out.stdout)
+
+
+def inns_both(netns: str, what: str, runs: int) -> dict:
+    """After (and, with a baseline, before) in alternating halves, so both see the
+    same machine; before's lists go under "before"."""
+    if not BASELINE:
+        return inns(netns, what, runs)
+    half = max(1, runs // 2)
+    after = inns(netns, what, half)
+    before = inns(netns, what, half, before=True)
+    for r, more in ((after, inns(netns, what, runs - half)),
+                    (before, inns(netns, what, runs - half, before=True))):
+        for k, v in more.items():
+            if isinstance(v, list):
+                r[k] += v
+            elif isinstance(v, int) and k.startswith("dumps"):
+                r[k] += v
+    after["before"] = before
+    return after
 
 
 def ms(seconds: float) -> str:
@@ -170,7 +217,7 @@ def bench_snapshot(sizes: list[int], runs: dict[int, int], keep: dict) -> list[d
             started = time.monotonic()
             build_ruleset(netns, n)
             built = time.monotonic() - started
-            r = inns(netns, "snapshot", runs[n])
+            r = inns_both(netns, "snapshot", runs[n])
             r["n"], r["build"] = n, built
             if n in keep:  # the same namespace serves the other benchmarks of this size
                 for name, fn in keep[n]:
@@ -184,30 +231,58 @@ def bench_snapshot(sizes: list[int], runs: dict[int, int], keep: dict) -> list[d
 
 # --- 4. footprint -----------------------------------------------------------------------
 
+FOOTPRINT_VARIANTS = {
+    "fwgate": "`ip netns exec NS fwgate run`: in the namespace, as under systemd",
+    "fwgate --netns": "`fwgate --netns NS run`: enters it itself (imports pyroute2 to do so)",
+    "fwgate, lean": "as the first, with the recommended daemon change (a lean snapshot)",
+    "poller": "`bench/poller.py`: `nft -s list ruleset` every second",
+}
+
+
+def footprint_argv(name: str, netns: str, tmp: str, settle: float) -> list[str]:
+    probe = os.path.join(BENCH, "fwgate_probe.py")
+    if name == "poller":
+        return poller_argv(netns, settle)
+    config = fwgate_argv(netns, tmp, settle)[2]
+    if name == "fwgate --netns":
+        return [PYTHON, probe, "--config", config, "--netns", netns, "run"]
+    lean = ["--lean"] if name == "fwgate, lean" else []
+    return ["ip", "netns", "exec", netns, PYTHON, probe, *lean, "--config", config, "run"]
+
+
+def _first_probe(err: str) -> float | None:
+    return next((float(l.split()[1]) for l in err.splitlines() if l.startswith("FIRST_PROBE ")),
+                None)
+
+
 def footprint(netns: str, window: float, runs: int, startup_runs: int) -> dict:
-    """fwgate and the polling loop side by side in one namespace (10k rules): resident
-    memory while waiting, CPU through a quiet window, start-up to the first probe."""
+    """fwgate (three ways) and the polling loop side by side in one namespace (10k
+    rules): resident memory while waiting, CPU through a quiet window, start-up."""
     out: dict[str, dict[str, list[float]]] = {
-        name: {"rss_median": [], "rss_max": [], "cpu_pct": [], "startup": [], "nft_maxrss": []}
-        for name in ("fwgate", "poller")}
+        name: {"rss_median": [], "rss_max": [], "cpu_pct": [], "startup": [], "probed": [],
+               "nft_maxrss": []} for name in FOOTPRINT_VARIANTS}
     with tempfile.TemporaryDirectory() as tmp:
-        for _ in range(startup_runs):  # exec → the first probe's STATUS, one at a time
-            for name, argv in (("fwgate", fwgate_argv(netns, tmp, 3600)),
-                               ("poller", poller_argv(netns, 3600))):
-                w = Watched(argv, tmp)
+        for _ in range(startup_runs):  # one at a time: exec → first probe, → its STATUS
+            for name in FOOTPRINT_VARIANTS:
+                w = Watched(footprint_argv(name, netns, tmp, 3600), tmp)
                 at = w.first("STATUS=", 30)
-                if at is not None:
-                    out[name]["startup"].append(at - w.started)
                 w.terminate()
+                first = _first_probe(w.err)
+                if first is not None:
+                    out[name]["startup"].append(first - w.started)
+                if at is not None:
+                    out[name]["probed"].append(at - w.started)
         for _ in range(runs):
-            gates = {"fwgate": Watched(fwgate_argv(netns, tmp, window), tmp),
-                     "poller": Watched(poller_argv(netns, window), tmp)}
-            begun = {name: w.first("STATUS=", 60) for name, w in gates.items()}
-            time.sleep(0.5)  # past the first probe: from here on it is waiting
+            gates = {name: Watched(footprint_argv(name, netns, tmp, window), tmp)
+                     for name in FOOTPRINT_VARIANTS}
+            begun = [w.first("STATUS=", 60) or time.monotonic() for w in gates.values()]
+            time.sleep(max(0.0, max(begun) + 2.0 - time.monotonic()))  # past the first probe
             cpu0 = {name: w.cpu_seconds() for name, w in gates.items()}
             t0 = time.monotonic()
             samples: dict[str, list[int]] = {name: [] for name in gates}
-            end = min(begun.values()) + window - 0.5
+            # The gate's window opens just before its first dump, the first STATUS follows
+            # the dump: stop well before the earliest window can end (then comes compat).
+            end = min(begun) + window - 3.0
             while time.monotonic() < end:
                 for name, w in gates.items():
                     samples[name].append(w.rss_kib())
@@ -225,10 +300,9 @@ def footprint(netns: str, window: float, runs: int, startup_runs: int) -> dict:
                              if l.startswith("{")), {}).get("children_maxrss_kib")
             if nft_peak:
                 out["poller"]["nft_maxrss"].append(nft_peak / 1024)
-            print(f"footprint: fwgate {out['fwgate']['rss_max'][-1]:.1f} MB "
-                  f"{out['fwgate']['cpu_pct'][-1]:.3f}% cpu; poller "
-                  f"{out['poller']['rss_max'][-1]:.1f} MB {out['poller']['cpu_pct'][-1]:.2f}% cpu",
-                  flush=True)
+            print("footprint: " + "; ".join(
+                f"{name} {out[name]['rss_max'][-1]:.1f} MB {out[name]['cpu_pct'][-1]:.3f}% cpu"
+                for name in gates), flush=True)
     return out
 
 
@@ -265,28 +339,29 @@ def interpreter_start() -> float:
 _CHANGES = re.compile(r"(\d+) changes?")
 
 
-def bursts(base_rules: int, count: int, seconds: float, runs: int, frozen_runs: int) -> list[dict]:
-    """While fwgate waits (settle 1 s), `count` one-rule transactions in `seconds` into a
-    watched table. Frozen: fwgate is stopped (SIGSTOP) for the burst, so its event
-    socket must overflow, and it must resync instead of settling on a wrong view."""
+def bursts(base_rules: int, count: int, frozen_count: int, runs: int, frozen_runs: int,
+           settle: float = 3.0) -> list[dict]:
+    """While fwgate waits (settle 3 s), `count` one-rule transactions in about a second
+    into a watched table. Frozen: fwgate is stopped (SIGSTOP) for a burst of
+    `frozen_count`, so its event socket must overflow, and it must resync instead
+    of settling on a wrong view."""
     results = []
-    settle = 1.0
     for frozen in [False] * runs + [True] * frozen_runs:
+        n = frozen_count if frozen else count
         with Netns() as netns, tempfile.TemporaryDirectory() as tmp:
             build_ruleset(netns, base_rules, repair=False)
             sh("ip", "netns", "exec", netns, PYTHON, os.path.join(BENCH, "burst.py"), "--prepare")
-            w = Watched(fwgate_argv(netns, tmp, settle, timeout=120), tmp)
+            w = Watched(fwgate_argv(netns, tmp, settle, timeout=300), tmp)
             w.first("STATUS=", 30)
-            time.sleep(0.5)
             if frozen:
                 w.proc.send_signal(signal.SIGSTOP)
             cpu0 = w.cpu_seconds()
             out = sh("ip", "netns", "exec", netns, PYTHON, os.path.join(BENCH, "burst.py"),
-                     "--count", str(count), "--seconds", str(seconds))
+                     "--count", str(n), "--seconds", str(n / 10000))
             burst = json.loads(out.stdout)
             if frozen:
                 w.proc.send_signal(signal.SIGCONT)
-            ready = w.first("READY=1", 120)
+            ready = w.first("READY=1", 300)
             cpu = w.cpu_seconds() - cpu0 if w.proc.poll() is None else None
             code = w.finish(60)
             counts = [(at, int(m.group(1))) for at, text in w.statuses()
@@ -305,6 +380,7 @@ def bursts(base_rules: int, count: int, seconds: float, runs: int, frozen_runs: 
             if caught_up and not frozen:
                 r["handled_per_s"] = final / max(caught_up - burst["first"], 1e-6)
             r["early"] = ready is not None and ready < burst["last"] + settle
+            r["settle"] = settle
             results.append(r)
             print(f"burst{' (frozen)' if frozen else ''}: {json.dumps(r)}", flush=True)
     return results
@@ -374,14 +450,17 @@ def render(args, results: dict) -> str:
     if fp:
         fw = fp["fwgate"]
         rss = median(fw["rss_max"])
-        add(f"| 4 | RSS of `fwgate run` waiting on 10k rules < 40 MB | {rss:.1f} MB (peak while "
-            f"waiting) | {verdict(rss < 40)} |")
+        add(f"| 4 | RSS of `fwgate run` waiting on 10k rules < 40 MB | {rss:.1f} MB peak while "
+            f"waiting, run in the namespace as under systemd; {median(fp['fwgate, lean']['rss_max']):.1f} MB "
+            f"with the recommended lean snapshot; {median(fp['fwgate --netns']['rss_max']):.1f} MB "
+            f"with `--netns` (pyroute2) | {verdict(rss < 40)} |")
         cpu = median(fw["cpu_pct"])
         add(f"| 4 | CPU through a {args.window:g} s quiet window < 1% of a core | {cpu:.3f}% | "
             f"{verdict(cpu < 1)} |")
         st = median(fw["startup"])
-        add(f"| 4 | start-up, exec → first probe < 300 ms | {ms(st)} ms (exec → first STATUS, "
-            f"which follows the first 10k-rule dump) | {verdict(st < 0.3)} |")
+        st_ns = median(fp["fwgate --netns"]["startup"])
+        add(f"| 4 | start-up, exec → first probe < 300 ms | {ms(st)} ms in the namespace; "
+            f"{ms(st_ns)} ms with `--netns` (pyroute2's import) | {verdict(st < 0.3)} |")
     c = results.get("compat")
     if c:
         ratio = median(c["analyse"]) / median(c["iptables_save"])
@@ -448,24 +527,27 @@ def render(args, results: dict) -> str:
     if fp:
         add("## 4. Footprint while waiting (10k-rule scope)")
         add("")
-        add(f"Both run side by side in one namespace holding the 10k-rule `ip filter`, with a "
-            f"{args.window:g} s window and nothing changing: `fwgate run` (stage: `ip netbird` and "
-            f"`ip filter FORWARD` iifname wt0; compat warn) and `bench/poller.py` (`nft -s list "
-            f"ruleset` every second, as people write it). RSS sampled every 50 ms from "
-            f"/proc (the poller's includes its running nft child); CPU = utime+stime (+ waited "
-            f"children) from /proc over the window, after the first probe. Start-up = exec → "
-            f"first STATUS= on NOTIFY_SOCKET, i.e. after the first probe has completed "
-            f"({len(fw['startup'])} runs). Medians of {len(fw['cpu_pct'])} window(s).")
+        add(f"Side by side in one namespace holding the 10k-rule `ip filter`, a {args.window:g} s "
+            "window, nothing changing. fwgate's stage: `ip netbird` exists and `ip filter "
+            "FORWARD` has an iifname wt0 rule; compat warn. The fwgate runs go through "
+            "`bench/fwgate_probe.py` (the real CLI plus a line on stderr at its first nf_tables "
+            "query). RSS sampled every 50 ms from /proc (the poller's includes its running nft "
+            "child); CPU = utime+stime (+ waited-for children) from /proc over the window, from "
+            "2 s after the first probe. Start-up = exec → first nf_tables query (first "
+            "`nft` for the poller); 'probed' = exec → first STATUS=, sent once the first "
+            f"snapshot of 10k rules is in. Medians: {len(fw['cpu_pct'])} window(s), "
+            f"{len(fw['startup'])} start-ups.")
         add("")
-        add("| | RSS while waiting, median MB | RSS peak MB | CPU % of a core | start-up ms |")
-        add("| --- | --- | --- | --- | --- |")
-        for name, label in (("fwgate", "fwgate run"), ("poller", "1 s nft-list poller")):
+        add("| variant | RSS while waiting, median MB | RSS peak MB | CPU % of a core | start-up ms | probed ms |")
+        add("| --- | --- | --- | --- | --- | --- |")
+        for name, label in FOOTPRINT_VARIANTS.items():
             d = fp[name]
             extra = ""
             if name == "poller" and d["nft_maxrss"]:
-                extra = f" (its nft child alone peaks at {median(d['nft_maxrss']):.1f} MB)"
+                extra = f" (its nft child alone: {median(d['nft_maxrss']):.1f})"
             add(f"| {label} | {median(d['rss_median']):.1f} | {median(d['rss_max']):.1f}{extra} | "
-                f"{median(d['cpu_pct']):.3f} | {ms(median(d['startup'])) if d['startup'] else '-'} |")
+                f"{median(d['cpu_pct']):.3f} | {ms(median(d['startup'])) if d['startup'] else '-'} | "
+                f"{ms(median(d['probed'])) if d['probed'] else '-'} |")
         add("")
         add(f"Where start-up goes: the interpreter alone starts in {ms(results['python_start'])} ms; "
             "imports (`python -X importtime`, cumulative, median of 5): " +
@@ -490,13 +572,18 @@ def render(args, results: dict) -> str:
     if b:
         add("## 6. Bursts")
         add("")
+        settle = b[0]["settle"]
+        frozen_n = next((r["count"] for r in b if r["frozen"]), 0)
         add(f"A namespace with {args.burst_base} iptables rules and Netbird's; `fwgate run` waits "
-            f"(settle 1 s); `bench/burst.py` commits {b[0]['count']} one-rule transactions in "
-            "about 1 s into `ip netbird` (watched), round-robin over 200 chains. 'frozen' runs "
-            "SIGSTOP fwgate for the burst, so the kernel must drop events (ENOBUFS): fwgate must "
-            "say so, resync, and still settle only after the last change. Handled/s = "
-            "transactions fwgate counted ÷ time from the first commit until its count stopped "
-            "moving (each transaction is a NEWRULE + a NEWGEN event).")
+            f"(settle {settle:g} s, watching `ip filter` and `ip netbird`); `bench/burst.py` "
+            f"commits {b[0]['count']} one-rule transactions in about 1 s into `ip netbird`, "
+            "round-robin over 200 chains (10 000 appends to a single chain take the kernel ~13 s "
+            "here: it copies the chain's rule array on every commit). 'frozen' runs SIGSTOP "
+            f"fwgate for a burst of {frozen_n} (at the same rate), so the kernel must drop events "
+            "(ENOBUFS) on its 8 MiB socket: fwgate must say so, resync, and still settle only "
+            "after the last change. Handled/s = transactions fwgate counted ÷ time from the "
+            "first commit until its count stopped moving (each transaction is a NEWRULE and a "
+            "NEWGEN event, both read and decoded).")
         add("")
         add("| run | burst s | transactions | counted by fwgate | handled/s | caught up after last commit, ms | resyncs | READY − last change, ms | early? | CPU s |")
         add("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
@@ -507,9 +594,41 @@ def render(args, results: dict) -> str:
                 f"{ms(r['ready_after_last']) if r['ready_after_last'] is not None else 'no READY'} | "
                 f"{'YES' if r['early'] else 'no'} | {cpu_text(r['cpu'])} |")
         add("")
-        add("READY − last change is the 1 s window plus the gate's overhead: it may not be below "
-            "1000 ms. A frozen run counts fewer changes than it was sent: the dropped events are "
-            "the overflow, and the resync restarts the window instead.")
+        add(f"READY − last change is the {settle:g} s window plus the gate's overhead: below "
+            f"{settle * 1000:.0f} ms would be early. A frozen run counts fewer changes than it was "
+            "sent: the dropped events are the overflow; the resync restarts the window instead.")
+        add("")
+
+    if results.get("baseline"):
+        add("## Before and after")
+        add("")
+        add(f"'Before' = `{' '.join(OPTIMISED)}` as of commit {results['baseline']} (the rest of "
+            "the package as now), measured in the same run and namespaces as 'after', in "
+            "alternating halves. Medians, ms.")
+        add("")
+        add("| measure | before | after | speed-up | before / nft | after / nft |")
+        add("| --- | --- | --- | --- | --- | --- |")
+        for n, r in sorted(snaps.items()):
+            b0 = r.get("before")
+            if not b0:
+                continue
+            before, after, nft = median(b0["fwgate"]), median(r["fwgate"]), median(r["nft"] + b0["nft"])
+            add(f"| snapshot + digest, {r['rules']} rules | {ms(before)} | {ms(after)} | "
+                f"{before / after:.1f}× | {before / nft:.2f} | {after / nft:.2f} |")
+        if c and c.get("before"):
+            before, after = median(c["before"]["analyse"]), median(c["analyse"])
+            add(f"| compat analysis, {c['rules']} rules | {ms(before)} | {ms(after)} | "
+                f"{before / after:.1f}× | | |")
+            before, after = median(c["before"]["probe"]), median(c["probe"])
+            add(f"| compat probe (snapshot + analysis) | {ms(before)} | {ms(after)} | "
+                f"{before / after:.1f}× | | |")
+        if q and q.get("before"):
+            before, after = median(q["before"]["cycle"]), median(q["cycle"])
+            add(f"| quiet probe cycle, {q['rules']} rules | {ms(before)} | {ms(after)} | "
+                f"{before / after:.1f}× | | |")
+            before, after = q["before"]["baseline_dump"], q["baseline_dump"]
+            add(f"| the daemon's baseline dump + digest, {q['rules']} rules (one run) | {ms(before)} | "
+                f"{ms(after)} | {before / after:.1f}× | | |")
         add("")
 
     add("## Profiles")
@@ -542,6 +661,8 @@ def main() -> int:
     parser.add_argument("--sizes", default="1000,10000,100000")
     parser.add_argument("--window", type=float, help="quiet window for the footprint (60 s)")
     parser.add_argument("--burst-base", type=int, default=10000)
+    parser.add_argument("--baseline", default=BASELINE_COMMIT, metavar="COMMIT",
+                        help="also measure the optimised modules as of COMMIT ('none': don't)")
     parser.add_argument("--skip", default="", help="comma list: snapshot,quiet,compat,footprint,"
                                                    "bursts,gate,profile")
     args = parser.parse_args()
@@ -555,14 +676,18 @@ def main() -> int:
     runs = {n: (3 if quick else 9 if n <= 10000 else 5) for n in sizes}
     started = time.monotonic()
     results: dict = {"machine": machine()}
+    global BASELINE
+    if args.baseline != "none":
+        BASELINE = baseline_tree(args.baseline)
+        results["baseline"] = args.baseline
 
     keep: dict[int, list] = {}
     big, mid = max(sizes), 10000 if 10000 in sizes else sizes[0]
     if "quiet" not in skip:
         keep.setdefault(big, []).append(
-            ("quiet", lambda ns: inns(ns, "quiet", 50 if quick else 500)))
+            ("quiet", lambda ns: inns_both(ns, "quiet", 50 if quick else 500)))
     if "compat" not in skip:
-        keep.setdefault(mid, []).append(("compat", lambda ns: inns(ns, "compat", 3 if quick else 9)))
+        keep.setdefault(mid, []).append(("compat", lambda ns: inns_both(ns, "compat", 4 if quick else 10)))
     if "profile" not in skip:
         keep.setdefault(mid, []).append(("profile", lambda ns: inns(
             ns, "profile", 1, "--out", os.path.join(BENCH, "profiles", "after.txt"))))
@@ -580,7 +705,7 @@ def main() -> int:
         results["imports"] = import_costs()
         results["python_start"] = interpreter_start()
     if "bursts" not in skip:
-        results["bursts"] = bursts(args.burst_base, 10000, 1.0, 1 if quick else 3, 1 if quick else 2)
+        results["bursts"] = bursts(args.burst_base, 10000, 60000, 1 if quick else 3, 1 if quick else 2)
     if "gate" not in skip:
         n = 3 if quick else 15
         samples: dict[str, list[float]] = {"fwgate": [], "1 s nft-list polling": []}
@@ -594,6 +719,8 @@ def main() -> int:
         results["gate"] = {"fwgate": samples["fwgate"], "table": table}
     results["profile_note"] = profile_note()
     results["duration"] = time.monotonic() - started
+    if BASELINE:
+        shutil.rmtree(BASELINE, ignore_errors=True)
     with open(args.out, "w") as fh:
         fh.write(render(args, results))
     with open(os.path.join(BENCH, "profiles", "last-run.json"), "w") as fh:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from . import model
 from .adapters import nft
 from .adapters.journal import Log
+from .adapters.manager import restart_if_crashed
 from .adapters.nfnl import NFNLGRP_NFTABLES, DumpInterrupted, NetlinkError, NfSocket
 from .adapters.notify import Notifier
 from .config import Config, LinkUp, Stage, UnitActive
@@ -255,7 +256,6 @@ class GateLoop:
         unit = self.config.after_ready.restart_after_repair
         if not unit or now - self.last_restart < self.config.after_ready.restart_interval:
             return
-        from .adapters.manager import restart_if_crashed
         try:
             was = restart_if_crashed(unit)
         except EnvironmentProblem as exc:

@@ -30,6 +30,11 @@ def _second_opinion(binary: str | None, netns: str | None, snap, report: CompatR
     if not binary:
         return []
     verdict = cross_check(binary, netns, managed(snap.tables, report))
+    if verdict.version is None:
+        # e.g. k3s's bundled iptables before k3s first ran: its detect wrapper cannot
+        # set itself up in our read-only sandbox. Its silence proves nothing.
+        log.warning(f"compat: {binary} does not run (--version failed); relying on the analyser")
+        return []
     refused = {(c.family, c.table, c.chain) for c in verdict.refused_chains}
     predicted = {(f.rule.family, f.rule.table, f.rule.chain) for f in report.findings}
     missed = []

@@ -1,7 +1,6 @@
 """Immutable snapshots of nf_tables state and their scoped digest."""
 from __future__ import annotations
 
-import hashlib
 import sys
 from dataclasses import FrozenInstanceError, dataclass, field
 
@@ -203,10 +202,18 @@ class Table:
     chains: tuple[Chain, ...] = ()
     rules: tuple[Rule, ...] = ()   # grouped by chain, each chain in rule order
     sets: tuple[tuple[str, bytes], ...] = ()  # (name, stable bytes of definition + elements)
+    # Set by a lean snapshot (nft.snapshot(keep_rules=...)): the digest of *every* rule,
+    # taken while dumping, when `rules` holds only the chains that were asked for.
+    rules_digest: bytes | None = None
 
     @property
     def ref(self) -> TableRef:
         return TableRef(self.family, self.name)
+
+    @property
+    def lean(self) -> bool:
+        """True when `rules` holds only some chains' rules (see rules_digest)."""
+        return self.rules_digest is not None
 
     def chain(self, name: str) -> Chain | None:
         return next((c for c in self.chains if c.name == name), None)
@@ -227,16 +234,54 @@ class Snapshot:
         return self.tables.get(ref)
 
 
-def rule_digest_bytes(rule: Rule) -> bytes:
+def rule_digest_parts(chain: str, handle: int, expressions: bytes, userdata: bytes | None,
+                      compat: bytes | None) -> bytes:
     """What the digest hashes of a rule: chain, handle, the expressions as the kernel
     encodes them less their traffic-driven attributes, userdata and compat."""
-    return b"".join((b"R", rule.chain.encode(), b"\0", rule.handle.to_bytes(8, "big"), b"E",
-                     stable_expressions(rule.expressions_payload), b"U", rule.userdata or b"",
-                     b"C", rule.compat or b""))
+    return b"".join((b"R", chain.encode(), b"\0", handle.to_bytes(8, "big"), b"E",
+                     stable_expressions(expressions), b"U", userdata or b"", b"C", compat or b""))
+
+
+def rule_digest_bytes(rule: Rule) -> bytes:
+    return rule_digest_parts(rule.chain, rule.handle, rule.expressions_payload, rule.userdata,
+                             rule.compat)
+
+
+class RulesDigest:
+    """The rules' part of a table's digest, fed one rule at a time, in chain order."""
+
+    __slots__ = ("_hash", "_pending", "_size")
+    CHUNK = 1 << 16  # hash in chunks: one update per rule is slow, one per table is big
+
+    def __init__(self) -> None:
+        import hashlib  # here, not at start-up: the first nf_tables query need not wait for it
+        self._hash, self._pending, self._size = hashlib.sha256(), [], 0
+
+    def add(self, data: bytes) -> None:
+        self._pending.append(data)
+        self._size += len(data)
+        if self._size >= self.CHUNK:
+            self._hash.update(b"".join(self._pending))
+            self._pending, self._size = [], 0
+
+    def digest(self) -> bytes:
+        self._hash.update(b"".join(self._pending))
+        self._pending, self._size = [], 0
+        return self._hash.digest()
+
+
+def rules_digest(table: Table) -> bytes:
+    if table.rules_digest is not None:
+        return table.rules_digest
+    h = RulesDigest()
+    for rule in table.rules:
+        h.add(rule_digest_bytes(rule))
+    return h.digest()
 
 
 def digest(snapshot: Snapshot, scope: tuple[TableRef, ...]) -> str:
     """A hash of the scoped tables that traffic cannot move: counters are left out."""
+    import hashlib
     h = hashlib.sha256()
     for ref in sorted(scope, key=lambda r: (r.family, r.name)):
         table = snapshot.tables.get(ref)
@@ -248,7 +293,7 @@ def digest(snapshot: Snapshot, scope: tuple[TableRef, ...]) -> str:
         h.update(f"handle={table.handle} flags={table.flags}\n".encode())
         for c in sorted(table.chains, key=lambda c: c.name):
             h.update(f"C {c.name} {c.handle} {c.hook} {c.priority} {c.policy} {c.type}\n".encode())
-        h.update(b"".join([rule_digest_bytes(rule) for rule in table.rules]))
+        h.update(b"R" + rules_digest(table))
         for name, data in table.sets:
             h.update(b"S" + name.encode() + b"\0" + data)
     return h.hexdigest()

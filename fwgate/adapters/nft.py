@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import errno
+import gc
 import struct
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Container, Iterable
 
 from ..config import TableRef
-from ..model import Chain, Rule, Snapshot, Table
+from ..model import Chain, Rule, RulesDigest, Snapshot, Table, rule_digest_parts
 from . import nfnl
 from .nfnl import (
     FAMILIES, FAMILY_NAMES, DumpInterrupted, NfSocket, as_i32, as_str, as_u32, as_u64,
@@ -82,39 +84,40 @@ def _chains(sock: NfSocket, family: int, genid: int) -> dict[str, list[Chain]]:
 _NAMES: dict[bytes, str] = {}  # table and chain names as sent → str; few, and repeated per rule
 
 
-def _name(raw: bytes) -> str:
-    name = _NAMES.get(raw)
+def _name(raw: bytes, names: dict[bytes, str] = _NAMES) -> str:
+    name = names.get(raw)
     if name is None:
         name = as_str(raw)
-        if len(_NAMES) < 65536:
-            _NAMES[raw] = name
+        if len(names) < 65536:
+            names[raw] = name
     return name
 
 
-def _rule_parts(msg: nfnl.Message) -> tuple:
+def _rule_parts(msg: nfnl.Message, _unpack=_ATTR.unpack_from, _handle=_U64.unpack_from,
+                _names=_NAMES) -> tuple:
     """(table, chain, handle, expressions payload, userdata, compat) of a NEWRULE message."""
     table = chain = ""
     handle, blob, userdata, compat = 0, b"", None, None
     buf, pos, end = msg.buf, msg.start, msg.end
-    unpack = _ATTR.unpack_from
     while pos + 4 <= end:
-        length, kind = unpack(buf, pos)
+        length, kind = _unpack(buf, pos)
         if length < 4 or pos + length > end:
             raise ValueError(f"malformed netlink attribute at offset {pos}")
-        kind &= nfnl.NLA_TYPE_MASK
-        start, stop = pos + 4, pos + length
-        if kind == nfnl.NFTA_RULE_EXPRESSIONS:
-            blob = buf[start:stop]
-        elif kind == nfnl.NFTA_RULE_CHAIN:
-            chain = _name(buf[start:stop])
-        elif kind == nfnl.NFTA_RULE_TABLE:
-            table = _name(buf[start:stop])
-        elif kind == nfnl.NFTA_RULE_HANDLE:
-            handle = _U64.unpack_from(buf, start)[0]
-        elif kind == nfnl.NFTA_RULE_USERDATA:
-            userdata = buf[start:stop]  # raw: Netbird's tags are not TLV comments
-        elif kind == nfnl.NFTA_RULE_COMPAT:
-            compat = buf[start:stop]
+        kind &= 0x3FFF  # NLA_TYPE_MASK; numbers are NFTA_RULE_*
+        if kind == 4:    # EXPRESSIONS
+            blob = buf[pos + 4:pos + length]
+        elif kind == 2:  # CHAIN
+            raw = buf[pos + 4:pos + length]
+            chain = _names.get(raw) or _name(raw)
+        elif kind == 1:  # TABLE
+            raw = buf[pos + 4:pos + length]
+            table = _names.get(raw) or _name(raw)
+        elif kind == 3:  # HANDLE
+            handle = _handle(buf, pos + 4)[0]
+        elif kind == 7:  # USERDATA, raw: Netbird's tags are not TLV comments
+            userdata = buf[pos + 4:pos + length]
+        elif kind == 5:  # COMPAT
+            compat = buf[pos + 4:pos + length]
         pos += (length + 3) & ~3
     return table, chain, handle, blob, userdata, compat
 
@@ -126,9 +129,13 @@ def parse_rule(msg: nfnl.Message, position: int) -> Rule:
                           position, blob, userdata, compat)
 
 
-def _rules(sock: NfSocket, family: int, table: str, genid: int) -> tuple[Rule, ...]:
+def _rules(sock: NfSocket, family: int, table: str, genid: int,
+           keep: Container[str] | None = None) -> tuple[tuple[Rule, ...], bytes | None]:
+    """The table's rules, and None; or, lean (keep = the chains whose rules to keep),
+    those chains' rules and the digest of all the table's rules, taken on the way."""
     rules, positions = [], {}
     family_name = FAMILY_NAMES.get(family, str(family))
+    digest = RulesDigest() if keep is not None else None
     moved = False
     # Streamed: each datagram is parsed and dropped as it comes, never the whole dump at once.
     for msg in sock.dump_iter(nfnl.GETRULE, family, attr_str(nfnl.NFTA_RULE_TABLE, table)):
@@ -138,10 +145,14 @@ def _rules(sock: NfSocket, family: int, table: str, genid: int) -> tuple[Rule, .
         rtable, chain, handle, blob, userdata, compat = _rule_parts(msg)
         pos = positions.get(chain, 0)
         positions[chain] = pos + 1
+        if digest is not None:
+            digest.add(rule_digest_parts(chain, handle, blob, userdata, compat))
+            if chain not in keep:
+                continue
         rules.append(Rule.from_dump(family_name, rtable, chain, handle, pos, blob, userdata, compat))
     if moved:
         raise DumpInterrupted()
-    return tuple(rules)
+    return tuple(rules), digest.digest() if digest is not None else None
 
 
 def _sets(sock: NfSocket, family: int, table: str, genid: int) -> tuple[tuple[str, bytes], ...]:
@@ -169,24 +180,50 @@ def _sets(sock: NfSocket, family: int, table: str, genid: int) -> tuple[tuple[st
 
 
 def snapshot(sock: NfSocket, scope: Iterable[TableRef] | None = None,
-             families: Iterable[str] = ()) -> Snapshot:
+             families: Iterable[str] = (),
+             keep_rules: Iterable[tuple[TableRef, str]] | None = None) -> Snapshot:
     """A consistent snapshot of the scoped tables (or of every table of `families`),
-    retried while the ruleset moves."""
+    retried while the ruleset moves.
+
+    keep_rules: make it lean. Only the rules of these (table, chain) pairs are kept
+    as Rule objects; each table carries the digest of all its rules instead
+    (Table.rules_digest), so model.digest() gives what a full snapshot gives, for a
+    fraction of the memory. For a daemon that reads a few chains and digests the rest."""
     scope = tuple(scope) if scope is not None else None
     families = sorted(set(families) | {ref.family for ref in scope or ()})
-    for _ in range(_DUMP_RETRIES):
-        try:
-            return _snapshot_once(sock, scope, families)
-        except DumpInterrupted:
-            continue
-        except nfnl.NetlinkError as exc:
-            if exc.errno != errno.ENOENT:  # a table vanished between two dumps: moved on
-                raise
+    keep = None
+    if keep_rules is not None:
+        keep = {}
+        for ref, chain in keep_rules:
+            keep.setdefault(ref, set()).add(chain)
+    with _collector_paused():
+        for _ in range(_DUMP_RETRIES):
+            try:
+                return _snapshot_once(sock, scope, families, keep)
+            except DumpInterrupted:
+                continue
+            except nfnl.NetlinkError as exc:
+                if exc.errno != errno.ENOENT:  # a table vanished between two dumps: moved on
+                    raise
     raise DumpInterrupted()
 
 
-def _snapshot_once(sock: NfSocket, scope: tuple[TableRef, ...] | None,
-                   families: list[str]) -> Snapshot:
+@contextmanager
+def _collector_paused():
+    """Pause Python's cycle collector while a dump is parsed: the tens of thousands of
+    objects it makes hold no reference cycles (refcounting frees them all), yet each
+    batch of new objects would set off a collection that walks every live one."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _snapshot_once(sock: NfSocket, scope: tuple[TableRef, ...] | None, families: list[str],
+                   keep: dict[TableRef, set[str]] | None) -> Snapshot:
     genid = sock.genid()
     tables: dict[TableRef, Table] = {}
     for family_name in families:
@@ -205,9 +242,11 @@ def _snapshot_once(sock: NfSocket, scope: tuple[TableRef, ...] | None,
             continue
         chains = _chains(sock, family, genid)
         for name, (flags, handle) in present.items():
-            tables[TableRef(family_name, name)] = Table(
-                family_name, name, flags, handle, tuple(chains.get(name, ())),
-                _rules(sock, family, name, genid), _sets(sock, family, name, genid))
+            ref = TableRef(family_name, name)
+            rules, rules_digest = _rules(sock, family, name, genid,
+                                         None if keep is None else keep.get(ref, ()))
+            tables[ref] = Table(family_name, name, flags, handle, tuple(chains.get(name, ())),
+                                rules, _sets(sock, family, name, genid), rules_digest)
     if sock.genid() != genid:
         raise DumpInterrupted()
     return Snapshot(genid, tables, scope if scope is not None else tuple(tables))

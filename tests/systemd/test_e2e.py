@@ -44,18 +44,16 @@ def install(c: Container, policy: str = "warn") -> None:
     sh = f"""set -e
         install -m 0644 {ROOT}/systemd/fwgate.service {UNITS}/
         for u in k3s k3s-agent; do
-            install -D -m 0644 {ROOT}/systemd/$u.service.d/10-fwgate.conf {UNITS}/$u.service.d/10-fwgate.conf
+            install -D -m 0644 {ROOT}/systemd/$u.service.d/10-fwgate.conf \\
+                {UNITS}/$u.service.d/10-fwgate.conf
         done
         ln -sf {ROOT}/.venv/bin/fwgate /usr/bin/fwgate
         install -m 0644 {E2E}/netbird.service {E2E}/k3s.service /etc/systemd/system/
-        # k3s's bundled iptables (compat.iptables: auto finds it), as after k3s's first
-        # run: xtables-nft-multi 1.8.9. Each call is logged, to show fwgate made it.
+        # k3s's bundled iptables, found by compat.iptables: auto.
         aux=/var/lib/rancher/k3s/data/e2e/bin/aux
         mkdir -p $aux
         for t in iptables iptables-save ip6tables ip6tables-save; do
-            printf '#!/bin/sh\nlogger -t k3s-iptables -- "%s $*"\nexec /usr/sbin/xtables-nft-multi %s "$@"\n' \
-                $t $t > $aux/$t
-            chmod 755 $aux/$t
+            install -m 0755 {E2E}/k3s-iptables.sh $aux/$t
         done
     """
     c.run(["sh", "-c", sh])
@@ -135,9 +133,12 @@ def start_fwgate_alone(c: Container) -> None:
     stage then waits on a really inactive netbird."""
     c.run(["systemctl", "start", "--no-block", "--job-mode=ignore-requirements",
            "fwgate.service"])
-    wait_for("fwgate to wait for netbird.service",
-             lambda: "waiting for netbird.service to become active"
-             in show(c, "fwgate", "StatusText")["StatusText"])
+    try:
+        wait_for("fwgate to wait for netbird.service",
+                 lambda: "waiting for netbird.service to become active"
+                 in show(c, "fwgate", "StatusText")["StatusText"])
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{logs(c)}") from None
 
 
 @pytest.fixture
@@ -192,7 +193,8 @@ def test_k3s_starts_after_netbird_settled(node: Container):
     # ... and event-driven, so not much later either.
     assert ready <= last_change + SETTLE + 1.5, why
     assert show(node, "fwgate", "StatusText")["StatusText"].startswith("ready"), why
-    assert show(node, "fwgate", "SubState")["SubState"] == "exited", why  # RemainAfterExit=yes
+    # fwgate exits just after READY=1, maybe after k3s has started; the unit stays up.
+    wait_for("fwgate to exit", lambda: show(node, "fwgate", "SubState")["SubState"] == "exited")
     state = status(node)
     assert state["phase"] == "ready" and state["ready_at"] and not state["running"], state
 
@@ -209,13 +211,14 @@ def test_unit_stage_without_dbus_is_one_line_exit_4(node: Container):
 
 def test_unit_stage_waits_for_netbird_over_dbus(node: Container):
     # Far below fwgate's wait: only its EXTEND_TIMEOUT_USEC keep-alive saves it.
+    # (Not lower: python must get to its first keep-alive, slower under load.)
     node.write_file("/etc/systemd/system/fwgate.service.d/timeout.conf",
-                    "[Service]\nTimeoutStartSec=1s\n")
+                    "[Service]\nTimeoutStartSec=3s\n")
     node.run(["systemctl", "daemon-reload"])
     start_fwgate_alone(node)
     pid = show(node, "fwgate", "MainPID")["MainPID"]
     started = mono(node, "fwgate", "ExecMainStartTimestampMonotonic")
-    wait_for("3x TimeoutStartSec to pass", lambda: time.monotonic() > started + 3.0)
+    wait_for("2x TimeoutStartSec to pass", lambda: time.monotonic() > started + 6.0)
     props = show(node, "fwgate", "ActiveState", "SubState", "MainPID", "NRestarts")
     assert props == {"ActiveState": "activating", "SubState": "start", "MainPID": pid,
                      "NRestarts": "0"}, logs(node)
@@ -231,7 +234,7 @@ def test_unit_stage_waits_for_netbird_over_dbus(node: Container):
     assert held, logs(node)
     noticed = int(held[0]["__MONOTONIC_TIMESTAMP"]) / 1e6
     # Told by systemd's PropertiesChanged signal, not found by polling.
-    assert netbird_up <= noticed <= netbird_up + 1.0, logs(node)
+    assert netbird_up <= noticed <= netbird_up + 2.0, logs(node)
 
 
 # --- 3. Netbird's crash-prone encoding: fail or repair ------------------------------
@@ -265,9 +268,17 @@ def test_repair_lets_kube_router_read_the_rules(node: Container):
                      r"-j ACCEPT", rules), rules
     assert node.run(KUBE_ROUTER_C, check=False).returncode == 1  # "no such rule": kube-router adds it
     # compat.iptables: auto ran k3s's bundled iptables inside fwgate's sandbox, and it agreed.
-    calls = {e["MESSAGE"] for e in journal(node, "fwgate.service")
-             if e.get("SYSLOG_IDENTIFIER") == "k3s-iptables"}
-    assert {"iptables -t filter -S FORWARD", "iptables-save -t filter"} <= calls, calls
+    wanted = {"fwgate.service: iptables -t filter -S FORWARD",
+              "fwgate.service: iptables-save -t filter"}
+
+    def calls() -> set[str]:
+        out = node.run(["journalctl", "-t", "k3s-iptables", "-o", "cat", "--no-pager"]).stdout
+        return set(out.splitlines())
+    try:
+        wait_for("fwgate's calls to k3s's iptables in the journal", lambda: wanted <= calls(),
+                 timeout=10)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}: {calls()}") from None
     assert "disagree" not in said(node), said(node)
 
 

@@ -34,3 +34,11 @@ def test_state_round_trips_and_keeps_the_latest_repairs(tmp_path):
     assert back.repairs[-1]["rule"] == "rule 29" and back.netns == "ns"
     assert read_state(str(tmp_path / "missing.json")) is None
     assert [p.name for p in (tmp_path / "sub").iterdir()] == ["state.json"]  # no temp left
+
+
+def test_only_a_crashed_unit_is_restarted():
+    from fwgate.adapters.manager import crashed
+    assert crashed("failed", "failed")
+    assert crashed("activating", "auto-restart")
+    assert not crashed("activating", "start")  # merely starting: leave it alone
+    assert not crashed("active", "running") and not crashed("inactive", "dead")
