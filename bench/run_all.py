@@ -673,7 +673,7 @@ def main() -> int:
     quick = args.quick
     args.window = args.window or (10.0 if quick else 60.0)
     sizes = [int(x) for x in args.sizes.split(",")]
-    runs = {n: (3 if quick else 9 if n <= 10000 else 5) for n in sizes}
+    runs = {n: (3 if quick else 9 if n <= 10000 else 4) for n in sizes}
     started = time.monotonic()
     results: dict = {"machine": machine()}
     global BASELINE

@@ -6,7 +6,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from helpers import delete_netns, new_netns  # noqa: E402
+from helpers import NotifyCapture, delete_netns, new_netns  # noqa: E402
 
 
 def _needs_root_and_tools() -> str | None:
@@ -42,3 +42,11 @@ def netns():
         yield name
     finally:
         delete_netns(name)
+
+
+@pytest.fixture
+def notify(tmp_path):
+    """A real AF_UNIX socket standing in for systemd's NOTIFY_SOCKET."""
+    capture = NotifyCapture(str(tmp_path))
+    yield capture
+    capture.close()

@@ -129,3 +129,33 @@ def start_programmer(netns: str, *args: str) -> subprocess.Popen:
 
 def change_times(output: str) -> list[float]:
     return [float(line.split()[0]) for line in output.splitlines() if line.strip()]
+
+
+KUBE_ROUTER_CHECK = ("iptables", "-t", "filter", "-C", "FORWARD", "-m", "comment", "--comment",
+                     "kube-router netpol - TEMCG2JMHZYE7H7T", "-j", "KUBE-ROUTER-FORWARD")
+
+
+def kube_router_state(netns: str) -> None:
+    """What kube-router sets up first: its chain and the commented jump from FORWARD."""
+    sh(netns, "iptables", "-N", "KUBE-ROUTER-FORWARD")
+    sh(netns, "iptables", "-A", "FORWARD", "-m", "comment", "--comment",
+       "kube-router netpol - TEMCG2JMHZYE7H7T", "-j", "KUBE-ROUTER-FORWARD")
+
+
+def gate_yaml(settle: str = "1s", timeout: str = "30s", policy: str = "warn",
+              iptables: str = "none", tunnel: bool = True, extra: str = "") -> str:
+    """The shipped stages minus the unit one (no systemd here), scoped to IPv4."""
+    stages = "  - name: tunnel\n    link: wt0\n" if tunnel else ""
+    return f"""settle: {settle}
+timeout: {timeout}
+watch: [ip netbird, ip filter]
+stages:
+{stages}  - name: rules
+    rules:
+      - table: ip netbird
+      - chain: ip filter FORWARD
+        iifname: wt0
+compat:
+  on_incompatible: {policy}
+  iptables: {iptables}
+{extra}"""

@@ -8,37 +8,13 @@ import time
 import pytest
 
 from helpers import (
-    NotifyCapture, add_wt0, change_times, fwgate_cmd, sh, start_fwgate, start_programmer,
-    write_config,
+    add_wt0, change_times, fwgate_cmd, gate_yaml, sh, start_fwgate, start_programmer, write_config,
 )
 
-GATE = """
-settle: {settle}
-timeout: 60s
-watch: [ip netbird, ip filter]
-stages:
-  - name: tunnel
-    link: wt0
-  - name: rules
-    rules:
-      - table: ip netbird
-      - chain: ip filter FORWARD
-        iifname: wt0
-compat:
-  on_incompatible: warn
-  iptables: none
-"""
-
-
-@pytest.fixture
-def notify(tmp_path):
-    capture = NotifyCapture(str(tmp_path))
-    yield capture
-    capture.close()
 
 
 def gate(netns, tmp_path, notify, settle="1s", extra=""):
-    config = write_config(str(tmp_path), GATE.format(settle=settle) + extra)
+    config = write_config(str(tmp_path), gate_yaml(settle=settle, timeout="60s", extra=extra))
     return start_fwgate(["--config", config, "--netns", netns, "run"], notify)
 
 
@@ -59,7 +35,7 @@ def finish(proc, timeout=60):
 
 def test_netbird_restart_mid_settle_sends_the_gate_back(netns, tmp_path, notify):
     add_wt0(netns)
-    config = write_config(str(tmp_path), GATE.format(settle="2s").replace(
+    config = write_config(str(tmp_path), gate_yaml(settle="2s", timeout="60s").replace(
         "link: wt0", "link: wt0\n    settle: 200ms"))  # reach the rules stage quickly
     fw = start_fwgate(["--config", config, "--netns", netns, "run"], notify)
     wait_status(notify, "stage 1/2 tunnel")  # up and subscribed before Netbird writes
@@ -167,7 +143,7 @@ def test_signals_at_every_stage(netns, tmp_path, notify, sig, code, stage):
 def test_sighup_reloads_or_keeps_the_running_config(netns, tmp_path, notify):
     add_wt0(netns)
     start_programmer(netns, "--pause", "0").communicate(timeout=30)
-    config = write_config(str(tmp_path), GATE.format(settle="30s"))
+    config = write_config(str(tmp_path), gate_yaml(settle="30s", timeout="60s"))
     fw = start_fwgate(["--config", config, "--netns", netns, "run"], notify)
     wait_status(notify, "of 30s")
     with open(config, "w") as fh:
@@ -176,7 +152,7 @@ def test_sighup_reloads_or_keeps_the_running_config(netns, tmp_path, notify):
     time.sleep(0.5)
     assert fw.poll() is None  # a bad file on SIGHUP keeps the running config
     with open(config, "w") as fh:
-        fh.write(GATE.format(settle="500ms"))
+        fh.write(gate_yaml(settle="500ms", timeout="60s"))
     reloaded = time.monotonic()
     fw.send_signal(signal.SIGHUP)
     code, err = finish(fw, timeout=15)
@@ -191,7 +167,7 @@ def test_read_only_unless_repair_is_asked_for(netns, tmp_path, notify):
     start_programmer(netns, "--pause", "0").communicate(timeout=30)  # the crash-prone rule is there
     before = sh(netns, "nft", "list", "ruleset").stdout
     genid = _genid(netns)
-    config = write_config(str(tmp_path), GATE.format(settle="300ms"))
+    config = write_config(str(tmp_path), gate_yaml(settle="300ms", timeout="60s"))
     code, err = finish(start_fwgate(["--config", config, "--netns", netns, "run"], notify))
     assert code == 0, err
     for args in (["check"], ["compat"], ["repair", "--dry-run"], ["validate-config"]):

@@ -4,45 +4,24 @@ import shutil
 
 import pytest
 
-from helpers import NotifyCapture, add_wt0, sh, start_fwgate, start_programmer, write_config
+from helpers import (
+    KUBE_ROUTER_CHECK, add_wt0, gate_yaml, kube_router_state, sh, start_fwgate, start_programmer,
+    write_config,
+)
 
-KUBE_ROUTER_CHECK = ("iptables", "-t", "filter", "-C", "FORWARD", "-m", "comment", "--comment",
-                     "kube-router netpol - TEMCG2JMHZYE7H7T", "-j", "KUBE-ROUTER-FORWARD")
-GATE = """
-settle: 500ms
-timeout: 30s
-watch: [ip netbird, ip filter]
-stages:
-  - name: rules
-    rules:
-      - table: ip netbird
-      - chain: ip filter FORWARD
-        iifname: wt0
-compat:
-  on_incompatible: {policy}
-  iptables: {iptables}
-"""
-
-
-@pytest.fixture
-def notify(tmp_path):
-    capture = NotifyCapture(str(tmp_path))
-    yield capture
-    capture.close()
 
 
 def crashing_node(netns: str) -> None:
     """kube-router's state, then Netbird's rules inserted above its jump."""
     add_wt0(netns)
-    sh(netns, "iptables", "-N", "KUBE-ROUTER-FORWARD")
-    sh(netns, "iptables", "-A", "FORWARD", "-m", "comment", "--comment",
-       "kube-router netpol - TEMCG2JMHZYE7H7T", "-j", "KUBE-ROUTER-FORWARD")
+    kube_router_state(netns)
     start_programmer(netns, "--pause", "0").communicate(timeout=30)
     assert sh(netns, *KUBE_ROUTER_CHECK, check=False).returncode == 3  # the crash, for real
 
 
 def run_gate(netns, tmp_path, notify, policy, iptables="none"):
-    config = write_config(str(tmp_path), GATE.format(policy=policy, iptables=iptables))
+    config = write_config(str(tmp_path), gate_yaml(settle="500ms", policy=policy,
+                                                   iptables=iptables, tunnel=False))
     gate = start_fwgate(["--config", config, "--netns", netns, "run"], notify)
     out, err = gate.communicate(timeout=60)
     return gate.returncode, err

@@ -9,38 +9,17 @@ import time
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from helpers import NotifyCapture, add_wt0, fwgate_cmd, sh, start_fwgate, start_programmer, \
-    write_config
+from helpers import (
+    KUBE_ROUTER_CHECK, add_wt0, fwgate_cmd, gate_yaml, kube_router_state, sh, start_fwgate,
+    start_programmer, write_config,
+)
 
-KUBE_ROUTER_CHECK = ("iptables", "-t", "filter", "-C", "FORWARD", "-m", "comment", "--comment",
-                     "kube-router netpol - TEMCG2JMHZYE7H7T", "-j", "KUBE-ROUTER-FORWARD")
 SETTLE = 0.5
-GATE = """
-settle: 500ms
-timeout: 30s
-watch: [ip netbird, ip filter]
-stages:
-  - name: tunnel
-    link: wt0
-  - name: rules
-    rules:
-      - chain: ip filter FORWARD
-        iifname: wt0
-compat:
-  on_incompatible: {policy}
-  iptables: none
-after_ready:
+WATCH = """after_ready:
   mode: watch
 metrics:
   textfile: {metrics}
 """
-
-
-@pytest.fixture
-def notify(tmp_path):
-    capture = NotifyCapture(str(tmp_path))
-    yield capture
-    capture.close()
 
 
 def wait_for(predicate, timeout: float, what: str):
@@ -67,9 +46,7 @@ def status(netns: str) -> dict:
 
 def kube_router_node(netns: str) -> None:
     add_wt0(netns)
-    sh(netns, "iptables", "-N", "KUBE-ROUTER-FORWARD")
-    sh(netns, "iptables", "-A", "FORWARD", "-m", "comment", "--comment",
-       "kube-router netpol - TEMCG2JMHZYE7H7T", "-j", "KUBE-ROUTER-FORWARD")
+    kube_router_state(netns)
 
 
 def netbird_restarts(netns: str) -> float:
@@ -81,7 +58,8 @@ def netbird_restarts(netns: str) -> float:
 
 def start_watching(netns, tmp_path, notify, policy):
     prom = str(tmp_path / "fwgate.prom")
-    config = write_config(str(tmp_path), GATE.format(policy=policy, metrics=prom))
+    config = write_config(str(tmp_path), gate_yaml(settle="500ms", policy=policy,
+                                                   extra=WATCH.format(metrics=prom)))
     gate = start_fwgate(["--config", config, "--netns", netns, "run"], notify)
     start_programmer(netns, "--pause", "0.2").communicate(timeout=30)
     wait_for(lambda: notify.first("READY", "1"), 20, "READY")
