@@ -402,7 +402,7 @@ def render(args, results: dict) -> str:
     add("# fwgate benchmark results")
     add("")
     add(f"Written by `.venv/bin/python bench/run_all.py{' --quick' if args.quick else ''}` "
-        f"on {time.strftime('%Y-%m-%d %H:%M')} ({results['duration'] / 60:.0f} min).")
+        f"on {results['written']} ({results['duration'] / 60:.0f} min).")
     add(f"Machine: {results['machine']}. The machine was shared with other work while this "
         "ran, so absolute times move between runs; the comparisons are ratios of figures "
         "taken in the same run, interleaved run by run.")
@@ -422,6 +422,7 @@ def render(args, results: dict) -> str:
 
     # summary
     snaps = {r["n"]: r for r in results["snapshot"]}
+    notes: list[str] = []
     add("## Targets")
     add("")
     add("| # | target | measured | verdict |")
@@ -466,6 +467,18 @@ def render(args, results: dict) -> str:
         ratio = median(c["analyse"]) / median(c["iptables_save"])
         add(f"| 5 | compat analysis of 10k rules < one `iptables-save` | {ms(median(c['analyse']))} ms "
             f"vs {ms(median(c['iptables_save']))} ms: ratio {ratio:.2f} | {verdict(ratio < 1)} |")
+        if ratio >= 1:
+            notes.append(
+                "**Target 5 (compat analysis) is not met.** Decoding is no longer the cost (see "
+                "the profiles: expressions are decoded once, shared, from one flat loop); what "
+                "remains is the analyser's own model of iptables-nft's parser in "
+                "`compat/analyser.py` and `compat/equivalents.py` (a register model per rule, "
+                "17 register objects made per rule, an equivalent looked for in every rule, "
+                "reported or not), pure Python against iptables-save's C. Those files are not "
+                "part of this work; the change recommended in the report (shared undefined "
+                "register, look for an equivalent only for rules with a finding) takes about "
+                "10% off. Meeting the target would take caching verdicts of repeated "
+                "expression shapes in the analyser, or analysing only the chains that changed.")
     b = results.get("bursts")
     if b:
         normal = [r for r in b if not r["frozen"]]
@@ -478,6 +491,10 @@ def render(args, results: dict) -> str:
             f"(live) / {sum(r['resyncs'] for r in frozen)} (frozen, overflow forced); READY "
             f"never early | {verdict(ok)} |")
     add("")
+
+    for note in notes:
+        add(note)
+        add("")
 
     # 1
     add("## 1. Snapshot and digest of the watched scope")
@@ -665,7 +682,17 @@ def main() -> int:
                         help="also measure the optimised modules as of COMMIT ('none': don't)")
     parser.add_argument("--skip", default="", help="comma list: snapshot,quiet,compat,footprint,"
                                                    "bursts,gate,profile")
+    parser.add_argument("--render", metavar="JSON", help="only write the report again from a "
+                                                          "run's profiles/last-run.json")
     args = parser.parse_args()
+    if args.render:
+        results = json.load(open(args.render))
+        args.window = results.get("window", args.window or 60.0)
+        results.setdefault("written", time.strftime(
+            "%Y-%m-%d %H:%M", time.localtime(os.path.getmtime(args.render))))
+        with open(args.out, "w") as fh:
+            fh.write(render(args, results))
+        return 0
     if os.geteuid() != 0:
         print("bench: run as root (it creates network namespaces)", file=sys.stderr)
         return 4
@@ -719,6 +746,8 @@ def main() -> int:
         results["gate"] = {"fwgate": samples["fwgate"], "table": table}
     results["profile_note"] = profile_note()
     results["duration"] = time.monotonic() - started
+    results["window"] = args.window
+    results["written"] = time.strftime("%Y-%m-%d %H:%M")
     if BASELINE:
         shutil.rmtree(BASELINE, ignore_errors=True)
     with open(args.out, "w") as fh:

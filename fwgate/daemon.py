@@ -21,7 +21,7 @@ from .adapters.journal import Log
 from .adapters.manager import restart_if_crashed
 from .adapters.nfnl import NFNLGRP_NFTABLES, DumpInterrupted, NetlinkError, NfSocket
 from .adapters.notify import Notifier
-from .config import Config, LinkUp, Stage, UnitActive
+from .config import ChainExists, Config, LinkUp, Stage, UnitActive
 from .errors import EnvironmentProblem
 from .pipeline import Facts, Failed, Gate, NeedConfirm, Ready, RunCompat, Wait
 from .state import State, render_metrics, write_atomically
@@ -356,7 +356,10 @@ class GateLoop:
             self.last_watched_change = now
 
     def _snapshot(self) -> tuple[model.Snapshot, str]:
-        snap = nft.snapshot(self.nl, self.interest)
+        # Lean: keep only the rules the conditions read; every rule is still digested.
+        keep = [(c.table, c.chain) for stage in self.stages for c in stage.conditions
+                if isinstance(c, ChainExists)]
+        snap = nft.snapshot(self.nl, self.interest, keep_rules=keep)
         return snap, model.digest(snap, tuple(self.watched))
 
     def _refresh(self, now: float) -> None:

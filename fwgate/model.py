@@ -36,6 +36,15 @@ _BYTEORDER = sys.byteorder  # netlink attribute headers are in host order
 
 
 def _decode_expressions(blob: bytes) -> tuple[Expr, ...]:
+    try:
+        return _decode_expressions_strictly(blob)
+    except ValueError:
+        # Malformed (a kernel of another era, a bug): one nameless expression holding
+        # it all, which the analyser reports as unreadable and nothing else trusts.
+        return (Expr("", bytes(blob)),)
+
+
+def _decode_expressions_strictly(blob: bytes) -> tuple[Expr, ...]:
     """The Expr objects of an NFTA_RULE_EXPRESSIONS payload; an element seen before
     (byte for byte) is looked up rather than decoded."""
     shared, out = _SHARED, []

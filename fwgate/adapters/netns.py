@@ -1,10 +1,9 @@
 """Entering a named network namespace (/run/netns/NAME) for the whole process."""
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
-
-from pyroute2 import netns as _netns
 
 from ..errors import EnvironmentProblem
 
@@ -20,7 +19,7 @@ def enter(name: str) -> None:
     if not os.path.exists(os.path.join(NETNS_DIR, name)):
         raise EnvironmentProblem(f"network namespace {name!r} does not exist ({NETNS_DIR}/{name})")
     try:
-        _netns.setns(name, flags=0)
+        _setns(os.path.join(NETNS_DIR, name))
     except OSError as exc:
         if exc.errno in (errno.EPERM, errno.EACCES) or exc.errno is None:
             raise EnvironmentProblem(
@@ -28,11 +27,28 @@ def enter(name: str) -> None:
         raise EnvironmentProblem(f"cannot enter network namespace {name!r}: {exc.strerror}") from None
 
 
+def _setns(path: str) -> None:
+    # By hand rather than through pyroute2: importing it costs the daemon ~150 ms and 14 MB.
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if hasattr(os, "setns"):  # Python 3.12+
+            os.setns(fd, os.CLONE_NEWNET)
+            return
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.setns(fd, 0x40000000) != 0:  # CLONE_NEWNET
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err))
+    finally:
+        os.close(fd)
+
+
 def create(name: str) -> None:
+    from pyroute2 import netns as _netns
     _netns.create(name)
 
 
 def remove(name: str) -> None:
+    from pyroute2 import netns as _netns
     try:
         _netns.remove(name)
     except FileNotFoundError:

@@ -80,7 +80,7 @@ _NLMSGHDR = struct.Struct("=IHHII")
 _NFGENMSG = struct.Struct("!BBH")
 _NLATTR = struct.Struct("=HH")
 _HDRLEN = _NLMSGHDR.size + _NFGENMSG.size
-RECV_SIZE = 1 << 17  # more than the kernel puts in one datagram (a dump's skb is at most 64 KiB)
+RECV_SIZE = 1 << 17  # more than the kernel puts in one datagram (a dump's is at most 32 KiB)
 
 
 class NetlinkError(OSError):

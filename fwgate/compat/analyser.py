@@ -225,9 +225,10 @@ def _load_len(name: str, f: dict) -> int:
     return 4
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Reg:
-    """What iptables believes a register holds (struct nft_xt_ctx_reg)."""
+    """What iptables believes a register holds (struct nft_xt_ctx_reg). Replaced,
+    never changed in place: an undefined one can be shared."""
 
     kind: str = "undef"      # undef | payload | immediate | meta
     src: int | None = None   # the expression iptables believes loaded it
@@ -235,6 +236,9 @@ class _Reg:
     base: int = 0            # payload base and offset
     offset: int = 0
     data: bytes = b""        # immediate data
+
+
+_UNDEF = _Reg()
 
 
 def describe(expr: Expr) -> str:
@@ -264,7 +268,7 @@ class _Parse:
 
     def __init__(self, family: str):
         self.family = family
-        self.regs = [_Reg() for _ in range(17)]
+        self.regs = [_UNDEF] * 17
         self.truth: dict[int, int] = {}     # kernel word -> expression that really wrote it
         self.skipped: set[int] = set()      # expressions iptables never looked at
         self.proto = 0                      # cs->fw.ip.proto, for transport header matches
@@ -533,6 +537,8 @@ def read_rule(rule: Rule) -> RuleVerdict:
 
 def _finding(rule: Rule, verdict: RuleVerdict) -> tuple[Finding | None, Finding | None]:
     """(the rule's finding if iptables-nft fails on it, its misread finding)."""
+    if not (verdict.unreadable or verdict.errors or verdict.misread or verdict.unlisted):
+        return None, None  # the common case: no need to look for an equivalent
     repairable = iptables_equivalent(rule) is not None
     everything = (BREAKS_CHECK, BREAKS_LIST, BREAKS_SAVE)
     if verdict.unreadable:

@@ -84,3 +84,15 @@ def test_digest_covers_only_the_scope():
     b = Snapshot(2, {other: Table("ip", "k3s", 0, 4)}, (other,))
     assert digest(a, (FILTER,)) == digest(b, (FILTER,))
     assert digest(a, (other,)) != digest(b, (other,))
+
+
+def test_malformed_rule_from_a_dump_is_reported_not_a_crash():
+    from fwgate.compat.analyser import analyse
+    bad = Rule.from_dump("ip", "filter", "FORWARD", 7, 0, b"\x10\x00\x01\x00abc")
+    assert [e.name for e in bad.exprs] == [""]
+    assert bad.interface_matches() == {"iifname": set(), "oifname": set()}
+    table = Table("ip", "filter", 0, 1, (Chain("FORWARD", 1, 2, 0, 1, "filter"),), (bad,))
+    snap = Snapshot(1, {FILTER: table}, (FILTER,))
+    assert len(digest(snap, (FILTER,))) == 64
+    (finding,) = analyse(snap).findings
+    assert "unreadable" in finding.reason and finding.rule.handle == 7
