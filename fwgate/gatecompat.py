@@ -12,12 +12,17 @@ from .compat.repair import RepairConflict, apply_repairs, repair_json
 from .config import Config
 from .daemon import CompatHook, CompatOutcome
 from .errors import EXIT_INCOMPATIBLE
+from .model import Rule
+
+
+def rule_ref(r: Rule) -> str:
+    """How a person finds the rule: `ip filter FORWARD handle 11 (frwacceptoif)`."""
+    tag = f" ({r.userdata_text()})" if r.userdata_text() else ""
+    return f"{r.family} {r.table} {r.chain} handle {r.handle}{tag}"
 
 
 def finding_line(f: Finding) -> str:
-    r = f.rule
-    tag = f" ({r.userdata_text()})" if r.userdata_text() else ""
-    return f"{r.family} {r.table} {r.chain} handle {r.handle}{tag}: {f.reason}"
+    return f"{rule_ref(f.rule)}: {f.reason}"
 
 
 def _binary(config: Config, override: str | None = None) -> str | None:
@@ -60,8 +65,7 @@ def compat_hook(config: Config, log: Log, args) -> CompatHook:
             except RepairConflict as exc:
                 log.warning(f"compat: {exc}; settling again")
                 return CompatOutcome(resettle=True)
-            lines = [f"{f.rule.family} {f.rule.table} {f.rule.chain} handle {f.rule.handle} "
-                     f"({f.rule.userdata_text() or 'untagged'}): was {f.reason}; now {f.equivalent.text}"
+            lines = [f"{rule_ref(f.rule)}: was {f.reason}; now {f.equivalent.text}"
                      for f in result.repaired]
             for line in lines:
                 log.info(f"compat: repaired {line}")

@@ -114,11 +114,9 @@ class Gate:
         self.stage_started = now
         self.held_since: dict[tuple[int, int], float] = {}
         self.waiting_for: dict[tuple[int, int], str] = {}
-        self.stage_done: list[float] = []
         self.announced_held = False
         self.outcome: Ready | Failed | None = None
         self.compat_pending = False
-        self.compat_note: str | None = None
         self.repair_rounds = 0
         self.timed_out: str | None = None
         self.events: list[GateEvent] = []
@@ -153,7 +151,6 @@ class Gate:
         if back_to is not None and self.outcome is None:
             si, waiting = back_to
             self.index, self.stage_started = si, now
-            self.stage_done = self.stage_done[:si]
             self.compat_pending, self.announced_held = False, False
             self._emit("stage-start", now, f"back to {self._stage_intro()}: a condition "
                                            f"stopped holding ({waiting})")
@@ -200,7 +197,6 @@ class Gate:
         self.compat_pending = False
         self.window.change(now, count=False)
         self.index = max(0, len(self.stages) - 1)
-        self.stage_done = self.stage_done[:self.index]
         self.announced_held = False
 
     # -- the decision ----------------------------------------------------------
@@ -213,7 +209,7 @@ class Gate:
         deadline = self.deadline()
         stage = self.stage
         if stage is None:
-            return self._all_settled(now)
+            return self._all_settled()
         if now >= deadline:
             return self._timeout(now)
         keys = [(self.index, ci) for ci in range(len(stage.conditions))]
@@ -284,14 +280,13 @@ class Gate:
         assert stage is not None
         self._emit("settled", now, f"{self._stage_intro()}: settled, quiet for "
                                    f"{format_timespan(self.config.stage_settle(stage))}")
-        self.stage_done.append(now)
         self.index += 1
         self.stage_started = now
         self.announced_held = False
         if self.stage is not None:
             self._emit("stage-start", now, self._stage_intro())
 
-    def _all_settled(self, now: float) -> Decision:
+    def _all_settled(self) -> Decision:
         self.compat_pending = True
         return RunCompat()
 
@@ -304,7 +299,7 @@ class Gate:
         # proceed: stop waiting, still run the compat probe, then READY degraded.
         self.timed_out = reason
         self.index = len(self.stages)
-        return self._all_settled(now)
+        return self._all_settled()
 
     def _finish(self, now: float, outcome: Ready | Failed) -> None:
         self.outcome = outcome

@@ -93,6 +93,18 @@ class NotifyCapture:
         return next(((t, m) for t, m in self.messages
                      if key in m and (value is None or m[key] == value)), None)
 
+    def wait_status(self, fragment: str, after: float = 0.0, timeout: float = 15.0) -> float:
+        """When a STATUS holding `fragment` arrived (at or after `after`)."""
+        import time
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            hit = next((t for t, m in self.messages
+                        if t >= after and fragment in m.get("STATUS", "")), None)
+            if hit is not None:
+                return hit
+            time.sleep(0.02)
+        raise AssertionError(f"no STATUS with {fragment!r} in {timeout:g}s: {self.statuses()}")
+
     def statuses(self) -> list[str]:
         return [m["STATUS"] for _, m in self.messages if "STATUS" in m]
 

@@ -18,16 +18,6 @@ def gate(netns, tmp_path, notify, settle="1s", extra=""):
     return start_fwgate(["--config", config, "--netns", netns, "run"], notify)
 
 
-def wait_status(notify, fragment, timeout=15.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        hit = next((t for t, m in notify.messages if fragment in m.get("STATUS", "")), None)
-        if hit:
-            return hit
-        time.sleep(0.02)
-    pytest.fail(f"no STATUS with {fragment!r}: {notify.statuses()}")
-
-
 def finish(proc, timeout=60):
     out, err = proc.communicate(timeout=timeout)
     return proc.returncode, err
@@ -38,9 +28,9 @@ def test_netbird_restart_mid_settle_sends_the_gate_back(netns, tmp_path, notify)
     config = write_config(str(tmp_path), gate_yaml(settle="2s", timeout="60s").replace(
         "link: wt0", "link: wt0\n    settle: 200ms"))  # reach the rules stage quickly
     fw = start_fwgate(["--config", config, "--netns", netns, "run"], notify)
-    wait_status(notify, "stage 1/2 tunnel")  # up and subscribed before Netbird writes
+    notify.wait_status("stage 1/2 tunnel")  # up and subscribed before Netbird writes
     start_programmer(netns, "--pause", "0").communicate(timeout=30)
-    wait_status(notify, "stage 2/2 rules: rules: 4 changes")
+    notify.wait_status("stage 2/2 rules: rules: 4 changes")
     time.sleep(0.5)
     start_programmer(netns, "--flush").communicate(timeout=30)  # Netbird stops ...
     flushed_at = time.monotonic()
@@ -61,17 +51,17 @@ def test_link_renamed_or_recreated(netns, tmp_path, notify, how):
     add_wt0(netns)
     start_programmer(netns, "--pause", "0").communicate(timeout=30)
     fw = gate(netns, tmp_path, notify, settle="2s")
-    wait_status(notify, "quiet")
+    notify.wait_status("quiet")
     if how == "rename":
         sh(netns, "ip", "link", "set", "wt0", "down")
         sh(netns, "ip", "link", "set", "wt0", "name", "wt9")
-        wait_status(notify, "waiting for wt0 to appear")
+        notify.wait_status("waiting for wt0 to appear")
         sh(netns, "ip", "link", "set", "wt9", "name", "wt0")
         back_at = time.monotonic()  # wt0 comes up during the next command, not before
         sh(netns, "ip", "link", "set", "wt0", "up")
     else:
         sh(netns, "ip", "link", "del", "wt0")
-        wait_status(notify, "waiting for wt0 to appear")
+        notify.wait_status("waiting for wt0 to appear")
         back_at = time.monotonic()
         add_wt0(netns)
     code, err = finish(fw)
@@ -83,9 +73,9 @@ def test_watched_table_deleted_then_late(netns, tmp_path, notify):
     add_wt0(netns)
     start_programmer(netns, "--pause", "0").communicate(timeout=30)
     fw = gate(netns, tmp_path, notify, settle="1500ms")
-    wait_status(notify, "quiet")
+    notify.wait_status("quiet")
     sh(netns, "nft", "delete", "table", "ip", "netbird")
-    wait_status(notify, "waiting for table ip netbird")
+    notify.wait_status("waiting for table ip netbird")
     time.sleep(2.0)  # longer than the window: still no READY without the table
     assert notify.first("READY") is None
     out, _ = start_programmer(netns, "--pause", "0").communicate(timeout=30)
@@ -99,7 +89,7 @@ def test_event_flood_overflows_and_resyncs(netns, tmp_path, notify, private_runt
     add_wt0(netns)
     start_programmer(netns, "--pause", "0").communicate(timeout=30)
     fw = gate(netns, tmp_path, notify, settle="3s")
-    wait_status(notify, "quiet")
+    notify.wait_status("quiet")
     # Freeze fwgate while the flood fills its socket: the overflow is certain.
     fw.send_signal(signal.SIGSTOP)
     out, _ = start_programmer(netns, "--skip-bursts", "--flood", "60000").communicate(timeout=120)
@@ -131,7 +121,7 @@ def test_signals_at_every_stage(netns, tmp_path, notify, sig, code, stage):
         add_wt0(netns)
         start_programmer(netns, "--pause", "0").communicate(timeout=30)
     fw = gate(netns, tmp_path, notify, settle="30s")
-    wait_status(notify, "waiting for wt0" if stage == "waiting" else "stage 1/2 tunnel: rules:")
+    notify.wait_status("waiting for wt0" if stage == "waiting" else "stage 1/2 tunnel: rules:")
     sent = time.monotonic()
     fw.send_signal(sig)
     got, err = finish(fw, timeout=5)
@@ -145,7 +135,7 @@ def test_sighup_reloads_or_keeps_the_running_config(netns, tmp_path, notify):
     start_programmer(netns, "--pause", "0").communicate(timeout=30)
     config = write_config(str(tmp_path), gate_yaml(settle="30s", timeout="60s"))
     fw = start_fwgate(["--config", config, "--netns", netns, "run"], notify)
-    wait_status(notify, "of 30s")
+    notify.wait_status("of 30s")
     with open(config, "w") as fh:
         fh.write("settle: [broken\n")
     fw.send_signal(signal.SIGHUP)

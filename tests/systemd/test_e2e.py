@@ -48,7 +48,11 @@ def install(c: Container, policy: str = "warn") -> None:
                 {UNITS}/$u.service.d/10-fwgate.conf
         done
         ln -sf {ROOT}/.venv/bin/fwgate /usr/bin/fwgate
-        install -m 0644 {E2E}/netbird.service {E2E}/k3s.service /etc/systemd/system/
+        # The checkout stands in for /opt/fwgate: let the sandboxed unit see it even
+        # where PrivateTmp= would hide it (a checkout under /tmp).
+        mkdir -p /etc/systemd/system/fwgate.service.d
+        printf '[Service]\nBindReadOnlyPaths={ROOT}\n' \
+            > /etc/systemd/system/fwgate.service.d/10-test-checkout.conf
         # k3s's bundled iptables, found by compat.iptables: auto.
         aux=/var/lib/rancher/k3s/data/e2e/bin/aux
         mkdir -p $aux
@@ -57,10 +61,20 @@ def install(c: Container, policy: str = "warn") -> None:
         done
     """
     c.run(["sh", "-c", sh])
+    install_standins(c)
     # The operator's part, as docs/systemd.md says it.
     write_config(c, CONFIG.format(policy=policy))
     c.run(["systemctl", "enable", "fwgate.service"])
     c.run(["systemctl", "daemon-reload"])
+
+
+def install_standins(c: Container) -> None:
+    """Netbird's and k3s's stand-in units; Netbird's runs the checkout's programmer."""
+    c.run(["sh", "-c", f"""set -e
+        sed 's|@PYTHON@|{ROOT}/.venv/bin/python|g' {E2E}/netbird.service \
+            > /etc/systemd/system/netbird.service
+        install -m 0644 {E2E}/k3s.service /etc/systemd/system/
+    """])
 
 
 def write_config(c: Container, text: str) -> None:

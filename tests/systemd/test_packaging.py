@@ -247,8 +247,7 @@ def test_packaged_fwgate_gates_k3s_standin(container_factory, debs):
     # plus the packages.
     c = container_factory(binds=[str(debs["X"].parent)])
     apt(c, "install", str(debs["X"]))
-    c.run(["install", "-m", "0644", str(e2e.E2E / "netbird.service"), str(e2e.E2E / "k3s.service"),
-           "/etc/systemd/system/"])
+    e2e.install_standins(c)
     c.run(["systemctl", "daemon-reload"])
     e2e.write_config(c, e2e.CONFIG.format(policy="repair"))
 
