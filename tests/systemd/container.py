@@ -1,6 +1,6 @@
 """Boot Debian's real systemd as PID 1 in a throwaway systemd-nspawn container.
 
-    with Container(binds_ro=["/work/main"]) as c:     # boots, waits for "running"
+    with Container(binds_ro=[CHECKOUT]) as c:       # boots, waits for "running"
         c.write_file("/etc/systemd/system/x.service", UNIT)
         c.run(["systemctl", "start", "x"])
 

@@ -69,12 +69,10 @@ def install(c: Container, policy: str = "warn") -> None:
 
 
 def install_standins(c: Container) -> None:
-    """Netbird's and k3s's stand-in units; Netbird's runs the checkout's programmer."""
-    c.run(["sh", "-c", f"""set -e
-        sed 's|@PYTHON@|{ROOT}/.venv/bin/python|g' {E2E}/netbird.service \
-            > /etc/systemd/system/netbird.service
-        install -m 0644 {E2E}/k3s.service /etc/systemd/system/
-    """])
+    """Netbird's and k3s's stand-in units, which run the checkout's programmer and script."""
+    for unit in ("netbird.service", "k3s.service"):
+        text = (E2E / unit).read_text().replace("@ROOT@", str(ROOT))
+        c.write_file(f"/etc/systemd/system/{unit}", text, mode=0o644)
 
 
 def write_config(c: Container, text: str) -> None:
