@@ -5,6 +5,8 @@ import argparse
 import json
 import os
 import sys
+import time
+from dataclasses import asdict
 
 from . import __version__
 from .config import DEFAULT_PATH, DEFAULTS, Config, load_config
@@ -108,7 +110,6 @@ def cmd_status(args) -> int:
         raise FwgateError(f"no fwgate state at {path}: fwgate has not run since boot")
     alive = pid_alive(state.pid) and state.phase in ("waiting", "watching")
     if args.json:
-        from dataclasses import asdict
         print(json.dumps({**asdict(state), "running": alive}, indent=2, sort_keys=True))
     else:
         print(render_status(state, alive, path))
@@ -116,10 +117,8 @@ def cmd_status(args) -> int:
 
 
 def render_status(state, alive: bool, path: str) -> str:
-    import time as _time
-
     def when(t):
-        return _time.strftime("%Y-%m-%d %H:%M:%S", _time.localtime(t)) if t else "never"
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if t else "never"
 
     running = f"running (pid {state.pid})" if alive else \
         f"not running (pid {state.pid} {'exited' if state.phase != 'stopped' else 'was stopped'})"
