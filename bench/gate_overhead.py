@@ -11,6 +11,7 @@ import argparse
 import hashlib
 import os
 import platform
+import shutil
 import socket
 import statistics
 import subprocess
@@ -127,6 +128,14 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
+def private_runtime_dir() -> None:
+    """Point fwgate's RUNTIME_DIRECTORY (state files) at a temp dir removed at exit."""
+    import atexit
+    path = tempfile.mkdtemp(prefix="fwgate-bench-run-")
+    os.environ["RUNTIME_DIRECTORY"] = path
+    atexit.register(shutil.rmtree, path, True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=15)
@@ -134,6 +143,8 @@ def main() -> int:
     parser.add_argument("--pause", type=float, default=0.3, help="between the programmer's bursts")
     parser.add_argument("--write", metavar="FILE", help="replace the results section of FILE")
     args = parser.parse_args()
+    # fwgate's state files go to a directory of ours, removed at exit, not /run/fwgate.
+    private_runtime_dir()
     if os.geteuid() != 0:
         print("bench: run as root (it creates network namespaces)", file=sys.stderr)
         return 4

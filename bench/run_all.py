@@ -25,6 +25,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import gate_overhead  # noqa: E402
+from gate_overhead import private_runtime_dir  # noqa: E402
 from common import (  # noqa: E402
     FWGATE, PYTHON, ROOT, Netns, build_ruleset, machine, median, percentile, sh,
 )
@@ -681,6 +682,8 @@ def main() -> int:
     parser.add_argument("--render", metavar="JSON", help="only write the report again from a "
                                                           "run's profiles/last-run.json")
     args = parser.parse_args()
+    # fwgate's state files go to a directory of ours, removed at exit, not /run/fwgate.
+    private_runtime_dir()
     if args.render:
         results = json.load(open(args.render))
         args.window = results.get("window", args.window or 60.0)
