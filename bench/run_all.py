@@ -629,20 +629,20 @@ def render(args, results: dict) -> str:
             before, after, nft = median(b0["fwgate"]), median(r["fwgate"]), median(r["nft"] + b0["nft"])
             add(f"| snapshot + digest, {r['rules']} rules | {ms(before)} | {ms(after)} | "
                 f"{before / after:.1f}× | {before / nft:.2f} | {after / nft:.2f} |")
+
+        def speedup(label: str, before: float, after: float) -> None:
+            add(f"| {label} | {ms(before)} | {ms(after)} | {before / after:.1f}× | | |")
+
         if c and c.get("before"):
-            before, after = median(c["before"]["analyse"]), median(c["analyse"])
-            add(f"| compat analysis, {c['rules']} rules | {ms(before)} | {ms(after)} | "
-                f"{before / after:.1f}× | | |")
-            before, after = median(c["before"]["probe"]), median(c["probe"])
-            add(f"| compat probe (snapshot + analysis) | {ms(before)} | {ms(after)} | "
-                f"{before / after:.1f}× | | |")
+            speedup(f"compat analysis, {c['rules']} rules",
+                    median(c["before"]["analyse"]), median(c["analyse"]))
+            speedup("compat probe (snapshot + analysis)",
+                    median(c["before"]["probe"]), median(c["probe"]))
         if q and q.get("before"):
-            before, after = median(q["before"]["cycle"]), median(q["cycle"])
-            add(f"| quiet probe cycle, {q['rules']} rules | {ms(before)} | {ms(after)} | "
-                f"{before / after:.1f}× | | |")
-            before, after = q["before"]["baseline_dump"], q["baseline_dump"]
-            add(f"| the daemon's baseline dump + digest, {q['rules']} rules (one run) | {ms(before)} | "
-                f"{ms(after)} | {before / after:.1f}× | | |")
+            speedup(f"quiet probe cycle, {q['rules']} rules",
+                    median(q["before"]["cycle"]), median(q["cycle"]))
+            speedup(f"the daemon's baseline dump + digest, {q['rules']} rules (one run)",
+                    q["before"]["baseline_dump"], q["baseline_dump"])
         add("")
 
     add("## Profiles")
