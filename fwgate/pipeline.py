@@ -52,10 +52,12 @@ def evaluate(cond: Condition, facts: Facts) -> tuple[bool, str]:
     where = f"{cond.table} {cond.chain}"
     if table is None or table.chain(cond.chain) is None:
         return False, f"waiting for chain {where}"
-    for key in ("iifname", "oifname"):
-        wanted = getattr(cond, key)
-        if wanted and not any(wanted in r.interface_matches()[key] for r in table.rules_of(cond.chain)):
-            return False, f"waiting for a rule matching {key} {wanted} in {where}"
+    if cond.iifname or cond.oifname:
+        matches = [r.interface_matches() for r in table.rules_of(cond.chain)]  # once per rule
+        for key in ("iifname", "oifname"):
+            wanted = getattr(cond, key)
+            if wanted and not any(wanted in m[key] for m in matches):
+                return False, f"waiting for a rule matching {key} {wanted} in {where}"
     return True, ""
 
 
