@@ -19,10 +19,15 @@ import socket
 import sys
 import time
 
-from fwgate import exprs as X
-from fwgate.adapters import nfnl
-from fwgate.adapters.nfnl import NfSocket
-from fwgate.programmer import IP, NFT_PAYLOAD_NETWORK_HEADER, chain_msg, rule_msg
+from fwgate.netlink import consts as C
+from fwgate.netlink import exprs as X
+from fwgate.netlink import attrs as A
+from fwgate.netlink import consts as C
+from fwgate.netlink import messages as M
+from fwgate.adapters.nfsock import NfSocket
+from fwgate.adapters.nfsock import NfSocket
+from fwgate.programmer import IP, chain_msg, rule_msg
+from fwgate.netlink.consts import PAYLOAD_NETWORK as NFT_PAYLOAD_NETWORK_HEADER
 
 CHAINS = 200
 
@@ -34,14 +39,14 @@ def chain_name(i: int) -> str:
 def transaction(sock: NfSocket, table: str, i: int) -> bytes:
     address = (ipaddress.IPv4Address("10.96.0.0") + i).packed
     cmd, family, flags, payload = rule_msg(IP, table, chain_name(i), [
-        X.payload_load(NFT_PAYLOAD_NETWORK_HEADER, 12, 4), X.cmp(X.CMP_EQ, address),
-        X.counter(), X.verdict(X.NF_ACCEPT)])
+        X.payload_load(NFT_PAYLOAD_NETWORK_HEADER, 12, 4), X.cmp(C.CMP_EQ, address),
+        X.counter(), X.verdict(C.NF_ACCEPT)])
     return b"".join([
-        nfnl.encode(nfnl.NFNL_MSG_BATCH_BEGIN, 0, nfnl.NLM_F_REQUEST, sock.next_seq(), b"",
-                    res_id=nfnl.NFNL_SUBSYS_NFTABLES, subsys=None),
-        nfnl.encode(cmd, family, flags | nfnl.NLM_F_REQUEST, sock.next_seq(), payload),
-        nfnl.encode(nfnl.NFNL_MSG_BATCH_END, 0, nfnl.NLM_F_REQUEST, sock.next_seq(), b"",
-                    res_id=nfnl.NFNL_SUBSYS_NFTABLES, subsys=None)])
+        M.encode(C.NFNL_MSG_BATCH_BEGIN, 0, C.NLM_F_REQUEST, sock.next_seq(), b"",
+                    res_id=C.NFNL_SUBSYS_NFTABLES, subsys=None),
+        M.encode(cmd, family, flags | C.NLM_F_REQUEST, sock.next_seq(), payload),
+        M.encode(C.NFNL_MSG_BATCH_END, 0, C.NLM_F_REQUEST, sock.next_seq(), b"",
+                    res_id=C.NFNL_SUBSYS_NFTABLES, subsys=None)])
 
 
 def errors(sock: NfSocket) -> int:

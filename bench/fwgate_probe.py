@@ -9,9 +9,12 @@ from __future__ import annotations
 import sys
 import time
 
-from fwgate.adapters import nfnl
+from fwgate.netlink import attrs as A
+from fwgate.netlink import consts as C
+from fwgate.netlink import messages as M
+from fwgate.adapters.nfsock import NfSocket
 
-_genid = nfnl.NfSocket.genid
+_genid = NfSocket.genid
 _seen = False
 
 
@@ -24,7 +27,7 @@ def _first_genid(self) -> int:
 
 
 def main() -> int:
-    nfnl.NfSocket.genid = _first_genid
+    NfSocket.genid = _first_genid
     args = sys.argv[1:]
     from fwgate.cli import main as fwgate_main
     sys.argv = ["fwgate", *args]

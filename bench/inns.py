@@ -39,8 +39,8 @@ def measure_snapshot(runs: int) -> dict:
     interleaved run by run so that all three see the same machine state."""
     from fwgate import model
     from fwgate.adapters import nft
-    from fwgate.adapters.nfnl import NfSocket
-    from fwgate.config import TableRef
+    from fwgate.adapters.nfsock import NfSocket
+    from fwgate.model import TableRef
     table, watched = (TableRef(*FILTER),), (TableRef(*FILTER), TableRef(*NETBIRD))
     out: dict[str, list[float]] = {k: [] for k in (
         "snapshot", "digest", "fwgate", "fwgate_watched", "nft", "iptables_save")}
@@ -69,8 +69,8 @@ def measure_compat(runs: int) -> dict:
     """The compat analysis (pure, on a snapshot already taken) and the whole probe
     (snapshot of every iptables family + analysis) vs one `iptables-save`."""
     from fwgate.adapters import nft
-    from fwgate.adapters.nfnl import NfSocket
-    from fwgate.compat.analyser import analyse
+    from fwgate.adapters.nfsock import NfSocket
+    from fwgate.compat.reader import analyse
     from fwgate.compat.probe import COMPAT_FAMILIES
     out: dict[str, list[float]] = {"analyse": [], "probe": [], "iptables_save": []}
     rules = findings = 0
@@ -147,10 +147,10 @@ def profile(out_path: str) -> dict:
     from pyinstrument import Profiler
     from fwgate import model
     from fwgate.adapters import nft
-    from fwgate.adapters.nfnl import NfSocket
-    from fwgate.compat.analyser import analyse
+    from fwgate.adapters.nfsock import NfSocket
+    from fwgate.compat.reader import analyse
     from fwgate.compat.probe import COMPAT_FAMILIES
-    from fwgate.config import TableRef
+    from fwgate.model import TableRef
     table = (TableRef(*FILTER),)
     texts = {}
     with NfSocket() as sock:

@@ -1,24 +1,24 @@
-"""Command line: the one place where errors become exit codes."""
+"""Command line: the command bodies, and the one place errors become exit codes."""
 from __future__ import annotations
 
 import argparse
 import json
 import os
 import sys
-import time
 from dataclasses import asdict
 
 from . import __version__
-from .config import DEFAULT_PATH, DEFAULTS, Config, load_config
-from .errors import EnvironmentProblem, FwgateError
+from .config import DEFAULT_PATH, Config, LinkUp, UnitActive, defaults, load_config
+from .errors import EXIT_FAILED, EXIT_INCOMPATIBLE, EXIT_OK, EnvironmentProblem, FwgateError
 
 COMMANDS = {
-    "run": "the daemon: stages, settle, compat, then READY=1",
+    "run": "the boot gate: stages, settle, compat, then READY=1",
+    "guard": "after boot: repair at once, re-check after every change, report; never gates",
     "check": "evaluate every stage and the compat probe once, without waiting",
     "compat": "list rules iptables-nft cannot read, and why",
     "repair": "re-encode known-incompatible rules so iptables-nft reads them",
-    "status": "what the running (or last) fwgate saw: stage, digest, verdict, repairs",
-    "validate-config": "check a config file and exit",
+    "status": "what the running (or last) gate and guard saw",
+    "validate-config": "check a config file and say what it asks for",
     "demo": "the gate against a Netbird-like agent in a throw-away namespace",
 }
 
@@ -37,7 +37,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fwgate", parents=[common], epilog=EPILOG,
         description="Hold k3s back until Netbird's nftables rules have settled and "
-                    "iptables-nft can read them; then tell systemd it is ready.")
+                    "iptables-nft can read them; then keep them readable.")
     parser.add_argument("--version", action="version", version=f"fwgate {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
@@ -49,7 +49,7 @@ def _parser() -> argparse.ArgumentParser:
     cmds["compat"].add_argument("--iptables", metavar="PATH",
                                 help="also ask this iptables binary (overrides compat.iptables)")
     cmds["run"].add_argument("--watch", action="store_true",
-                             help="stay running after READY and keep checking (after_ready: watch)")
+                             help="stay running after READY and guard (after_ready: watch)")
     cmds["repair"].add_argument("--dry-run", action="store_true",
                                 help="say what would be re-encoded; change nothing")
     cmds["validate-config"].add_argument("path", nargs="?", metavar="PATH",
@@ -62,104 +62,194 @@ def _parser() -> argparse.ArgumentParser:
 def _config(args) -> Config:
     path = getattr(args, "config", None)
     if path is None and not os.path.exists(DEFAULT_PATH):
-        return DEFAULTS  # every key is optional, so no file means the defaults
+        return defaults()  # every key is optional, so no file means the defaults
     return load_config(path or DEFAULT_PATH)
 
 
-def _enter_netns(args) -> None:
-    name = getattr(args, "netns", None)
-    if name:
-        from .adapters.netns import enter
-        enter(name)
+def _netns(args) -> str | None:
+    return getattr(args, "netns", None)
 
+
+def _enter_netns(args) -> None:
+    if _netns(args):
+        from .adapters.netns import enter
+        enter(_netns(args))
+
+
+def _binaries(config: Config, override: str | None = None) -> tuple[str, ...]:
+    from .adapters.iptables import find_iptables
+    found = find_iptables(override or config.compat.iptables)
+    return (found,) if found else ()
+
+
+# --- commands ---------------------------------------------------------------------
 
 def cmd_validate_config(args) -> int:
+    from .core.conditions import describe
+    from .timespan import format_timespan
     path = args.path or getattr(args, "config", None) or DEFAULT_PATH
     config = load_config(path)
-    stages = ", ".join(s.name for s in config.stages)
-    print(f"{path}: ok: {len(config.stages)} stage(s) ({stages}), settle {config.settle:g}s, "
-          f"timeout {config.timeout:g}s ({config.on_timeout}), compat {config.compat.on_incompatible}")
-    return 0
+    print(f"{path}: ok: settle {format_timespan(config.settle)}, timeout "
+          f"{format_timespan(config.timeout) if config.timeout else 'none'} "
+          f"(then {config.on_timeout}), compat {config.compat.on_incompatible}, "
+          f"after READY: {config.after_ready.mode}")
+    for i, stage in enumerate(config.stages, 1):
+        print(f"  stage {i}/{len(config.stages)} {stage.name}: "
+              + "; ".join(describe(c) for c in stage.conditions))
+    print(f"  watched: {', '.join(map(str, config.watch))}")
+    return EXIT_OK
 
 
-def cmd_run(args) -> int:
+def _serve(args, role) -> int:
     from .adapters.journal import Log
     from .adapters.notify import Notifier
-    from .daemon import GateLoop
-    from .gatecompat import compat_hook
-    from .state import state_path
+    from .adapters.statefile import metrics_path, state_path
+    from .daemon import Daemon
     config = _config(args)
     log = Log()
     notifier = Notifier(log)  # before entering the netns: the notify socket lives outside
     _enter_netns(args)
-    loop = GateLoop(config, log, notifier, compat=compat_hook(config, log, args),
-                    reload=lambda: _config(args), watch=args.watch or None,
-                    netns=getattr(args, "netns", None),
-                    state_file=state_path(getattr(args, "netns", None)))
-    result = loop.run()
+    daemon = Daemon(config, log, notifier, role,
+                    keep_guarding=True if getattr(args, "watch", False) else None,
+                    binaries=_binaries(config), reload=lambda: _config(args), netns=_netns(args),
+                    state_file=state_path(_netns(args), role.value),
+                    metrics_file=metrics_path(config.metrics_textfile, role.value))
+    result = daemon.run()
     if result.exit_code:
         log.error(result.status)
     return result.exit_code
 
 
+def cmd_run(args) -> int:
+    from .core.machine import Role
+    return _serve(args, Role.GATE)
+
+
+def cmd_guard(args) -> int:
+    from .core.machine import Role
+    return _serve(args, Role.GUARD)
+
+
 def cmd_status(args) -> int:
-    from .state import pid_alive, read_state, state_path
-    path = state_path(getattr(args, "netns", None))
-    state = read_state(path)
-    if state is None:
-        raise FwgateError(f"no fwgate state at {path}: fwgate has not run since boot")
-    alive = pid_alive(state.pid) and state.phase in ("waiting", "watching")
+    from .adapters.statefile import pid_alive, read_state, state_path
+    from .report import status_text
+    found = {}
+    for role in ("gate", "guard"):
+        path = state_path(_netns(args), role)
+        state = read_state(path)
+        if state is not None:
+            alive = pid_alive(state.pid) and state.phase in ("waiting", "guarding")
+            found[role] = (state, alive, path)
+    if not found:
+        raise FwgateError(f"no fwgate state at {state_path(_netns(args))}: "
+                          f"fwgate has not run since boot")
     if args.json:
-        print(json.dumps({**asdict(state), "running": alive}, indent=2, sort_keys=True))
+        out = {}
+        for role, (state, alive, _) in found.items():
+            entry = {**asdict(state), "running": alive}
+            out = {**entry, **out} if role == "gate" else {**out, "guard": entry}
+        print(json.dumps(out, indent=2, sort_keys=True))
     else:
-        print(render_status(state, alive, path))
-    return 0 if state.ready_at else 1
+        print("\n\n".join(status_text(*entry) for entry in found.values()))
+    return EXIT_OK if any(state.ready_at for state, _, _ in found.values()) else EXIT_FAILED
 
 
-def render_status(state, alive: bool, path: str) -> str:
-    def when(t):
-        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if t else "never"
+def _gather_facts(config: Config, sock):
+    """Current facts for the stage conditions, and per-unit errors when systemd
+    cannot be asked."""
+    from .adapters import nft
+    from .model import Facts
+    conditions = [c for s in config.stages for c in s.conditions]
+    links, units, unit_errors = {}, {}, {}
+    if any(isinstance(c, LinkUp) for c in conditions):
+        from .adapters.links import LinkWatch
+        watch = LinkWatch()
+        links = watch.links
+        watch.close()
+    wanted = [c.unit for c in conditions if isinstance(c, UnitActive)]
+    if wanted:
+        from .adapters.systemd import unit_states
+        try:
+            units = unit_states(wanted)
+        except EnvironmentProblem as exc:
+            unit_errors = {u: str(exc) for u in wanted}
+    return Facts(units, links, nft.snapshot(sock, config.tables_of_interest())), unit_errors
 
-    running = f"running (pid {state.pid})" if alive else \
-        f"not running (pid {state.pid} {'exited' if state.phase != 'stopped' else 'was stopped'})"
-    lines = [f"fwgate: {running}, {state.phase}" + (f" in network namespace {state.netns}" if state.netns else ""),
-             f"status: {state.status}",
-             f"ready: {when(state.ready_at)}",
-             f"stages: " + (", ".join(f"{k} {v:g}s" for k, v in state.stage_seconds.items()) or "none settled"),
-             f"rules: genid {state.genid}, digest {(state.digest or '')[:16]}, "
-             f"{state.changes_total} change(s), last {when(state.last_change_at)}, "
-             f"{state.resyncs_total} resync(s)",
-             f"compat: " + ("not checked yet" if state.compat_checked_at is None else
-                            f"checked {when(state.compat_checked_at)}: " +
-                            ("iptables-nft reads every rule" if not state.incompatible else
-                             f"{len(state.incompatible)} unreadable: {state.incompatible[0]}")),
-             f"repairs: {state.repairs_total}"]
-    lines += [f"  {when(r['at'])} {r['rule']}" for r in state.repairs[-5:]]
-    lines.append(f"(from {path}, written {when(state.updated_at)})")
-    return "\n".join(lines)
+
+def _explain(result) -> tuple[str, ...]:
+    if result.netbird is None or not result.netbird.native:
+        return ()
+    from .adapters.netbird import netbird_environment
+    from .netbird import explain_fallback
+    return explain_fallback(netbird_environment())
 
 
 def cmd_check(args) -> int:
-    from .check import check, render
+    from . import model
+    from .adapters.nfsock import NfSocket
+    from .compat.policy import judge
+    from .compat.probe import probe
+    from .core.conditions import describe, evaluate
+    from .report import check_text, compat_json
     config = _config(args)
     _enter_netns(args)
-    report = check(config, getattr(args, "netns", None))
-    print(json.dumps(report, indent=2) if args.json else render(report))
-    return report["exit_code"]
+    policy = config.compat.on_incompatible
+    with NfSocket() as sock:
+        facts, unit_errors = _gather_facts(config, sock)
+        probed = probe(sock, binaries=_binaries(config), netns=_netns(args),
+                       ifaces=config.tunnel_links())
+    stages, all_ok = [], True
+    for i, stage in enumerate(config.stages):
+        conds = []
+        for cond in stage.conditions:
+            holds, note = evaluate(cond, facts)
+            detail = unit_errors.get(getattr(cond, "unit", None)) or note
+            conds.append({"condition": describe(cond), "ok": holds and not unit_errors.get(
+                getattr(cond, "unit", None)), "detail": detail})
+        ok = all(c["ok"] for c in conds)
+        all_ok &= ok
+        stages.append({"index": i + 1, "name": stage.name, "ok": ok, "conditions": conds})
+    verdict = judge(probed.result, policy)
+    exit_code = EXIT_FAILED if not all_ok else verdict.exit_code
+    snap = facts.snapshot
+    report = {"ok": exit_code == EXIT_OK, "exit_code": exit_code, "stages": stages,
+              "genid": snap.genid, "digest": model.digest(snap, config.watch),
+              "watch": [str(t) for t in config.watch],
+              "compat": compat_json(probed.result, verdict, policy, _explain(probed.result))}
+    print(json.dumps(report, indent=2) if args.json else check_text(report))
+    return exit_code
 
 
 def cmd_compat(args) -> int:
-    from .gatecompat import run_compat_command
+    from .adapters.nfsock import NfSocket
+    from .compat.policy import judge
+    from .compat.probe import probe
+    from .report import compat_json, compat_text
     config = _config(args)
     _enter_netns(args)
-    return run_compat_command(config, args)
+    with NfSocket() as sock:
+        probed = probe(sock, binaries=_binaries(config, args.iptables), netns=_netns(args),
+                       ifaces=config.tunnel_links())
+    # The command reports; it does not apply a policy: unreadable is unreadable.
+    verdict = judge(probed.result, "fail")
+    report = compat_json(probed.result, verdict, "fail", _explain(probed.result))
+    print(json.dumps(report, indent=2) if args.json else compat_text(report))
+    return EXIT_INCOMPATIBLE if verdict.exit_code else EXIT_OK
 
 
 def cmd_repair(args) -> int:
-    from .gatecompat import run_repair_command
+    from .adapters.nfsock import NfSocket
+    from .compat.probe import probe
+    from .report import repair_report, repair_text
     config = _config(args)
     _enter_netns(args)
-    return run_repair_command(config, args)
+    with NfSocket() as sock:
+        probed = probe(sock, repair=True, dry_run=args.dry_run, ifaces=config.tunnel_links())
+    if probed.result.conflict:
+        raise FwgateError("the ruleset changed during each repair attempt; nothing was changed")
+    report = repair_report(probed.result, args.dry_run)
+    print(json.dumps(report, indent=2) if args.json else repair_text(report))
+    return EXIT_INCOMPATIBLE if report["left"] else EXIT_OK
 
 
 def cmd_demo(args) -> int:

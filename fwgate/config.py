@@ -1,15 +1,17 @@
-"""The config file: YAML → frozen dataclasses, every error naming key path and line."""
+"""The config file: YAML → frozen dataclasses, every error naming key path and line.
+
+The dataclasses are pure; PyYAML is imported only when a file is read, and the
+shipped defaults (default.yaml) are read on first use."""
 from __future__ import annotations
 
+import functools
 import os
 import re
 import stat
 from dataclasses import dataclass, field, replace
-from importlib import resources
-
-import yaml
 
 from .errors import ConfigError
+from .model import TableRef
 from .timespan import parse_timespan
 
 DEFAULT_PATH = "/etc/fwgate.yaml"
@@ -19,15 +21,6 @@ _IFNAME = re.compile(r"^[^\s/:]{1,15}$")
 _OBJNAME = re.compile(r"^[^\s\x00]{1,255}$")
 _PLAIN_TAGS = {f"tag:yaml.org,2002:{t}" for t in ("str", "int", "float", "bool", "null", "map", "seq")}
 _UNIT = re.compile(r"^[A-Za-z0-9:_.\\@-]+\.(service|target|socket|mount|device|path|timer|scope|slice|swap)$")
-
-
-@dataclass(frozen=True)
-class TableRef:
-    family: str
-    name: str
-
-    def __str__(self) -> str:
-        return f"{self.family} {self.name}"
 
 
 @dataclass(frozen=True)
@@ -51,6 +44,9 @@ class ChainExists:
     chain: str
     iifname: str | None = None
     oifname: str | None = None
+    # True: "when it exists". A chain that is not there holds; one that is must have
+    # the rule asked for. For chains a plain node creates only later (k3s's ip filter).
+    if_exists: bool = False
 
 
 Condition = UnitActive | LinkUp | TableExists | ChainExists
@@ -93,6 +89,11 @@ class Config:
     def stage_settle(self, stage: Stage) -> float:
         return self.settle if stage.settle is None else stage.settle
 
+    def tunnel_links(self) -> frozenset[str]:
+        """The tunnel interfaces the stages wait for (Netbird's wt0 by default)."""
+        links = {c.link for s in self.stages for c in s.conditions if isinstance(c, LinkUp)}
+        return frozenset(links or {"wt0"})
+
     def tables_of_interest(self) -> tuple[TableRef, ...]:
         """Watched tables plus tables that rule conditions name."""
         seen = dict.fromkeys(self.watch)
@@ -109,16 +110,18 @@ class _Reader:
     """Walks a composed YAML node tree so every value keeps its line number."""
 
     def __init__(self, source: str):
+        import yaml
+        self.yaml = yaml
         self.source = source
         self.seen: set[int] = set()
         self.constructor = yaml.constructor.SafeConstructor()
 
-    def fail(self, path: str, node: yaml.Node, message: str) -> ConfigError:
+    def fail(self, path: str, node, message: str) -> ConfigError:
         where = f"line {node.start_mark.line + 1}"
         return ConfigError(f"{self.source}: {path}: {message} ({where})" if path
                            else f"{self.source}: {message} ({where})")
 
-    def visit(self, path: str, node: yaml.Node) -> None:
+    def visit(self, path: str, node) -> None:
         # Aliases make composed nodes shared; refusing them also defuses YAML bombs.
         if id(node) in self.seen:
             raise self.fail(path, node, "YAML anchors and aliases are not supported")
@@ -126,13 +129,13 @@ class _Reader:
         if node.tag not in _PLAIN_TAGS:
             raise self.fail(path, node, f"unsupported YAML tag {node.tag.replace('tag:yaml.org,2002:', '!!')}")
 
-    def mapping(self, path: str, node: yaml.Node, allowed: tuple[str, ...]) -> dict[str, yaml.Node]:
+    def mapping(self, path: str, node, allowed: tuple[str, ...]) -> dict:
         self.visit(path, node)
-        if not isinstance(node, yaml.MappingNode):
+        if not isinstance(node, self.yaml.MappingNode):
             raise self.fail(path, node, "expected a mapping of keys")
-        out: dict[str, yaml.Node] = {}
+        out: dict = {}
         for key_node, value_node in node.value:
-            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+            key = key_node.value if isinstance(key_node, self.yaml.ScalarNode) else None
             key_path = f"{path}.{key}" if path else str(key)
             if key not in allowed:
                 known = ", ".join(allowed)
@@ -143,49 +146,55 @@ class _Reader:
             out[key] = value_node
         return out
 
-    def sequence(self, path: str, node: yaml.Node) -> list[yaml.Node]:
+    def sequence(self, path: str, node) -> list:
         self.visit(path, node)
-        if not isinstance(node, yaml.SequenceNode):
+        if not isinstance(node, self.yaml.SequenceNode):
             raise self.fail(path, node, "expected a list")
         return list(node.value)
 
-    def scalar(self, path: str, node: yaml.Node):
+    def scalar(self, path: str, node):
         self.visit(path, node)
-        if not isinstance(node, yaml.ScalarNode):
+        if not isinstance(node, self.yaml.ScalarNode):
             raise self.fail(path, node, "expected a single value")
         try:
             return self.constructor.construct_object(node)
-        except yaml.YAMLError as exc:
+        except self.yaml.YAMLError as exc:
             raise self.fail(path, node, f"bad value: {exc.problem or exc}") from None
 
-    def string(self, path: str, node: yaml.Node, what: str, pattern: re.Pattern | None = None) -> str:
+    def string(self, path: str, node, what: str, pattern: re.Pattern | None = None) -> str:
         value = self.scalar(path, node)
         if not isinstance(value, str) or not value or (pattern and not pattern.match(value)):
             raise self.fail(path, node, f"expected {what}")
         return value
 
-    def choice(self, path: str, node: yaml.Node, choices: tuple[str, ...]) -> str:
+    def choice(self, path: str, node, choices: tuple[str, ...]) -> str:
         value = self.scalar(path, node)
         if value not in choices:
             raise self.fail(path, node, f"expected one of: {', '.join(choices)}")
         return value
 
-    def timespan(self, path: str, node: yaml.Node) -> float:
+    def boolean(self, path: str, node) -> bool:
+        value = self.scalar(path, node)
+        if not isinstance(value, bool):
+            raise self.fail(path, node, "expected true or false")
+        return value
+
+    def timespan(self, path: str, node) -> float:
         try:
             return parse_timespan(self.scalar(path, node))
         except ValueError as exc:
             raise self.fail(path, node, str(exc)) from None
 
-    def strings(self, path: str, node: yaml.Node, what: str, pattern: re.Pattern) -> list[str]:
+    def strings(self, path: str, node, what: str, pattern: re.Pattern) -> list[str]:
         """One string or a list of them."""
-        if isinstance(node, yaml.SequenceNode):
+        if isinstance(node, self.yaml.SequenceNode):
             items = self.sequence(path, node)
             if not items:
                 raise self.fail(path, node, f"expected {what}")
             return [self.string(f"{path}[{i}]", n, what, pattern) for i, n in enumerate(items)]
         return [self.string(path, node, what, pattern)]
 
-    def words(self, path: str, node: yaml.Node, count: int, what: str) -> list[str]:
+    def words(self, path: str, node, count: int, what: str) -> list[str]:
         parts = self.string(path, node, what).split()
         if len(parts) != count:
             raise self.fail(path, node, f"expected {what}")
@@ -196,19 +205,23 @@ class _Reader:
         return parts
 
 
-def _read_rules(r: _Reader, path: str, node: yaml.Node) -> list[Condition]:
+def _read_rules(r: _Reader, path: str, node) -> list[Condition]:
     out: list[Condition] = []
     items = r.sequence(path, node)
     if not items:
         raise r.fail(path, node, "expected at least one table: or chain: entry")
     for i, item in enumerate(items):
         ipath = f"{path}[{i}]"
-        keys = r.mapping(ipath, item, ("table", "chain", "iifname", "oifname"))
+        keys = r.mapping(ipath, item, ("table", "chain", "iifname", "oifname", "if_exists"))
         if ("table" in keys) == ("chain" in keys):
             raise r.fail(ipath, item, "expected exactly one of table: or chain:")
         if "table" in keys:
             if "iifname" in keys or "oifname" in keys:
                 raise r.fail(ipath, item, "iifname/oifname go with chain:, not table:")
+            if "if_exists" in keys:
+                raise r.fail(f"{ipath}.if_exists", keys["if_exists"],
+                             "goes with chain:, not table: (a table wanted only if it exists "
+                             "is no condition; name the chain and the rule it must hold)")
             family, name = r.words(f"{ipath}.table", keys["table"], 2, 'a table as "FAMILY NAME"')
             out.append(TableExists(TableRef(family, name)))
             continue
@@ -216,11 +229,17 @@ def _read_rules(r: _Reader, path: str, node: yaml.Node) -> list[Condition]:
                                        'a chain as "FAMILY TABLE CHAIN"')
         ifnames = {k: r.string(f"{ipath}.{k}", keys[k], "an interface name", _IFNAME)
                    for k in ("iifname", "oifname") if k in keys}
-        out.append(ChainExists(TableRef(family, table), chain, **ifnames))
+        if_exists = r.boolean(f"{ipath}.if_exists", keys["if_exists"]) if "if_exists" in keys \
+            else False
+        if if_exists and not ifnames:
+            raise r.fail(f"{ipath}.if_exists", keys["if_exists"],
+                         "needs iifname: or oifname: (a chain wanted only if it exists, with "
+                         "nothing asked of it, is no condition)")
+        out.append(ChainExists(TableRef(family, table), chain, **ifnames, if_exists=if_exists))
     return out
 
 
-def _read_stage(r: _Reader, path: str, node: yaml.Node) -> Stage:
+def _read_stage(r: _Reader, path: str, node) -> Stage:
     keys = r.mapping(path, node, ("name", "unit", "link", "rules", "settle", "timeout"))
     if "name" not in keys:
         raise r.fail(path, node, "a stage needs a name:")
@@ -245,8 +264,9 @@ def parse_config(text: str, source: str = "<config>", base: Config | None = None
     """Parse config text; absent keys keep base's values (the shipped defaults).
 
     Raises ConfigError naming the key path and line."""
-    base = DEFAULTS if base is None else base
+    base = defaults() if base is None else base
     r = _Reader(source)
+    yaml = r.yaml
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
@@ -320,7 +340,14 @@ def parse_config(text: str, source: str = "<config>", base: Config | None = None
 
 
 def default_config_text() -> str:
+    from importlib import resources
     return resources.files("fwgate").joinpath("default.yaml").read_text()
+
+
+@functools.cache
+def defaults() -> Config:
+    """The shipped, annotated file is the one source of the defaults."""
+    return parse_config(default_config_text(), "<defaults>", base=Config())
 
 
 def load_config(path: str) -> Config:
@@ -350,6 +377,3 @@ def load_config(path: str) -> Config:
         raise ConfigError(f"{path}: contains NUL bytes; not a config file")
     return parse_config(text, path)
 
-
-# The shipped, annotated file is the one source of the defaults.
-DEFAULTS = parse_config(default_config_text(), "<defaults>", base=Config())

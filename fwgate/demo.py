@@ -14,12 +14,12 @@ from dataclasses import replace
 
 from .adapters import netns
 from .adapters.journal import Log
-from .adapters.nfnl import NfSocket
+from .adapters.nfsock import NfSocket
 from .adapters.notify import Notifier
-from .config import DEFAULTS, UnitActive
-from .daemon import GateLoop
+from .config import UnitActive, defaults
+from .daemon import Daemon
 from .errors import EnvironmentProblem, UsageError
-from .programmer import NetbirdProgrammer
+from .programmer import NetbirdProgrammer, iptables_filter_table
 from .timespan import format_timespan, parse_timespan
 
 TUNNEL_AFTER = 1.0   # the agent brings wt0 up this long after the gate starts
@@ -78,9 +78,10 @@ def demo(settle_text: str = "3s") -> int:
         raise UsageError(f"--settle: {exc}") from None
     # The shipped defaults, minus the unit stage (there is no netbird.service here),
     # repairing what iptables-nft cannot read, so the run ends the way k3s needs.
-    stages = tuple(s for s in DEFAULTS.stages if not any(isinstance(c, UnitActive) for c in s.conditions))
-    config = replace(DEFAULTS, settle=settle, timeout=60.0, stages=stages, source="<demo>",
-                     compat=replace(DEFAULTS.compat, on_incompatible="repair", iptables="none"))
+    shipped = defaults()
+    stages = tuple(s for s in shipped.stages if not any(isinstance(c, UnitActive) for c in s.conditions))
+    config = replace(shipped, settle=settle, timeout=60.0, stages=stages, source="<demo>",
+                     compat=replace(shipped.compat, on_incompatible="repair", iptables="none"))
     name = f"fwgate-demo-{os.getpid()}"
     netns.create(name)
     agent = None
@@ -89,16 +90,21 @@ def demo(settle_text: str = "3s") -> int:
         from pyroute2 import IPRoute
         with IPRoute() as ipr:
             ipr.link("add", ifname="wt0", kind="veth", peer="wt0p")
+        # A node where iptables' filter table exists at boot: Netbird writes into it.
+        with NfSocket() as sock:
+            sock.batch(iptables_filter_table())
         t0 = time.monotonic()
         log = _Clocked(t0)
         print(f"fwgate demo in network namespace {name}: stages "
               f"{', '.join(s.name for s in stages)}; settle {format_timespan(settle)}; "
-              f"watching {', '.join(map(str, config.watch))}; compat: repair\n")
+              f"watching {', '.join(map(str, config.watch))}; compat: repair; iptables' "
+              f"filter table exists at boot, so Netbird writes its rules into it\n")
         agent = _Agent(t0)
         agent.start()
-        loop = GateLoop(config, log, Notifier.disabled(), compat=_demo_compat(config, log),
-                        on_status=lambda s: log.info(f"STATUS {s}"), tick=1.0)
-        result = loop.run()
+        daemon = Daemon(config, log, Notifier.disabled(), keep_guarding=False,
+                        on_status=lambda s: log.info(f"STATUS {s}"), tick=1.0,
+                        explain_netbird=lambda: ())
+        result = daemon.run()
         agent.stop.set()
         agent.join()
         if agent.error:
@@ -108,11 +114,6 @@ def demo(settle_text: str = "3s") -> int:
         if agent:
             agent.stop.set()
         netns.remove(name)
-
-
-def _demo_compat(config, log):
-    from .gatecompat import compat_hook
-    return compat_hook(config, log, None)
 
 
 def _summary(result, agent: _Agent, settle: float, t0: float) -> int:

@@ -1,14 +1,36 @@
-"""Immutable snapshots of nf_tables state and their scoped digest."""
+"""The facts fwgate decides on, immutable: nf_tables snapshots (tables, chains,
+rules) and their scoped digest, link states and unit states. Pure."""
 from __future__ import annotations
 
 import sys
 from dataclasses import FrozenInstanceError, dataclass, field
 
-from .config import TableRef
-from .exprs import (
-    CMP_EQ, META_IIFNAME, META_OIFNAME, decode_fields, encode_expressions, split_expressions,
-    stable_expressions,
-)
+from .netlink.consts import CMP_EQ, META_IIFNAME, META_OIFNAME
+from .netlink.exprs import decode_fields, encode_expressions, split_expressions, stable_expressions
+
+
+@dataclass(frozen=True, order=True)
+class TableRef:
+    family: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.family} {self.name}"
+
+
+@dataclass(frozen=True)
+class LinkState:
+    up: bool          # administratively up and with carrier (IFF_UP and IFF_LOWER_UP)
+    operstate: str = ""
+
+
+@dataclass(frozen=True)
+class Facts:
+    """Everything the stage conditions read, at one moment."""
+
+    units: dict[str, str] = field(default_factory=dict)        # unit → ActiveState
+    links: dict[str, LinkState] = field(default_factory=dict)  # present links only
+    snapshot: "Snapshot | None" = None
 
 
 @dataclass(frozen=True)
@@ -160,6 +182,13 @@ class Rule:
     @property
     def expr_names(self) -> list[str]:
         return [e.name for e in self.exprs]
+
+    @property
+    def ref(self) -> str:
+        """How a person finds the rule: `ip filter FORWARD handle 11 (frwacceptoif)`."""
+        tag = self.userdata_text()
+        return f"{self.family} {self.table} {self.chain} handle {self.handle}" + \
+            (f" ({tag})" if tag else "")
 
     def userdata_text(self) -> str | None:
         """Userdata as text: Netbird's raw tag, or the comment of nft's TLV format."""

@@ -132,11 +132,14 @@ def start_fwgate(args: list[str], notify: "NotifyCapture | None" = None, **kwarg
                             stderr=subprocess.PIPE, text=True, **kwargs)
 
 
-def start_programmer(netns: str, *args: str) -> subprocess.Popen:
-    """The Netbird-like programmer in its own process; prints 'MONOTONIC what' per change."""
+def start_programmer(netns: str, *args: str, filter_table: bool = True) -> subprocess.Popen:
+    """The Netbird-like programmer in its own process; prints 'MONOTONIC what' per change.
+    filter_table: the node has iptables' filter table (else, like Netbird, it writes
+    nothing there)."""
     import sys
-    return subprocess.Popen([sys.executable, "-m", "fwgate.programmer", "--netns", netns, *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    extra = ["--with-filter-table"] if filter_table else []
+    return subprocess.Popen([sys.executable, "-m", "fwgate.programmer", "--netns", netns, *extra,
+                             *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def change_times(output: str) -> list[float]:

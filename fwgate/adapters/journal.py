@@ -14,10 +14,12 @@ MESSAGE_IDS = {
     "timeout": "3957fe30e0c3421dbdb1464ebf9691e9",
     "incompatible": "6cdf283d673d4080be3e356ba88705e2",
     "repaired": "dc88dbce3b1b4e7aa74073695a5a5d75",
+    "native-fallback": "c291404aca2c47d7a558f022ce51aab4",
+    "conflict": "6016cfbd955140deb327038958d9ec0c",
 }
 PRIORITY = {"error": 3, "warning": 4, "notice": 5, "info": 6, "debug": 7}
 EVENT_PRIORITY = {"timeout": "warning", "incompatible": "warning", "repaired": "notice",
-                  "ready": "notice"}
+                  "ready": "notice", "native-fallback": "warning", "conflict": "warning"}
 
 
 def journal_wanted() -> bool:

@@ -9,7 +9,7 @@ import socket
 
 from pyroute2 import IPRoute
 
-from ..pipeline import LinkState
+from ..model import LinkState
 
 IFF_UP = 0x1
 IFF_LOWER_UP = 0x10000

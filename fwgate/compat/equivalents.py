@@ -20,8 +20,9 @@ import struct
 import sys
 from dataclasses import dataclass
 
-from .. import exprs as X
 from ..model import Rule
+from ..netlink import consts as C
+from ..netlink import exprs as X
 
 # struct xt_conntrack_mtinfo3 (linux/netfilter/xt_conntrack.h): 162 bytes of
 # fields, padded to 164 by its u32 alignment; iptables sends XT_ALIGN(164) = 168.
@@ -32,10 +33,11 @@ XT_CONNTRACK_STATE = 1 << 0
 
 # nft `ct state` bits → xt_conntrack state bits. They agree except UNTRACKED:
 # nft uses 1 << 6, xt_conntrack 1 << (IP_CT_NUMBER + 3) = 1 << 8.
-_CT_STATE_TO_XT = {1: 1, 2: 2, 4: 4, 8: 8, 64: 256}
+_CT_STATE_TO_XT = {C.CT_STATE_INVALID: 1, C.CT_STATE_ESTABLISHED: 2, C.CT_STATE_RELATED: 4,
+                   C.CT_STATE_NEW: 8, C.CT_STATE_UNTRACKED: 256}
 
-_VERDICT_CODES = {"accept": 1, "drop": 0, "return": -5, "jump": -3, "goto": -4}
-_IFNAME_KEYS = (X.META_IIFNAME, X.META_OIFNAME)
+_REWRITABLE_VERDICTS = ("accept", "drop", "return", "jump", "goto")
+_IFNAME_KEYS = (C.META_IIFNAME, C.META_OIFNAME)
 
 
 def conntrack_mtinfo3(state_mask: int, invert: bool = False) -> bytes:
@@ -99,15 +101,15 @@ def iptables_equivalent(rule: Rule) -> Equivalent | None:
     meta, cmp = at(i, "meta"), at(i + 1, "cmp")
     if meta is not None and meta.get("key") in _IFNAME_KEYS:
         if "sreg" in meta or cmp is None or cmp.get("sreg") != meta.get("dreg") \
-                or cmp.get("op") not in (X.CMP_EQ, X.CMP_NEQ) or not isinstance(cmp.get("data"), bytes):
+                or cmp.get("op") not in (C.CMP_EQ, C.CMP_NEQ) or not isinstance(cmp.get("data"), bytes):
             return None
         name = iptables_ifname(cmp["data"])
         if name is None:
             return None
         out += [X.meta_load(meta["key"], 1), X.cmp(cmp["op"], name, 1)]
-        flag = "-i" if meta["key"] == X.META_IIFNAME else "-o"
+        flag = "-i" if meta["key"] == C.META_IIFNAME else "-o"
         shown = name.rstrip(b"\0").decode(errors="replace") + ("" if name.endswith(b"\0") else "+")
-        text.append(f"{'! ' if cmp['op'] == X.CMP_NEQ else ''}{flag} {shown}")
+        text.append(f"{'! ' if cmp['op'] == C.CMP_NEQ else ''}{flag} {shown}")
         i += 2
 
     # Required: ct state & MASK != 0 (or == 0, the inverted form).
@@ -116,16 +118,16 @@ def iptables_equivalent(rule: Rule) -> Equivalent | None:
         return None
     reg = ct.get("dreg")
     mask, xor = bw.get("mask"), bw.get("xor")
-    if (ct.get("key") != X.CT_STATE or "sreg" in ct or "direction" in ct
+    if (ct.get("key") != C.CT_STATE or "sreg" in ct or "direction" in ct
             or bw.get("sreg") != reg or bw.get("dreg") != reg or test.get("sreg") != reg
             or bw.get("op", 0) != 0 or bw.get("len") != 4
             or not isinstance(mask, bytes) or len(mask) != 4 or xor != b"\0" * 4
-            or test.get("data") != b"\0" * 4 or test.get("op") not in (X.CMP_EQ, X.CMP_NEQ)):
+            or test.get("data") != b"\0" * 4 or test.get("op") not in (C.CMP_EQ, C.CMP_NEQ)):
         return None
     xt_mask = xt_state_mask(int.from_bytes(mask, sys.byteorder))
     if xt_mask is None:
         return None
-    invert = test["op"] == X.CMP_EQ  # "no bit set" is `! --ctstate`
+    invert = test["op"] == C.CMP_EQ  # "no bit set" is `! --ctstate`
     out.append(X.xt("match", "conntrack", CONNTRACK_REV, conntrack_mtinfo3(xt_mask, invert)))
     text.append(f"-m conntrack {'! ' if invert else ''}--ctstate {_state_names(xt_mask)}")
     i += 3
@@ -138,14 +140,14 @@ def iptables_equivalent(rule: Rule) -> Equivalent | None:
 
     # Required verdict, and nothing after it.
     imm = at(i, "immediate")
-    if imm is None or imm.get("dreg") != X.REG_VERDICT or i + 1 != len(items):
+    if imm is None or imm.get("dreg") != C.REG_VERDICT or i + 1 != len(items):
         return None
     data = imm.get("data")
-    if not isinstance(data, tuple) or data[0] not in _VERDICT_CODES:
+    if not isinstance(data, tuple) or data[0] not in _REWRITABLE_VERDICTS:
         return None
     verdict, chain = data
     if verdict in ("jump", "goto") and not chain:
         return None
-    out.append(X.verdict(_VERDICT_CODES[verdict], chain if verdict in ("jump", "goto") else None))
+    out.append(X.verdict(C.VERDICT_CODES[verdict], chain if verdict in ("jump", "goto") else None))
     text.append({"jump": f"-j {chain}", "goto": f"-g {chain}"}.get(verdict, f"-j {verdict.upper()}"))
     return Equivalent(tuple(out), " ".join(text))

@@ -23,13 +23,16 @@ from dataclasses import dataclass
 
 import pytest
 
-from fwgate import exprs as X
+from fwgate.netlink import consts as C
+from fwgate.netlink import exprs as X
 from fwgate import programmer as P
-from fwgate.adapters.nfnl import FAMILIES, NfSocket
+from fwgate.adapters.nfsock import NfSocket
+from fwgate.netlink.consts import FAMILIES
 from fwgate.adapters.nft import snapshot
-from fwgate.compat.analyser import analyse, read_rule
-from fwgate.compat.iptables import compare, cross_check, find_iptables, managed
-from fwgate.config import TableRef
+from fwgate.compat.reader import analyse, read_rule
+from fwgate.adapters.iptables import cross_check, find_iptables
+from fwgate.compat.crosscheck import compare, managed
+from fwgate.model import TableRef
 from helpers import in_netns, sh
 
 KR_COMMENT = "kube-router netpol - TEMCG2JMHZYE7H7T"
@@ -41,15 +44,15 @@ ZERO = b"\0\0\0\0"
 
 
 def oifname(reg: int, padded: bool = True) -> list[bytes]:
-    return [X.meta_load(X.META_OIFNAME, reg), X.cmp(X.CMP_EQ, X.ifname_bytes("wt0", padded), reg)]
+    return [X.meta_load(C.META_OIFNAME, reg), X.cmp(C.CMP_EQ, X.ifname_bytes("wt0", padded), reg)]
 
 
 def ct_state(reg: int) -> list[bytes]:
-    return [X.ct_load(X.CT_STATE, reg), X.bitwise(reg, reg, S_EST_REL, ZERO),
-            X.cmp(X.CMP_NEQ, ZERO, reg)]
+    return [X.ct_load(C.CT_STATE, reg), X.bitwise(reg, reg, S_EST_REL, ZERO),
+            X.cmp(C.CMP_NEQ, ZERO, reg)]
 
 
-ACCEPT = [X.counter(), X.verdict(X.NF_ACCEPT)]
+ACCEPT = [X.counter(), X.verdict(C.NF_ACCEPT)]
 
 
 @dataclass(frozen=True)
@@ -102,15 +105,15 @@ REGISTERS = [
          exprs=lambda: oifname(2) + ct_state(13) + ACCEPT,
          note="ct state in NFT_REG32_05: iptables maps it onto reg 2, which holds oifname"),
     Case("ct-reg1-over-oifname-reg1", "unlisted+misread",
-         exprs=lambda: [X.meta_load(X.META_OIFNAME, 1), X.ct_load(X.CT_STATE, 1),
-                        X.cmp(X.CMP_NEQ, ZERO, 1)] + ACCEPT,
+         exprs=lambda: [X.meta_load(C.META_OIFNAME, 1), X.ct_load(C.CT_STATE, 1),
+                        X.cmp(C.CMP_NEQ, ZERO, 1)] + ACCEPT,
          note="ct load over a pending oifname load in reg 1"),
     Case("oifname-reg9", "ok", exprs=lambda: oifname(9, padded=False) + ACCEPT,
          note="oifname in NFT_REG32_01"),
     Case("oifname-reg12", "ok", exprs=lambda: oifname(12) + ACCEPT,
          note="oifname in NFT_REG32_04 (dumped as reg 2)"),
     Case("immediate-then-cmp", "unparsable",
-         exprs=lambda: [X.immediate_data(S_EST_REL, 1), X.cmp(X.CMP_EQ, S_EST_REL, 1)] + ACCEPT,
+         exprs=lambda: [X.immediate_data(S_EST_REL, 1), X.cmp(C.CMP_EQ, S_EST_REL, 1)] + ACCEPT,
          note="cmp on a register an immediate loaded"),
 ]
 

@@ -2,11 +2,17 @@
 from __future__ import annotations
 
 from fwgate import programmer as P
-from fwgate.adapters.nfnl import NfSocket
-from fwgate.compat.iptables import find_iptables
-from fwgate.compat.probe import probe_json
-from fwgate.compat.repair import apply_repairs
+from fwgate.adapters.nfsock import NfSocket
+from fwgate.adapters.iptables import find_iptables
+from fwgate.compat.policy import judge
+from fwgate.compat.probe import probe
+from fwgate.report import compat_json
 from helpers import in_netns, sh
+
+
+def probe_json(sock, binary=None, netns=None):
+    result = probe(sock, binaries=(binary,) if binary else (), netns=netns).result
+    return compat_json(result, judge(result, "fail"), "fail")
 
 
 def test_probe_agrees_with_iptables_before_and_after_repair(netns):
@@ -15,11 +21,11 @@ def test_probe_agrees_with_iptables_before_and_after_repair(netns):
 
     def work():
         with NfSocket() as sock:
-            prog = P.NetbirdProgrammer(sock)
+            prog = P.NetbirdProgrammer(sock, create_filter=True)
             prog.burst_tables()
             prog.burst_filter()
             before = probe_json(sock, binary, netns)
-            apply_repairs(sock)
+            probe(sock, repair=True)
             return before, probe_json(sock, binary, netns)
     before, after = in_netns(netns, work)
 
@@ -41,5 +47,7 @@ def test_probe_without_a_binary_stays_in_process(netns):
         with NfSocket() as sock:
             return probe_json(sock)
     out = in_netns(netns, work)
-    assert out == {"ok": True, "managed_tables": [], "incompatible": [],
-                   "unlistable_chains": [], "misread": []}
+    assert {k: out[k] for k in ("ok", "managed_tables", "incompatible", "unlistable_chains",
+                                "misread")} == {"ok": True, "managed_tables": [], "incompatible": [],
+                                                "unlistable_chains": [], "misread": []}
+    assert "iptables" not in out and out["verdict"]["exit_code"] == 0

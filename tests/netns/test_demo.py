@@ -22,13 +22,13 @@ def root_only():
 
 def test_demo_holds_until_quiet_then_ready(root_only):
     before = demo_namespaces()
-    result = subprocess.run(fwgate_cmd() + ["demo", "--settle", "500ms"], capture_output=True,
+    result = subprocess.run(fwgate_cmd() + ["demo", "--settle", "1200ms"], capture_output=True,
                             text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     assert "agent  routing: rules written" in out
     assert "READY=1 at" in out
-    assert "compat: repaired ip filter FORWARD" in out
+    assert "gate   repaired ip filter FORWARD" in out
     assert "iptables-nft (what k3s runs) on ip filter FORWARD: reads it" in out
     # READY comes after the agent's last burst: the line order shows it.
     assert out.index("agent  routing: rules written") < out.index("READY=1 at")

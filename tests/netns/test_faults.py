@@ -168,7 +168,7 @@ def test_read_only_unless_repair_is_asked_for(netns, tmp_path, notify):
 
 
 def _genid(netns):
-    from fwgate.adapters.nfnl import NfSocket
+    from fwgate.adapters.nfsock import NfSocket
 
     from helpers import in_netns
 

@@ -9,15 +9,16 @@ import struct
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fwgate import exprs as X
+from fwgate.netlink import consts as C
+from fwgate.netlink import exprs as X
 from fwgate import programmer as P
-from fwgate.adapters.nfnl import attr, attr_str, attr_u32, attr_u64, nested
-from fwgate.compat.analyser import (
+from fwgate.netlink.attrs import attr, attr_str, attr_u32, attr_u64, nested
+from fwgate.compat.reader import (
     BREAKS_CHECK, BREAKS_LIST, BREAKS_SAVE, ChainRef, analyse, managed_tables, read_rule,
     report_json,
 )
-from fwgate.config import TableRef
-from fwgate.exprs import split_expressions
+from fwgate.model import TableRef
+from fwgate.netlink.exprs import split_expressions
 from fwgate.model import Expr, Rule, Snapshot, Table
 
 ZERO = b"\0\0\0\0"
@@ -48,23 +49,23 @@ def raw(name: str, *attrs: bytes) -> Expr:
 
 
 def oifname(reg=1, padded=True):
-    return [X.meta_load(X.META_OIFNAME, reg), X.cmp(X.CMP_EQ, X.ifname_bytes("wt0", padded), reg)]
+    return [X.meta_load(C.META_OIFNAME, reg), X.cmp(C.CMP_EQ, X.ifname_bytes("wt0", padded), reg)]
 
 
 def ct_state(reg):
-    return [X.ct_load(X.CT_STATE, reg), X.bitwise(reg, reg, EST_REL, ZERO),
-            X.cmp(X.CMP_NEQ, ZERO, reg)]
+    return [X.ct_load(C.CT_STATE, reg), X.bitwise(reg, reg, EST_REL, ZERO),
+            X.cmp(C.CMP_NEQ, ZERO, reg)]
 
 
-def payload_cmp(base, offset, length, data, op=X.CMP_EQ, reg=1):
+def payload_cmp(base, offset, length, data, op=C.CMP_EQ, reg=1):
     return [X.payload_load(base, offset, length, reg), X.cmp(op, data, reg)]
 
 
 def l4proto(proto):
-    return [X.meta_load(16), X.cmp(X.CMP_EQ, bytes([proto]))]
+    return [X.meta_load(16), X.cmp(C.CMP_EQ, bytes([proto]))]
 
 
-ACCEPT = [X.counter(), X.verdict(X.NF_ACCEPT)]
+ACCEPT = [X.counter(), X.verdict(C.NF_ACCEPT)]
 
 
 def errors(r: Rule) -> list[str]:
@@ -130,8 +131,8 @@ def test_ct_in_reg32_05_is_misread_as_the_oifname_in_reg_2():
 
 
 def test_load_over_a_pending_load_is_misread():
-    v = read_rule(rule(X.meta_load(X.META_OIFNAME, 1), X.ct_load(X.CT_STATE, 1),
-                       X.cmp(X.CMP_NEQ, ZERO, 1), *ACCEPT))
+    v = read_rule(rule(X.meta_load(C.META_OIFNAME, 1), X.ct_load(C.CT_STATE, 1),
+                       X.cmp(C.CMP_NEQ, ZERO, 1), *ACCEPT))
     assert v.errors == () and v.misread[0][0] == 1
 
 
@@ -143,7 +144,7 @@ def test_reg32_02_is_not_reg_1_to_iptables():
 def test_aligned_32_bit_registers_are_the_128_bit_ones():
     """The kernel dumps NFT_REG32_00/04/08/12 as registers 1..4."""
     for load, cmp in ((8, 1), (12, 2), (16, 3), (20, 4), (1, 8)):
-        r = rule(X.meta_load(X.META_OIFNAME, load), X.cmp(X.CMP_EQ, b"wt0\0", cmp), *ACCEPT)
+        r = rule(X.meta_load(C.META_OIFNAME, load), X.cmp(C.CMP_EQ, b"wt0\0", cmp), *ACCEPT)
         assert errors(r) == [] and not read_rule(r).misread, (load, cmp)
 
 
@@ -156,33 +157,32 @@ def test_32_bit_registers_are_fine_when_nothing_else_is_skipped():
 def test_aliased_loads_it_understands_are_misread_too():
     """oifname fills reg 1 (four words); a payload load into NFT_REG32_01 overwrites
     its second word, but iptables thinks it replaced all of reg 1."""
-    r = rule(X.meta_load(X.META_OIFNAME, 1), X.payload_load(1, 12, 4, 9),
-             X.cmp(X.CMP_EQ, b"wt0\0", 1), *ACCEPT)
+    r = rule(X.meta_load(C.META_OIFNAME, 1), X.payload_load(1, 12, 4, 9),
+             X.cmp(C.CMP_EQ, b"wt0\0", 1), *ACCEPT)
     v = read_rule(r)
     assert v.errors == () and v.misread == ((2, v.misread[0][1]),)
     assert "mixes up registers" in v.misread[0][1]
 
 
 def test_a_map_lookup_leaves_its_result_undefined_to_iptables():
-    r = rule(X.payload_load(1, 12, 4), X._expr("lookup", attr_str(1, "m"), attr_u32(2, 1),
-                                                 attr_u32(3, 2)), X.cmp(X.CMP_EQ, ZERO, 2), *ACCEPT)
+    r = rule(X.payload_load(1, 12, 4), X.build("lookup", set="m", sreg=1, dreg=2), X.cmp(C.CMP_EQ, ZERO, 2), *ACCEPT)
     f = analyse(snap(r)).findings[0]
     assert f.reason == "lookup expression: iptables-nft cannot parse it (cmp sreg undef)"
 
 
 def test_bitwise_copies_what_iptables_knows_about_a_register():
-    r = rule(X.meta_load(X.META_OIFNAME, 1), X.bitwise(1, 2, b"\xff" * 4, ZERO),
-             X.cmp(X.CMP_EQ, b"wt0\0", 2), *ACCEPT)
+    r = rule(X.meta_load(C.META_OIFNAME, 1), X.bitwise(1, 2, b"\xff" * 4, ZERO),
+             X.cmp(C.CMP_EQ, b"wt0\0", 2), *ACCEPT)
     assert read_rule(r).errors == () and read_rule(r).misread == ()
 
 
 def test_cmp_on_an_immediate_register():
-    r = rule(X.immediate_data(EST_REL, 1), X.cmp(X.CMP_EQ, EST_REL, 1), *ACCEPT)
+    r = rule(X.immediate_data(EST_REL, 1), X.cmp(C.CMP_EQ, EST_REL, 1), *ACCEPT)
     assert errors(r) == ["cmp sreg has unknown type"]
 
 
 def test_skipped_expression_without_a_cmp_only_breaks_listing():
-    f = analyse(snap(rule(X.ct_load(X.CT_STATE, 1), *ACCEPT))).findings[0]
+    f = analyse(snap(rule(X.ct_load(C.CT_STATE, 1), *ACCEPT))).findings[0]
     assert f.iptables_error is None and f.breaks == (BREAKS_LIST, BREAKS_SAVE)
     assert "-C still works" in f.reason
 
@@ -190,13 +190,13 @@ def test_skipped_expression_without_a_cmp_only_breaks_listing():
 # --- meta and header fields ----------------------------------------------------------------
 
 def test_meta_keys_without_an_iptables_equivalent():
-    skuid = [X.meta_load(10), X.cmp(X.CMP_EQ, ZERO)]
+    skuid = [X.meta_load(10), X.cmp(C.CMP_EQ, ZERO)]
     assert errors(rule(*skuid, *ACCEPT)) == ["unknown ipv4 meta key"]
     assert errors(rule(*skuid, *ACCEPT, family="ip6")) == ["unknown ipv6 meta key"]
     r = analyse(snap(rule(*skuid, *ACCEPT))).findings[0]
     assert r.reason == "meta skuid expression: iptables-nft cannot parse it (unknown ipv4 meta key)"
     for key in (3, 4, 5, 6, 7, 16, 19):  # mark iif oif iifname oifname l4proto pkttype
-        assert errors(rule(X.meta_load(key), X.cmp(X.CMP_EQ, ZERO), *ACCEPT)) == [], key
+        assert errors(rule(X.meta_load(key), X.cmp(C.CMP_EQ, ZERO), *ACCEPT)) == [], key
 
 
 def test_meta_set():

@@ -9,8 +9,9 @@ import sys
 import pytest
 
 from fwgate import programmer as P
-from fwgate.compat.analyser import analyse
-from fwgate.compat.iptables import compare, cross_check, find_iptables, tool_argv
+from fwgate.compat.reader import analyse
+from fwgate.adapters.iptables import cross_check, find_iptables, tool_argv
+from fwgate.compat.crosscheck import compare
 from fwgate.errors import EnvironmentProblem
 from fwgate.model import Chain, Table
 

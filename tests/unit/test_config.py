@@ -3,14 +3,16 @@ import os
 import pytest
 
 from fwgate.config import (
-    DEFAULTS, ChainExists, LinkUp, TableExists, TableRef, UnitActive, load_config, parse_config,
+    ChainExists, LinkUp, TableExists, UnitActive, defaults, load_config, parse_config,
 )
+from fwgate.model import TableRef
 from fwgate.errors import ConfigError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
 
 
 def test_shipped_file_is_the_default_and_matches_the_design():
+    DEFAULTS = defaults()
     shipped = load_config(os.path.join(ROOT, "config", "fwgate.yaml"))
     assert shipped.stages == DEFAULTS.stages
     assert (DEFAULTS.settle, DEFAULTS.timeout, DEFAULTS.on_timeout) == (5.0, 300.0, "proceed")
@@ -20,12 +22,27 @@ def test_shipped_file_is_the_default_and_matches_the_design():
     assert DEFAULTS.stages[1].conditions == (LinkUp("wt0"),)
     assert DEFAULTS.stages[2].conditions == (
         TableExists(TableRef("ip", "netbird")),
-        ChainExists(TableRef("ip", "filter"), "FORWARD", iifname="wt0"))
-    assert (DEFAULTS.compat.on_incompatible, DEFAULTS.compat.iptables) == ("fail", "auto")
+        ChainExists(TableRef("ip", "filter"), "FORWARD", iifname="wt0", if_exists=True))
+    assert (DEFAULTS.compat.on_incompatible, DEFAULTS.compat.iptables) == ("repair", "auto")
+    assert DEFAULTS.after_ready.mode == "exit"  # the guard unit guards
 
 
 def test_empty_file_means_defaults():
-    assert parse_config("", "x").stages == DEFAULTS.stages
+    assert parse_config("", "x").stages == defaults().stages
+
+
+def test_if_exists_goes_with_a_chain_and_a_rule():
+    config = parse_config("stages:\n  - name: r\n    rules:\n      - chain: ip filter FORWARD\n"
+                          "        oifname: wt0\n        if_exists: true\n", "x")
+    assert config.stages[0].conditions[0].if_exists
+    for text, key in (("      - table: ip filter\n        if_exists: true\n", "rules[0].if_exists"),
+                      ("      - chain: ip filter FORWARD\n        if_exists: true\n",
+                       "rules[0].if_exists"),
+                      ("      - chain: ip filter FORWARD\n        iifname: wt0\n"
+                       "        if_exists: maybe\n", "rules[0].if_exists")):
+        with pytest.raises(ConfigError, match=r"stages\[0\]\." + key.replace("[", r"\[")
+                           .replace("]", r"\]")):
+            parse_config("stages:\n  - name: r\n    rules:\n" + text, "x")
 
 
 def test_overrides_and_stage_options():

@@ -1,9 +1,13 @@
 """Pure pieces under the probe: attribute codec, expressions, digest."""
 import pytest
 
-from fwgate import exprs as X
-from fwgate.adapters import nfnl
-from fwgate.config import TableRef
+from fwgate.netlink import consts as C
+from fwgate.netlink import exprs as X
+from fwgate.netlink import attrs as A
+from fwgate.netlink import consts as C
+from fwgate.netlink import messages as M
+from fwgate.adapters.nfsock import NfSocket
+from fwgate.model import TableRef
 from fwgate.model import Chain, Expr, Rule, Snapshot, Table, digest
 from fwgate.programmer import forward_oif_rule, iif_accept_rule
 
@@ -11,8 +15,8 @@ FILTER = TableRef("ip", "filter")
 
 
 def parse_rule_exprs(encoded: list[bytes]) -> tuple[Expr, ...]:
-    blob = nfnl.nested(nfnl.NFTA_RULE_EXPRESSIONS, *encoded)
-    (_, start, end), = nfnl.iter_attrs(blob)
+    blob = A.nested(C.NFTA_RULE_EXPRESSIONS, *encoded)
+    (_, start, end), = A.iter_attrs(blob)
     return tuple(Expr(n, d) for n, d in X.split_expressions(blob, start, end))
 
 
@@ -21,27 +25,27 @@ def rule(exprs, handle=4, userdata=b"frwacceptoif", position=0):
 
 
 def test_attributes_round_trip_with_padding():
-    blob = nfnl.attr_str(1, "wt0") + nfnl.attr_u32(2, 7) + nfnl.nested(3, nfnl.attr(1, b"\x01"))
-    assert nfnl.attrs(blob)[1] == b"wt0\0"
-    assert nfnl.as_u32(nfnl.attrs(blob)[2]) == 7
-    assert nfnl.attrs(nfnl.attrs(blob)[3]) == {1: b"\x01"}
+    blob = A.attr_str(1, "wt0") + A.attr_u32(2, 7) + A.nested(3, A.attr(1, b"\x01"))
+    assert A.attrs(blob)[1] == b"wt0\0"
+    assert A.as_u32(A.attrs(blob)[2]) == 7
+    assert A.attrs(A.attrs(blob)[3]) == {1: b"\x01"}
 
 
 @pytest.mark.parametrize("blob", [b"\x03\x00\x01\x00", b"\x10\x00\x01\x00abc", b"\x08\x00"])
 def test_malformed_attributes_raise_instead_of_reading_garbage(blob):
     with pytest.raises(ValueError):
-        list(nfnl.iter_attrs(blob))
+        list(A.iter_attrs(blob))
 
 
 def test_netbird_rule_decodes_as_the_kernel_shows_it():
     r = rule(forward_oif_rule("wt0"))
     assert r.expr_names == ["meta", "cmp", "ct", "bitwise", "cmp", "counter", "immediate"]
     meta, cmp, ct, bitwise, neq, _, verdict = (e.fields for e in r.exprs)
-    assert meta == {"key": X.META_OIFNAME, "dreg": 1}
-    assert cmp["data"] == b"wt0".ljust(16, b"\0") and cmp["op"] == X.CMP_EQ
-    assert ct == {"dreg": 2, "key": X.CT_STATE}
+    assert meta == {"key": C.META_OIFNAME, "dreg": 1}
+    assert cmp["data"] == b"wt0".ljust(16, b"\0") and cmp["op"] == C.CMP_EQ
+    assert ct == {"dreg": 2, "key": C.CT_STATE}
     assert bitwise["mask"] == (6).to_bytes(4, "little") and bitwise["sreg"] == 2
-    assert neq["op"] == X.CMP_NEQ
+    assert neq["op"] == C.CMP_NEQ
     assert verdict["data"] == ("accept", None)
     assert r.userdata_text() == "frwacceptoif"
     assert r.interface_matches() == {"iifname": set(), "oifname": {"wt0"}}
@@ -54,13 +58,13 @@ def test_userdata_text_reads_nft_comment_tlv_too():
 
 
 def test_truncated_expression_attribute_is_an_error_not_a_crash():
-    expr = Expr("meta", nfnl.attr(1, b"\x00\x01"))  # dreg needs 4 bytes
+    expr = Expr("meta", A.attr(1, b"\x00\x01"))  # dreg needs 4 bytes
     with pytest.raises(ValueError, match="truncated"):
         expr.fields
 
 
 def test_unknown_expressions_keep_raw_attributes():
-    assert Expr("frobnicate", nfnl.attr_u32(3, 9)).fields == {"attr3": b"\0\0\0\x09"}
+    assert Expr("frobnicate", A.attr_u32(3, 9)).fields == {"attr3": b"\0\0\0\x09"}
 
 
 def test_digest_ignores_counters_but_not_meaning():
@@ -87,7 +91,7 @@ def test_digest_covers_only_the_scope():
 
 
 def test_malformed_rule_from_a_dump_is_reported_not_a_crash():
-    from fwgate.compat.analyser import analyse
+    from fwgate.compat.reader import analyse
     bad = Rule.from_dump("ip", "filter", "FORWARD", 7, 0, b"\x10\x00\x01\x00abc")
     assert [e.name for e in bad.exprs] == [""]
     assert bad.interface_matches() == {"iifname": set(), "oifname": set()}

@@ -1,6 +1,7 @@
 from prometheus_client.parser import text_string_to_metric_families
 
-from fwgate.state import State, read_state, render_metrics, write_atomically
+from fwgate.adapters.statefile import metrics_path, read_state, write_atomically
+from fwgate.state import State, render_metrics
 
 
 def test_metrics_parse_and_carry_the_numbers():
@@ -8,7 +9,8 @@ def test_metrics_parse_and_carry_the_numbers():
                   stage_seconds={"tunnel": 1.25, 'we"ird': 2.0}, incompatible=["x"],
                   repairs_total=3, resyncs_total=2, changes_total=9, last_change_at=1700000000.0)
     families = {f.name: f for f in text_string_to_metric_families(render_metrics(state))}
-    value = {s.name: s.value for f in families.values() for s in f.samples if not s.labels}
+    value = {s.name: s.value for f in families.values() for s in f.samples
+             if s.labels == {"role": "gate"}}
     assert value["fwgate_ready"] == 1 and value["fwgate_degraded"] == 1
     assert value["fwgate_ready_timestamp_seconds"] == 1700000000.5
     assert value["fwgate_incompatible_rules"] == 1 and value["fwgate_repairs_total"] == 3
@@ -20,13 +22,21 @@ def test_metrics_parse_and_carry_the_numbers():
 
 def test_not_ready_has_no_ready_timestamp():
     text = render_metrics(State(pid=1, netns=None))
-    assert "fwgate_ready 0" in text and "ready_timestamp" not in text
+    assert 'fwgate_ready{role="gate"} 0' in text and "ready_timestamp" not in text
+
+
+def test_the_guard_writes_its_own_metrics_file_beside_the_gate_one():
+    assert metrics_path("/var/lib/node-exporter/fwgate.prom") == "/var/lib/node-exporter/fwgate.prom"
+    assert metrics_path("/var/lib/node-exporter/fwgate.prom", "guard") == \
+        "/var/lib/node-exporter/fwgate-guard.prom"
+    assert metrics_path(None, "guard") is None
+    text = render_metrics(State(pid=1, netns=None, role="guard", netbird_untagged_copies=4))
+    assert 'fwgate_netbird_untagged_copies{role="guard"} 4' in text
 
 
 def test_state_round_trips_and_keeps_the_latest_repairs(tmp_path):
-    state = State(pid=42, netns="ns")
-    for i in range(30):
-        state.note_repair(float(i), [f"rule {i}"])
+    state = State(pid=42, netns="ns", repairs_total=30,
+                  repairs=[{"at": float(i), "rule": f"rule {i}"} for i in range(10, 30)])
     path = str(tmp_path / "sub" / "state.json")
     write_atomically(path, state.to_json())
     back = read_state(path)
@@ -37,7 +47,7 @@ def test_state_round_trips_and_keeps_the_latest_repairs(tmp_path):
 
 
 def test_only_a_crashed_unit_is_restarted():
-    from fwgate.adapters.manager import crashed
+    from fwgate.adapters.systemd import crashed
     assert crashed("failed", "failed")
     assert crashed("activating", "auto-restart")
     assert not crashed("activating", "start")  # merely starting: leave it alone

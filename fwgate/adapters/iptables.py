@@ -13,12 +13,11 @@ import os
 import shutil
 import subprocess
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 
-from ..config import TableRef
+from ..compat.crosscheck import ChainListing, IptablesVerdict, TableSave
+from ..compat.reader import IPTABLES_TABLES
 from ..errors import EnvironmentProblem
 from ..model import Table
-from .analyser import IPTABLES_TABLES, CompatReport
 
 K3S_DATA = "/var/lib/rancher/k3s/data"
 TIMEOUT = 30.0
@@ -71,55 +70,6 @@ def tool_argv(binary: str, family: str, save: bool = False) -> list[str] | None:
     base = stem + ("-save" if save else "")
     path = os.path.join(directory, base)
     return [path] if path == binary or _executable(path) else None
-
-
-@dataclass(frozen=True)
-class ChainListing:
-    """`iptables -t TABLE -S CHAIN`."""
-
-    family: str
-    table: str
-    chain: str
-    exit_code: int
-    error: str | None = None   # stderr, one line per message
-
-    @property
-    def ok(self) -> bool:
-        return self.exit_code == 0
-
-
-@dataclass(frozen=True)
-class TableSave:
-    """`iptables-save -t TABLE`."""
-
-    family: str
-    table: str
-    exit_code: int
-    saved: bool                # the table came out whole ("*TABLE" ... "COMMIT")
-    note: str | None = None    # e.g. "# Table `filter' is incompatible, use 'nft' tool."
-
-    @property
-    def outcome(self) -> str:
-        if self.saved:
-            return "saved"
-        return "aborted" if self.exit_code else "left out"
-
-
-@dataclass(frozen=True)
-class IptablesVerdict:
-    binary: str
-    version: str | None
-    chains: tuple[ChainListing, ...] = ()
-    saves: tuple[TableSave, ...] = ()
-    skipped: tuple[str, ...] = ()   # what could not be checked, and why
-
-    @property
-    def refused_chains(self) -> tuple[ChainListing, ...]:
-        return tuple(c for c in self.chains if not c.ok)
-
-    @property
-    def left_out_tables(self) -> tuple[TableSave, ...]:
-        return tuple(s for s in self.saves if not s.saved)
 
 
 def _run(argv: list[str]) -> subprocess.CompletedProcess:
@@ -181,49 +131,17 @@ def cross_check(binary: str, netns: str | None, tables: Iterable[Table],
     return IptablesVerdict(binary, version, tuple(chains), tuple(saves), tuple(skipped))
 
 
-@dataclass(frozen=True)
-class Disagreement:
-    family: str
-    table: str
-    chain: str | None     # None: about iptables-save of the whole table
-    analyser: str
-    iptables: str
 
 
-def compare(report: CompatReport, verdict: IptablesVerdict) -> list[Disagreement]:
-    """Where the analyser's prediction and the binary's behaviour differ, per chain
-    (the exit code of -S) and per table (what iptables-save did)."""
-    out: list[Disagreement] = []
-    for c in verdict.chains:
-        expected = report.listing_exit(c.family, c.table, c.chain)
-        if expected != c.exit_code:
-            out.append(Disagreement(c.family, c.table, c.chain,
-                                    f"-S exits {expected}" if expected is not None else "cannot tell",
-                                    f"-S exits {c.exit_code}" + (f": {c.error}" if c.error else "")))
-    for s in verdict.saves:
-        expected = report.save_outcome(s.family, s.table)
-        if expected != s.outcome:
-            out.append(Disagreement(s.family, s.table, None, f"iptables-save: {expected}",
-                                    f"iptables-save: {s.outcome}" + (f" ({s.note})" if s.note else "")))
-    return out
-
-
-def verdict_json(verdict: IptablesVerdict, disagreements: Iterable[Disagreement] = ()) -> dict:
-    return {
-        "binary": verdict.binary,
-        "version": verdict.version,
-        "refused_chains": [{"family": c.family, "table": c.table, "chain": c.chain,
-                            "exit_code": c.exit_code, "error": c.error}
-                           for c in verdict.refused_chains],
-        "tables": [{"family": s.family, "table": s.table, "save": s.outcome, "note": s.note}
-                   for s in verdict.saves],
-        "skipped": list(verdict.skipped),
-        "disagreements": [{"family": d.family, "table": d.table, "chain": d.chain,
-                           "analyser": d.analyser, "iptables": d.iptables}
-                          for d in disagreements],
-    }
-
-
-def managed(tables: dict[TableRef, Table], report: CompatReport) -> list[Table]:
-    """The snapshot's tables the report calls iptables-managed, for cross_check()."""
-    return [tables[ref] for ref in report.managed_tables if ref in tables]
+def mode_of(binary: str) -> str | None:
+    """"nf_tables" or "legacy", from `binary --version`; None if it does not answer."""
+    try:
+        done = subprocess.run([binary, "--version"], capture_output=True, text=True,
+                              errors="replace", timeout=TIMEOUT, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    text = done.stdout + done.stderr
+    for mode in ("nf_tables", "legacy"):
+        if f"({mode})" in text:
+            return mode
+    return None

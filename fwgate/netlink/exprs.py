@@ -6,36 +6,11 @@ from __future__ import annotations
 
 import struct
 
-from .adapters.nfnl import (
-    NFTA_DATA_VALUE, NFTA_DATA_VERDICT, NFTA_EXPR_DATA, NFTA_EXPR_NAME, NFTA_LIST_ELEM,
-    NFTA_VERDICT_CHAIN, NFTA_VERDICT_CODE, NLA_TYPE_MASK, as_str, attr, attr_str, attr_u32, attr_u64,
-    iter_attrs, nested,
+from .attrs import NLATTR, as_str, attr, attr_str, attr_u32, attr_u64, iter_attrs, nested
+from .consts import (
+    IFNAMSIZ, NFTA_DATA_VALUE, NFTA_DATA_VERDICT, NFTA_EXPR_DATA, NFTA_EXPR_NAME, NFTA_LIST_ELEM,
+    NFTA_VERDICT_CHAIN, NFTA_VERDICT_CODE, NLA_TYPE_MASK, REG_VERDICT, VERDICT_CODES, VERDICTS,
 )
-
-# Registers: 0 is the verdict, 1-4 are 16-byte, 8-23 are the 32-bit views of them.
-REG_VERDICT = 0
-
-# meta keys
-META_KEYS = {0: "len", 1: "protocol", 2: "priority", 3: "mark", 4: "iif", 5: "oif",
-             6: "iifname", 7: "oifname", 8: "iiftype", 9: "oiftype", 10: "skuid",
-             11: "skgid", 12: "nftrace", 13: "rtclassid", 14: "secmark", 15: "nfproto",
-             16: "l4proto", 17: "bri_iifname", 18: "bri_oifname", 19: "pkttype",
-             20: "cpu", 21: "iifgroup", 22: "oifgroup", 23: "cgroup", 24: "prandom",
-             25: "secpath", 26: "iifkind", 27: "oifkind", 28: "bri_iifpvid",
-             29: "bri_iifvproto", 30: "time_ns", 31: "time_day", 32: "time_hour",
-             33: "sdif", 34: "sdifname", 35: "bri_broute"}
-META_IIFNAME, META_OIFNAME = 6, 7
-CT_KEYS = {0: "state", 1: "direction", 2: "status", 3: "mark", 4: "secmark",
-           5: "expiration", 6: "helper", 7: "l3protocol", 8: "src", 9: "dst",
-           10: "protocol", 11: "proto_src", 12: "proto_dst", 13: "labels", 14: "pkts",
-           15: "bytes", 16: "avgpkt", 17: "zone", 18: "eventmask", 19: "src_ip",
-           20: "dst_ip", 21: "src_ip6", 22: "dst_ip6", 23: "ct_id"}
-CT_STATE = 0
-CMP_OPS = {0: "eq", 1: "neq", 2: "lt", 3: "lte", 4: "gt", 5: "gte"}
-CMP_EQ, CMP_NEQ = 0, 1
-VERDICTS = {0: "drop", 1: "accept", -1: "continue", -2: "break", -3: "jump",
-            -4: "goto", -5: "return"}
-NF_ACCEPT = 1
 
 # Per expression: attribute number -> (field, kind). Kinds: u8/u16/u32/u64 (big
 # endian), i32, str, data (nested NFTA_DATA_*), raw. Unknown ones stay raw.
@@ -91,7 +66,7 @@ VOLATILE = {"counter": {1, 2, 3}, "quota": {4}, "last": {1, 2}}
 
 _INT = {"u8": ">B", "u16": ">H", "u32": ">I", "i32": ">i", "u64": ">Q"}
 _INT_STRUCTS = {fmt: struct.Struct(code) for fmt, code in _INT.items()}
-_ATTR = struct.Struct("=HH")
+_ATTR = NLATTR
 
 
 def _decode_data(buf: bytes) -> bytes | tuple[str, str | None]:
@@ -258,68 +233,82 @@ def stable_expressions(blob: bytes) -> bytes:
 
 
 # --- building ---------------------------------------------------------------
+# One encoder driven by SCHEMA, so what we write is what decode_fields() reads.
 
-def _expr(name: str, *attrs: bytes) -> bytes:
-    return nested(NFTA_LIST_ELEM, attr_str(NFTA_EXPR_NAME, name),
-                  nested(NFTA_EXPR_DATA, *attrs))
+_BY_FIELD = {name: {field: (num, kind) for num, (field, kind) in attrs.items()}
+             for name, attrs in SCHEMA.items()}
 
 
-def _value(kind: int, data: bytes) -> bytes:
-    return nested(kind, attr(NFTA_DATA_VALUE, data))
+def _encode_field(num: int, kind: str, value) -> bytes:
+    if kind in _INT_STRUCTS:
+        return attr(num, _INT_STRUCTS[kind].pack(value))
+    if kind == _STR:
+        return attr_str(num, value)
+    if kind == _DATA:
+        if isinstance(value, tuple):  # (verdict, chain)
+            verdict_name, chain = value
+            inner = [attr_u32(NFTA_VERDICT_CODE, VERDICT_CODES[verdict_name])]
+            if chain:
+                inner.append(attr_str(NFTA_VERDICT_CHAIN, chain))
+            return nested(num, nested(NFTA_DATA_VERDICT, *inner))
+        return nested(num, attr(NFTA_DATA_VALUE, value))
+    return attr(num, value)
+
+
+def build(kind: str, /, **fields) -> bytes:
+    """One NFTA_LIST_ELEM of an NFTA_RULE_EXPRESSIONS list: build("meta", key=7, dreg=1).
+    Integers go big-endian, data as NFTA_DATA_VALUE, a (verdict, chain) pair as
+    NFTA_DATA_VERDICT, as the kernel expects them."""
+    schema = _BY_FIELD[kind]
+    data = [_encode_field(*schema[field], value) for field, value in fields.items()]
+    return nested(NFTA_LIST_ELEM, attr_str(NFTA_EXPR_NAME, kind), nested(NFTA_EXPR_DATA, *data))
 
 
 def meta_load(key: int, dreg: int = 1) -> bytes:
-    return _expr("meta", attr_u32(2, key), attr_u32(1, dreg))
+    return build("meta", key=key, dreg=dreg)
 
 
 def cmp(op: int, data: bytes, sreg: int = 1) -> bytes:
-    return _expr("cmp", attr_u32(1, sreg), attr_u32(2, op), _value(3, data))
+    return build("cmp", sreg=sreg, op=op, data=data)
 
 
 def ct_load(key: int, dreg: int = 1) -> bytes:
-    return _expr("ct", attr_u32(1, dreg), attr_u32(2, key))
+    return build("ct", dreg=dreg, key=key)
 
 
 def bitwise(sreg: int, dreg: int, mask: bytes, xor: bytes) -> bytes:
-    return _expr("bitwise", attr_u32(1, sreg), attr_u32(2, dreg), attr_u32(3, len(mask)),
-                 _value(4, mask), _value(5, xor))
+    return build("bitwise", sreg=sreg, dreg=dreg, len=len(mask), mask=mask, xor=xor)
 
 
 def payload_load(base: int, offset: int, length: int, dreg: int = 1) -> bytes:
-    return _expr("payload", attr_u32(1, dreg), attr_u32(2, base), attr_u32(3, offset),
-                 attr_u32(4, length))
+    return build("payload", dreg=dreg, base=base, offset=offset, len=length)
 
 
 def lookup(set_name: str, sreg: int = 1, set_id: int | None = None) -> bytes:
-    parts = [attr_str(1, set_name), attr_u32(2, sreg)]
-    if set_id is not None:
-        parts.append(attr_u32(4, set_id))
-    return _expr("lookup", *parts)
+    if set_id is None:
+        return build("lookup", set=set_name, sreg=sreg)
+    return build("lookup", set=set_name, sreg=sreg, set_id=set_id)
 
 
 def counter(packets: int = 0, nbytes: int = 0) -> bytes:
-    return _expr("counter", attr_u64(1, nbytes), attr_u64(2, packets))
+    return build("counter", bytes=nbytes, packets=packets)
 
 
 def verdict(code: int, chain: str | None = None) -> bytes:
-    inner = [attr_u32(NFTA_VERDICT_CODE, code)]
-    if chain:
-        inner.append(attr_str(NFTA_VERDICT_CHAIN, chain))
-    return _expr("immediate", attr_u32(1, REG_VERDICT),
-                 nested(2, nested(NFTA_DATA_VERDICT, *inner)))
+    return build("immediate", dreg=REG_VERDICT, data=(VERDICTS[code], chain))
 
 
 def xt(kind: str, name: str, rev: int, info: bytes) -> bytes:
     """An x_tables match or target, as iptables-nft writes them."""
-    return _expr(kind, attr_str(1, name), attr_u32(2, rev), attr(3, info))
+    return build(kind, name=name, rev=rev, info=info)
 
 
 def ifname_bytes(name: str, padded: bool) -> bytes:
     """iptables compares "wt0\\0" (4 bytes); Go nftables users pad to IFNAMSIZ (16)."""
     raw = name.encode() + b"\0"
-    return raw.ljust(16, b"\0") if padded else raw
+    return raw.ljust(IFNAMSIZ, b"\0") if padded else raw
 
 
 def immediate_data(data: bytes, dreg: int = 1) -> bytes:
     """`immediate reg N <data>`: a constant into a data register (meta/ct set use it)."""
-    return _expr("immediate", attr_u32(1, dreg), _value(2, data))
+    return build("immediate", dreg=dreg, data=data)

@@ -26,11 +26,11 @@ so NFT_REG32_01 shares the slot of NFT_REG_1 (and _05 that of NFT_REG_2, ...).
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .. import exprs as X
-from ..config import TableRef
-from ..model import Expr, Rule, Snapshot
+from ..model import Expr, Rule, Snapshot, TableRef
+from ..netlink import consts as C
 from .equivalents import iptables_equivalent
 
 # Tables iptables-nft creates: iptables/ip6tables, arptables, ebtables.
@@ -51,24 +51,25 @@ _LISTABLE = {"match", "target", "payload", "meta", "cmp", "bitwise", "counter", 
              "lookup", "range"}
 
 # nf_tables constants the parser switches on
-_LL, _NETWORK, _TRANSPORT = 0, 1, 2
-_BASES = {0: "link-layer header", 1: "network header", 2: "transport header",
-          3: "inner header", 4: "tunnel header"}
-_META_L4PROTO, _META_NFTRACE = 16, 12
-_META_PARSED = {4, 5, 6, 7, 17, 18, 3, 19}  # iif oif iifname oifname bri_iifname bri_oifname mark pkttype
-_CMP_LTE, _CMP_GTE = 3, 5
-_TCP, _UDP, _ICMP, _ICMPV6 = 6, 17, 1, 58
+_LL, _NETWORK, _TRANSPORT = C.PAYLOAD_LL, C.PAYLOAD_NETWORK, C.PAYLOAD_TRANSPORT
+_META_PARSED = {C.META_IIF, C.META_OIF, C.META_IIFNAME, C.META_OIFNAME, C.META_BRI_IIFNAME,
+                C.META_BRI_OIFNAME, C.META_MARK, C.META_PKTTYPE}
+_TCP, _UDP, _ICMP, _ICMPV6 = 6, 17, 1, 58  # IPPROTO_*
 _VERDICTS_PARSED = {"accept", "drop", "return", "jump", "goto"}
 _META_KEY_ERROR = {"ip": "unknown ipv4 meta key", "ip6": "unknown ipv6 meta key",
                    "arp": "Unknown arp meta key"}
-_BRIDGE_META_NAMES = {6, 7, 17, 18}          # the interface names ebtables has options for
+# the interface names ebtables has options for
+_BRIDGE_META_NAMES = {C.META_IIFNAME, C.META_OIFNAME, C.META_BRI_IIFNAME, C.META_BRI_OIFNAME}
 # Failures that end the program on the spot, with their exit status (subprocess-style);
 # every other parse error ends it with exit 3 once the rule is parsed.
 SEGFAULT = "ebtables 1.8.9 crashes on meta iif/oif: segmentation fault"
 _FATAL = {SEGFAULT: -11, "BUG: nft_parse_match() unknown family 3": 1,
           "BUG: nft_parse_limit() unknown family 3": 1}
-_WIDE_META = {6, 7, 17, 18, 26, 27, 34}      # interface names and kinds: 16 bytes
-_WIDE_CT = {8, 9, 13, 6, 21, 22}            # addresses, labels, helper name: 16 bytes
+# interface names and kinds: 16 bytes
+_WIDE_META = {C.META_IIFNAME, C.META_OIFNAME, C.META_BRI_IIFNAME, C.META_BRI_OIFNAME,
+              C.META_IIFKIND, C.META_OIFKIND, C.META_SDIFNAME}
+# addresses, labels, helper name: 16 bytes
+_WIDE_CT = {C.CT_SRC, C.CT_DST, C.CT_LABELS, C.CT_HELPER, C.CT_SRC_IP6, C.CT_DST_IP6}
 
 
 # --- results -------------------------------------------------------------------
@@ -110,6 +111,18 @@ class CompatReport:
     @property
     def ok(self) -> bool:
         return not self.findings
+
+    def without(self, rules: "Iterable[Rule]") -> "CompatReport":
+        """The report as it reads once these rules were re-encoded (repaired)."""
+        gone = {(r.family, r.table, r.chain, r.handle) for r in rules}
+        if not gone:
+            return self
+        keep = [f for f in self.findings
+                if (f.rule.family, f.rule.table, f.rule.chain, f.rule.handle) not in gone]
+        chains = dict.fromkeys(ChainRef(f.rule.family, f.rule.table, f.rule.chain) for f in keep)
+        misread = tuple(f for f in self.misread
+                        if (f.rule.family, f.rule.table, f.rule.chain, f.rule.handle) not in gone)
+        return CompatReport(self.managed_tables, tuple(keep), tuple(chains), misread)
 
     @property
     def unsaveable_tables(self) -> tuple[TableRef, ...]:
@@ -248,13 +261,13 @@ def describe(expr: Expr) -> str:
     except ValueError:
         return f"{expr.name} expression"
     if expr.name == "meta":
-        key = X.META_KEYS.get(f.get("key"), f"key {f.get('key')}")
+        key = C.META_KEYS.get(f.get("key"), f"key {f.get('key')}")
         return f"meta {key}{' set' if 'sreg' in f else ''} expression"
     if expr.name == "ct":
-        key = X.CT_KEYS.get(f.get("key"), f"key {f.get('key')}")
+        key = C.CT_KEYS.get(f.get("key"), f"key {f.get('key')}")
         return f"ct {key}{' set' if 'sreg' in f else ''} expression"
     if expr.name == "payload":
-        where = _BASES.get(f.get("base"), f"base {f.get('base')}")
+        where = C.PAYLOAD_BASES.get(f.get("base"), f"base {f.get('base')}")
         return f"payload expression ({where}, offset {f.get('offset')})"
     return f"{expr.name or 'unnamed'} expression"
 
@@ -329,7 +342,7 @@ class _Parse:
         r, _ = self.read(f["sreg"])
         if r is None:
             return
-        if f.get("key") != _META_NFTRACE:
+        if f.get("key") != C.META_NFTRACE:
             self.errors.append((self.i, "meta sreg key not supported"))
         elif r.kind != "immediate":
             self.errors.append((self.i, "meta nftrace but reg not immediate"))
@@ -389,7 +402,7 @@ class _Parse:
         data = f.get("data") or b"\0"
         if self.family == "bridge":
             self.bridge_meta(r)
-        elif self.family in ("ip", "ip6") and r.key == _META_L4PROTO:
+        elif self.family in ("ip", "ip6") and r.key == C.META_L4PROTO:
             self.proto = data[0]
         elif r.key not in _META_PARSED:
             self.errors.append((r.src, _META_KEY_ERROR[self.family]))
@@ -447,7 +460,7 @@ class _Parse:
 
     def hop_limit(self, r: _Reg, f: dict) -> None:
         op, value = f.get("op", 0), (f.get("data") or b"\0")[0]
-        if op > _CMP_GTE or (op == _CMP_LTE and value == 255) or (op == _CMP_GTE and value == 0):
+        if op > C.CMP_GTE or (op == C.CMP_LTE and value == 255) or (op == C.CMP_GTE and value == 0):
             self.errors.append((r.src, "invalid ttl field match"))
 
     def transport(self, r: _Reg, f: dict) -> None:
@@ -564,6 +577,11 @@ def _finding(rule: Rule, verdict: RuleVerdict) -> tuple[Finding | None, Finding 
     return None, misread
 
 
+def judge_rule(rule: Rule) -> tuple[Finding | None, Finding | None]:
+    """(the rule's finding if iptables-nft fails on it, its misread finding)."""
+    return _finding(rule, read_rule(rule))
+
+
 def analyse(snapshot: Snapshot) -> CompatReport:
     managed = managed_tables(snapshot)
     findings: list[Finding] = []
@@ -571,7 +589,7 @@ def analyse(snapshot: Snapshot) -> CompatReport:
     unlistable: list[ChainRef] = []
     for ref in managed:
         for rule in snapshot.tables[ref].rules:
-            bad, wrong = _finding(rule, read_rule(rule))
+            bad, wrong = judge_rule(rule)
             if bad:
                 findings.append(bad)
                 chain = ChainRef(rule.family, rule.table, rule.chain)

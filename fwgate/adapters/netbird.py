@@ -1,0 +1,25 @@
+"""What systemd and the filesystem say about Netbird's iptables: the facts behind
+fwgate.netbird.explain_fallback()."""
+from __future__ import annotations
+
+import os
+
+from ..errors import EnvironmentProblem
+from ..netbird import IptablesOnPath, NetbirdEnvironment
+from .iptables import mode_of
+from .systemd import service_path
+
+NETBIRD_UNIT = "netbird.service"
+
+
+def netbird_environment(unit: str = NETBIRD_UNIT) -> NetbirdEnvironment:
+    try:
+        path, source = service_path(unit)
+    except EnvironmentProblem as exc:
+        return NetbirdEnvironment(unit, None, "", error=str(exc))
+    found = []
+    for directory in path.split(":"):
+        candidate = os.path.join(directory, "iptables")
+        if directory and os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            found.append(IptablesOnPath(candidate, mode_of(candidate)))
+    return NetbirdEnvironment(unit, path, source, tuple(found))

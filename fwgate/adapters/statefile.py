@@ -1,0 +1,64 @@
+"""The state file and the metrics textfile: atomic writes, reads, where they live."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+
+from ..state import State
+
+DEFAULT_RUNTIME_DIR = "/run/fwgate"
+
+
+def state_path(netns: str | None = None, role: str = "gate") -> str:
+    """systemd's RuntimeDirectory= sets $RUNTIME_DIRECTORY; one file per role and namespace."""
+    directory = os.environ.get("RUNTIME_DIRECTORY", "").split(":")[0] or DEFAULT_RUNTIME_DIR
+    name = "state" if role == "gate" else f"state-{role}"
+    return os.path.join(directory, f"{name}-{netns}.json" if netns else f"{name}.json")
+
+
+def metrics_path(textfile: str | None, role: str = "gate") -> str | None:
+    """The gate writes metrics.textfile; the guard writes NAME-guard.prom beside it, so
+    node_exporter's textfile collector reads both."""
+    if textfile is None or role == "gate":
+        return textfile
+    stem = textfile.removesuffix(".prom")
+    return f"{stem}-{role}.prom"
+
+
+def write_atomically(path: str, text: str, mode: int = 0o644) -> None:
+    """Readers see the old file or the new one, never half of one."""
+    directory = os.path.dirname(path) or "."
+    os.makedirs(directory, mode=0o755, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".fwgate-", dir=directory)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def read_state(path: str) -> State | None:
+    try:
+        with open(path) as fh:
+            data = json.load(fh)
+    except FileNotFoundError:
+        return None
+    known = State.__dataclass_fields__
+    return State(**{k: v for k, v in data.items() if k in known})
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

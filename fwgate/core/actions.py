@@ -1,0 +1,86 @@
+"""What the machine asks the executor to do. The ones marked "answer" expect the
+named input back before the executor reads anything else."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..compat.repair import Repair
+from ..model import TableRef
+
+
+@dataclass(frozen=True)
+class Dump:
+    """Snapshot `scope` (lean: keep only the rules of `keep_rules`), drain pending
+    events, then answer Dumped or DumpFailed."""
+    scope: tuple[TableRef, ...]
+    digest_scope: tuple[TableRef, ...]
+    keep_rules: tuple[tuple[TableRef, str], ...]
+
+
+@dataclass(frozen=True)
+class QueryGeneration:
+    """Ask the generation id, drain pending events, then answer Generation."""
+
+
+@dataclass(frozen=True)
+class RunCompat:
+    """The compat probe: snapshot, read, cross-check, (repair); answer CompatDone."""
+    repair: bool
+
+
+@dataclass(frozen=True)
+class RepairRules:
+    """Commit these repairs in one batch guarded by `genid`; answer RepairDone."""
+    repairs: tuple[Repair, ...]
+    genid: int
+
+
+@dataclass(frozen=True)
+class Notify:
+    """sd_notify: READY, STATUS, STOPPING, ERRNO ..."""
+    fields: tuple[tuple[str, object], ...]
+
+
+@dataclass(frozen=True)
+class Journal:
+    """One structured event (FWGATE_EVENT = kind) with DESIGN's fields."""
+    kind: str
+    stage: str
+    message: str
+    elapsed_ms: int
+    genid: int | None = None
+    digest: str | None = None
+
+
+@dataclass(frozen=True)
+class Log:
+    level: str   # info | warning | error
+    message: str
+
+
+@dataclass(frozen=True)
+class SaveState:
+    """Write the state file and the metrics textfile (both already rendered)."""
+    state_json: str
+    metrics: str
+
+
+@dataclass(frozen=True)
+class RestartUnit:
+    """Restart the unit if it crashed; answer UnitRestarted."""
+    unit: str
+
+
+@dataclass(frozen=True)
+class ExplainNetbird:
+    """Find out why Netbird wrote native rules; answer NetbirdExplained."""
+
+
+@dataclass(frozen=True)
+class Exit:
+    code: int
+    status: str
+
+
+Action = (Dump | QueryGeneration | RunCompat | RepairRules | Notify | Journal | Log | SaveState
+          | RestartUnit | ExplainNetbird | Exit)

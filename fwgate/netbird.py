@@ -1,0 +1,119 @@
+"""What Netbird leaves in iptables' tables, and why. Pure.
+
+Netbird (client/firewall/nftables) inserts its "allow wt0" rules into `ip filter`
+through the `iptables` binary when one is on its PATH, untagged; when none is (or,
+since v0.71, when the insert fails) it writes them natively, tagged with raw
+userdata. So a tag means Netbird fell back. kube-router's restore without
+--noflush re-writes every rule of `ip filter` without its userdata, Netbird's next
+firewall init finds no tag and adds its rule again: untagged copies pile up.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .model import Rule, Snapshot, TableRef
+from .netlink.consts import CMP_EQ, META_IIFNAME, META_OIFNAME
+
+TAGS = (b"frwacceptiif", b"frwacceptoif", b"inputaccept")
+FILTER_TABLES = (TableRef("ip", "filter"), TableRef("ip6", "filter"))
+_CHAINS = ("FORWARD", "INPUT")
+
+
+def is_native_netbird_rule(rule: Rule) -> bool:
+    """A rule Netbird wrote itself, over netlink: its raw userdata tag says so."""
+    return rule.userdata is not None and bytes(rule.userdata) in TAGS and \
+        TableRef(rule.family, rule.table) in FILTER_TABLES
+
+
+def _accept_shape(rule: Rule, ifaces: frozenset[str]) -> tuple | None:
+    """(family, chain, direction, iface, stateful) of a rule shaped like one of Netbird's
+    accept rules, as Netbird writes it or as iptables re-wrote it, else None."""
+    if TableRef(rule.family, rule.table) not in FILTER_TABLES or rule.chain not in _CHAINS:
+        return None
+    try:
+        names = rule.expr_names
+        if not names or names[-1] != "immediate" or \
+                rule.exprs[-1].fields.get("data", ("",))[0] != "accept":
+            return None
+        matches = rule.interface_matches()
+    except ValueError:
+        return None
+    found = [(key, name) for key in ("iifname", "oifname") for name in matches[key]
+             if name in ifaces]
+    if len(found) != 1 or sum(len(v) for v in matches.values()) != 1:
+        return None
+    stateful = "ct" in names or any(
+        e.name == "match" and e.fields.get("name") in ("conntrack", "state") for e in rule.exprs)
+    allowed = {"meta", "cmp", "ct", "bitwise", "counter", "immediate", "match"}
+    if not set(names) <= allowed:
+        return None
+    return rule.family, rule.chain, found[0][0], found[0][1], stateful
+
+
+@dataclass(frozen=True)
+class NetbirdRules:
+    native: tuple[Rule, ...]       # tagged: Netbird fell back to writing them itself
+    untagged_copies: int           # accept rules of Netbird's shapes beyond the one it needs
+
+
+def survey(snapshot: Snapshot, ifaces: frozenset[str] = frozenset({"wt0"})) -> NetbirdRules:
+    native: list[Rule] = []
+    shapes: dict[tuple, list[bool]] = {}
+    for ref in FILTER_TABLES:
+        table = snapshot.table(ref)
+        for rule in table.rules if table else ():
+            shape = _accept_shape(rule, ifaces)
+            if shape is None:
+                continue
+            tagged = is_native_netbird_rule(rule)
+            if tagged:
+                native.append(rule)
+            shapes.setdefault(shape, []).append(tagged)
+    extra = 0
+    for tags in shapes.values():
+        untagged = tags.count(False)
+        # Without a tagged one, one untagged rule is Netbird's own (written through iptables).
+        extra += untagged if any(tags) else max(0, untagged - 1)
+    return NetbirdRules(tuple(native), extra)
+
+
+@dataclass(frozen=True)
+class IptablesOnPath:
+    path: str
+    mode: str | None   # "nf_tables", "legacy", or None when it did not answer --version
+
+
+@dataclass(frozen=True)
+class NetbirdEnvironment:
+    """What systemd says about netbird.service's PATH, and the iptables on it."""
+
+    unit: str
+    path: str | None              # None: systemd could not be asked
+    path_source: str              # "Environment= of netbird.service", "systemd's default", ...
+    found: tuple[IptablesOnPath, ...] = ()
+    error: str | None = None
+
+
+def explain_fallback(env: NetbirdEnvironment) -> tuple[str, ...]:
+    """Why Netbird wrote native rules, and how to keep it from doing so, in words."""
+    head = "Netbird wrote its ip filter accept rules natively (iptables-nft cannot read " \
+           "its ct state rule; fwgate re-encodes it)."
+    fix = (f"Prevent it: install Debian's iptables package (nf_tables mode), or give "
+           f"{env.unit} a PATH holding an nf_tables-mode iptables (systemctl edit {env.unit}: "
+           f"[Service] Environment=PATH=...), then restart {env.unit}.")
+    if env.path is None:
+        return (head, f"fwgate could not read {env.unit}'s environment ({env.error}); Netbird "
+                      f"does this when it finds no iptables on its PATH.", fix)
+    if not env.found:
+        return (head, f"Cause: no iptables on {env.unit}'s PATH ({env.path}, "
+                      f"{env.path_source}); k3s's own copy under /var/lib/rancher is not on it.",
+                fix)
+    nft = [f for f in env.found if f.mode == "nf_tables"]
+    if not nft:
+        first = env.found[0]
+        return (head, f"Cause: the iptables on {env.unit}'s PATH ({first.path}) runs in "
+                      f"{first.mode or 'an unknown'} mode, so Netbird's inserts fail and it "
+                      f"falls back (Netbird 0.71 and later).", fix)
+    return (head, f"{env.unit}'s PATH now holds an nf_tables iptables ({nft[0].path}); its "
+                  f"native rules predate that. Restart {env.unit} to have them written through "
+                  f"iptables.")
