@@ -222,6 +222,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reinit", type=int, default=0, metavar="N",
                         help="after the bursts, N firewall re-inits, --every SECONDS apart")
     parser.add_argument("--every", type=float, default=2.0, metavar="SECONDS")
+    parser.add_argument("--serve", action="store_true",
+                        help="after the bursts, run like an agent: SIGHUP is a firewall re-init "
+                             "(close, then init with --pause between bursts), SIGTERM stops")
     args = parser.parse_args(argv)
     if args.netns:
         from .adapters.netns import enter
@@ -247,7 +250,19 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(args.churn)
             prog.churn_once(args.churn_table)
             print(f"{time.monotonic():.6f} churn", flush=True)
+        if args.serve:
+            _serve(prog, args.pause)
     return 0
+
+
+def _serve(prog: NetbirdProgrammer, pause: float) -> None:
+    """Idle like the agent; each SIGHUP is one firewall re-init, SIGTERM the end."""
+    wanted = {signal.SIGHUP, signal.SIGTERM}
+    signal.pthread_sigmask(signal.SIG_BLOCK, wanted)  # taken by sigwait, never lost
+    while signal.sigwait(wanted) == signal.SIGHUP:
+        prog.flush()
+        print(f"{prog.last_change:.6f} reinit_close", flush=True)
+        prog.run(pause, on_burst=lambda n: print(f"{time.monotonic():.6f} {n}", flush=True))
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ class State:
     pid: int
     netns: str | None
     role: str = "gate"              # gate (`fwgate run`) | guard (`fwgate guard`)
+    version: str = ""               # of the fwgate that wrote it
     phase: str = "waiting"          # waiting | ready | guarding | failed | stopped
     status: str = ""
     stage: str | None = None

@@ -31,6 +31,7 @@ import errno
 import math
 from dataclasses import replace
 
+from .. import __version__
 from ..compat.policy import ProbeResult, Verdict, judge, judge_added_rule, repair_line
 from ..compat.repair import Repair, plan_rules
 from ..config import ChainExists, Config, Stage
@@ -73,7 +74,8 @@ class Machine:
         self.keep_guarding = role is Role.GUARD or (
             config.after_ready.mode == "watch" if keep_guarding is None else keep_guarding)
         self.started = now
-        self.state = State(pid, netns, role=role.value, started_at=self._wall(now))
+        self.state = State(pid, netns, role=role.value, version=__version__,
+                           started_at=self._wall(now))
         self.facts = facts or Facts()  # links and units as the watchers first saw them
         self.ready_sent = False
         self.last_status = ""
@@ -155,13 +157,17 @@ class Machine:
         times = [math.inf]
         if self.stale and not self.dump_in_flight:
             times.append(self._dump_due())
+        # A window's end matters once its baseline is in: a pending dump comes first.
+        window_open = not self.stale and self.confirm is None
         if self.phase is Phase.GATING:
             times.append(self._deadline())
             due = self._stage_due()
-            if due is not None:
+            if due is not None and window_open:
                 times.append(due)
-        elif self.phase is Phase.GUARDING and self.unsettled:
+        elif self.phase is Phase.GUARDING and self.unsettled and window_open:
             times.append(self.window.last_change + self.config.settle)
+        elif self.phase is Phase.CHECKING and self.compat_in_flight is None:
+            times.append(self.check_not_before)
         return min(times)
 
     def status(self, now: float) -> str:

@@ -21,6 +21,7 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
+import debs as _debs  # noqa: E402
 import rootfs as _rootfs  # noqa: E402
 from container import Container  # noqa: E402
 
@@ -65,6 +66,17 @@ def systemd_rootfs() -> Path:
         return _rootfs.build()
     except RuntimeError as exc:
         pytest.fail(f"building the systemd test rootfs failed: {exc}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def debs(systemd_rootfs, tmp_path_factory) -> dict[str, Path]:
+    """{"X": .deb of the checkout's version, "X+1": .deb of the next one}."""
+    if os.geteuid() != 0:
+        pytest.skip("building the .deb needs root")
+    dist = tmp_path_factory.mktemp("debs")
+    up = _debs.upstream_version()
+    return {"X": _debs.build_deb(dist, f"{up}-1"),
+            "X+1": _debs.build_deb(dist, f"{_debs.next_version(up)}-1")}
 
 
 @pytest.fixture

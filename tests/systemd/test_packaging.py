@@ -1,14 +1,13 @@
 """The .deb on a clean Debian 12 node: install, upgrade, remove, purge, and the
 packaged fwgate gating a k3s stand-in (see packaging/README.md).
 
-Two packages are built once per session with packaging/deb/build into a temp
-dir: the checkout's version X and X+1 (FWGATE_DEB_VERSION). Each test boots a
-fresh container (--private-network: no network, so every dependency must
-already be in the rootfs) with that dir bound read-only, and installs with
-apt-get as an operator would.
+Each test boots a fresh container (--private-network: no network, so every
+dependency must already be in the rootfs) with the packages (debs.py) bound
+read-only, and installs with apt-get as an operator would.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -17,14 +16,15 @@ from pathlib import Path
 
 import pytest
 
-import rootfs as _rootfs
 from container import Container
+from debs import apt, exists, package_version, show, unusr
 
 pytestmark = pytest.mark.systemd
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILD = ROOT / "packaging" / "deb" / "build"
 UNITS = "/usr/lib/systemd/system"
+GUARD_WANTS = "/etc/systemd/system/multi-user.target.wants/fwgate-guard.service"
 DROP_INS = [f"{UNITS}/k3s.service.d/10-fwgate.conf", f"{UNITS}/k3s-agent.service.d/10-fwgate.conf"]
 WANTS = ["/etc/systemd/system/k3s.service.wants/fwgate.service",
          "/etc/systemd/system/k3s-agent.service.wants/fwgate.service"]
@@ -53,40 +53,6 @@ SNAPSHOT = ["find", "/etc", "/opt", "/usr", "/var/lib/systemd", "-xdev",
             "-printf", "%p %y %l\n"]
 
 
-def upstream_version() -> str:
-    text = (ROOT / "fwgate" / "__init__.py").read_text()
-    return re.search(r'^__version__ = "(.+)"$', text, re.M)[1]
-
-
-def next_version(version: str) -> str:
-    """0.1.0 -> 0.1.1: a later upstream version, for the upgrade."""
-    head, _, last = version.rpartition(".")
-    return f"{head}.{int(last) + 1}" if last.isdigit() else f"{version}.post1"
-
-
-def build_deb(dist: Path, version: str) -> Path:
-    env = dict(os.environ, FWGATE_DIST=str(dist), FWGATE_DEB_VERSION=version,
-               FWGATE_LINTIAN="0",  # test_lintian_no_errors runs it once
-               # Reused across sessions: the same python3.X builds the same wheels.
-               FWGATE_PIP_CACHE=str(_rootfs.CACHE_DIR / "pip-deb"))
-    r = subprocess.run([str(BUILD)], env=env, capture_output=True, text=True, timeout=900)
-    if r.returncode:
-        pytest.fail(f"packaging/deb/build {version} failed:\n{r.stderr[-4000:]}", pytrace=False)
-    deb = Path(r.stdout.strip().splitlines()[-1])
-    assert deb.is_file() and deb.name.startswith(f"fwgate_{version}_"), r.stdout
-    return deb
-
-
-@pytest.fixture(scope="session")
-def debs(systemd_rootfs, tmp_path_factory) -> dict[str, Path]:
-    """{"X": .deb of the checkout's version, "X+1": .deb of the next one}."""
-    if os.geteuid() != 0:
-        pytest.skip("building the .deb needs root")
-    dist = tmp_path_factory.mktemp("debs")
-    up = upstream_version()
-    return {"X": build_deb(dist, f"{up}-1"), "X+1": build_deb(dist, f"{next_version(up)}-1")}
-
-
 @pytest.fixture
 def node(container_factory, debs) -> Container:
     """A clean node with the packages bound in and a k3s unit already there,
@@ -95,33 +61,6 @@ def node(container_factory, debs) -> Container:
     c.write_file("/etc/systemd/system/k3s.service", K3S_STANDIN)
     c.run(["systemctl", "daemon-reload"])
     return c
-
-
-def apt(c: Container, *args: str) -> str:
-    r = c.run(["env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "-y", "-q",
-               "-o", "Dpkg::Use-Pty=0", *args], timeout=180)
-    return r.stdout + r.stderr
-
-
-def show(c: Container, unit: str, *props: str) -> dict[str, str]:
-    out = c.run(["systemctl", "show", unit, *(f"-p{p}" for p in props)]).stdout
-    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
-
-
-def exists(c: Container, *paths: str) -> list[str]:
-    """The paths that exist (or are symlinks, dangling or not)."""
-    script = 'for p; do if [ -e "$p" ] || [ -L "$p" ]; then echo "$p"; fi; done'
-    return c.run(["sh", "-c", script, "sh", *paths]).stdout.split()
-
-
-def unusr(text: str) -> str:
-    """/usr/lib/systemd and /lib/systemd are one directory on merged-/usr
-    systems, and Debian 12's systemd names units by their /lib path."""
-    return text.replace("/usr/lib/", "/lib/")
-
-
-def package_version(deb: Path) -> str:
-    return deb.name.split("_")[1]
 
 
 # --- the package itself ------------------------------------------------------
@@ -152,7 +91,8 @@ def test_install_layout_enabled_not_started(node: Container, debs):
     assert "/etc/fwgate.yaml" in conffiles, conffiles
 
     files = node.run(["dpkg", "-L", "fwgate"]).stdout.split()
-    for path in [f"{UNITS}/fwgate.service", *DROP_INS, "/usr/bin/fwgate",
+    for path in [f"{UNITS}/fwgate.service", f"{UNITS}/fwgate-guard.service", *DROP_INS,
+                 "/usr/bin/fwgate",
                  "/usr/share/doc/fwgate/copyright", "/usr/share/doc/fwgate/changelog.Debian.gz",
                  "/usr/share/doc/fwgate/examples/fwgate.yaml", "/usr/share/man/man1/fwgate.1.gz"]:
         assert path in files, path
@@ -168,11 +108,18 @@ def test_install_layout_enabled_not_started(node: Container, debs):
     assert "fwgate.service" in k3s["Requires"].split(), k3s
     assert "fwgate.service" in k3s["After"].split(), k3s
     assert unusr(k3s["DropInPaths"]) == unusr(DROP_INS[0]), k3s
-    # Enabled for k3s and k3s-agent, and nothing started.
+    # The gate: enabled for k3s and k3s-agent, not started (it gates k3s's next start).
     assert exists(node, *WANTS) == WANTS
     fw = show(node, "fwgate.service", "UnitFileState", "ActiveState")
     assert fw == {"UnitFileState": "enabled", "ActiveState": "inactive"}, fw
     assert show(node, "k3s.service", "ActiveState")["ActiveState"] == "inactive"
+    # The guard: enabled and guarding at once; k3s wants nothing of it.
+    assert exists(node, GUARD_WANTS) == [GUARD_WANTS]
+    guard = show(node, "fwgate-guard.service", "UnitFileState", "ActiveState", "SubState")
+    assert guard == {"UnitFileState": "enabled", "ActiveState": "active",
+                     "SubState": "running"}, guard
+    k3s = show(node, "k3s.service", "Requires", "Wants")
+    assert "fwgate-guard" not in k3s["Requires"] + k3s["Wants"], k3s
     assert node.failed_units() == ""
 
 
@@ -182,6 +129,7 @@ def test_upgrade_keeps_edited_config_and_running_units(node: Container, debs):
     node.run(["systemctl", "start", "k3s.service"], timeout=60)  # runs the gate first
     ids = {u: show(node, u, "InvocationID", "ActiveState") for u in ("fwgate", "k3s")}
     assert ids["fwgate"]["ActiveState"] == ids["k3s"]["ActiveState"] == "active", ids
+    guard = show(node, "fwgate-guard", "InvocationID", "MainPID")
 
     apt(node, "install", str(debs["X+1"]))
 
@@ -191,9 +139,14 @@ def test_upgrade_keeps_edited_config_and_running_units(node: Container, debs):
     # dpkg's conffile handling: the operator's edit survives.
     assert node.read_file("/etc/fwgate.yaml") == QUICK_CONFIG
     assert not exists(node, "/etc/fwgate.yaml.dpkg-dist", "/etc/fwgate.yaml.dpkg-new")
-    # No restart: restarting fwgate would restart k3s (Requires=).
+    # No restart of the gate: restarting it would restart k3s (Requires=).
     assert {u: show(node, u, "InvocationID", "ActiveState") for u in ("fwgate", "k3s")} == ids
     assert show(node, "fwgate.service", "UnitFileState")["UnitFileState"] == "enabled"
+    # The guard runs the new version: restarted, and nothing else was.
+    again = show(node, "fwgate-guard", "InvocationID", "MainPID", "ActiveState")
+    assert again["ActiveState"] == "active" and again["InvocationID"] != guard["InvocationID"]
+    running = json.loads(node.run(["fwgate", "status", "--json"]).stdout)["guard"]
+    assert running["version"] == new.rsplit("-", 1)[0] and running["running"], running
     assert exists(node, "/opt/fwgate/lib/python3.11/site-packages/fwgate/__pycache__")
 
 
@@ -205,9 +158,12 @@ def test_remove_leaves_k3s_running_and_startable(node: Container, debs):
 
     apt(node, "remove", "fwgate")
 
-    # Not stopped: stopping fwgate would have stopped k3s with it.
+    # The gate not stopped: stopping it would have stopped k3s with it. The guard
+    # stopped: nothing depends on it.
     assert show(node, "k3s", "InvocationID", "ActiveState") == k3s
-    assert not exists(node, f"{UNITS}/fwgate.service", *DROP_INS, "/opt/fwgate", "/usr/bin/fwgate")
+    assert show(node, "fwgate-guard", "ActiveState")["ActiveState"] in ("inactive", "")
+    assert not exists(node, f"{UNITS}/fwgate.service", f"{UNITS}/fwgate-guard.service", *DROP_INS,
+                      "/opt/fwgate", "/usr/bin/fwgate")
     assert exists(node, "/opt")  # base-files' directory, which dpkg thought was ours
     # systemd was told: k3s no longer requires fwgate, and (re)starts without it.
     props = show(node, "k3s.service", "Requires", "After", "DropInPaths")
@@ -223,13 +179,13 @@ def test_purge_leaves_nothing_behind(node: Container, debs):
     apt(node, "install", str(debs["X"]))
     files = [f for f in node.run(["dpkg", "-L", "fwgate"]).stdout.split() if f != "/."]
     shared = set(exists(node, *files)) & {line.split()[0] for line in before}
-    assert exists(node, *WANTS) == WANTS
+    assert exists(node, *WANTS, GUARD_WANTS) == [*WANTS, GUARD_WANTS]
 
     apt(node, "purge", "fwgate")
 
     # Every path dpkg listed is gone, but for directories other packages own.
     assert set(exists(node, *files)) == shared
-    assert not exists(node, "/etc/fwgate.yaml", "/opt/fwgate", *DROP_INS, *WANTS)
+    assert not exists(node, "/etc/fwgate.yaml", "/opt/fwgate", *DROP_INS, *WANTS, GUARD_WANTS)
     # And nothing else appeared or vanished: enable links, helper state, caches.
     after = set(node.run(SNAPSHOT).stdout.splitlines())
     assert after == before, {"left": sorted(after - before), "lost": sorted(before - after)}

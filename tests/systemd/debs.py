@@ -1,0 +1,70 @@
+"""The .deb under test: built once per session, installed with apt-get in a container.
+
+Two packages are built with packaging/deb/build into a temp dir: the checkout's
+version X and X+1 (FWGATE_DEB_VERSION), for upgrades. The `debs` fixture
+(conftest.py) gives them; these helpers drive a container holding them."""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+import rootfs as _rootfs
+from container import Container
+
+ROOT = Path(__file__).resolve().parents[2]
+BUILD = ROOT / "packaging" / "deb" / "build"
+
+
+def upstream_version() -> str:
+    text = (ROOT / "fwgate" / "__init__.py").read_text()
+    return re.search(r'^__version__ = "(.+)"$', text, re.M)[1]
+
+
+def next_version(version: str) -> str:
+    """0.1.0 -> 0.1.1: a later upstream version, for the upgrade."""
+    head, _, last = version.rpartition(".")
+    return f"{head}.{int(last) + 1}" if last.isdigit() else f"{version}.post1"
+
+
+def build_deb(dist: Path, version: str) -> Path:
+    env = dict(os.environ, FWGATE_DIST=str(dist), FWGATE_DEB_VERSION=version,
+               FWGATE_LINTIAN="0",  # test_lintian_no_errors runs it once
+               # Reused across sessions: the same python3.X builds the same wheels.
+               FWGATE_PIP_CACHE=str(_rootfs.CACHE_DIR / "pip-deb"))
+    r = subprocess.run([str(BUILD)], env=env, capture_output=True, text=True, timeout=900)
+    if r.returncode:
+        pytest.fail(f"packaging/deb/build {version} failed:\n{r.stderr[-4000:]}", pytrace=False)
+    deb = Path(r.stdout.strip().splitlines()[-1])
+    assert deb.is_file() and deb.name.startswith(f"fwgate_{version}_"), r.stdout
+    return deb
+
+
+def apt(c: Container, *args: str) -> str:
+    r = c.run(["env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "-y", "-q",
+               "-o", "Dpkg::Use-Pty=0", *args], timeout=180)
+    return r.stdout + r.stderr
+
+
+def show(c: Container, unit: str, *props: str) -> dict[str, str]:
+    out = c.run(["systemctl", "show", unit, *(f"-p{p}" for p in props)]).stdout
+    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+
+def exists(c: Container, *paths: str) -> list[str]:
+    """The paths that exist (or are symlinks, dangling or not)."""
+    script = 'for p; do if [ -e "$p" ] || [ -L "$p" ]; then echo "$p"; fi; done'
+    return c.run(["sh", "-c", script, "sh", *paths]).stdout.split()
+
+
+def unusr(text: str) -> str:
+    """/usr/lib/systemd and /lib/systemd are one directory on merged-/usr
+    systems, and Debian 12's systemd names units by their /lib path."""
+    return text.replace("/usr/lib/", "/lib/")
+
+
+def package_version(deb: Path) -> str:
+    return deb.name.split("_")[1]
