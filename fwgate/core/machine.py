@@ -49,6 +49,9 @@ from .window import QuietWindow
 DEBOUNCE = 0.02      # dump once the event stream has paused this long
 PACE = 2.0           # after a dump that took t, wait 2t: at most a third of the time dumping
 MAX_COMPAT_ROUNDS = 3  # repair conflicts before READY: settle again at most this often
+# GUARDING on a busy node (kube-router restores ip filter at every sync) the scope may
+# never be quiet: check anyway once the oldest unchecked change is this many windows old.
+BUSY_WINDOWS = 3
 
 
 class Role(enum.Enum):
@@ -112,11 +115,11 @@ class Machine:
         self.compat_rounds = 0
         self.check_not_before = now     # CHECKING: after a repair conflict, let it settle
         self.txn_touched = self.txn_counted = False
-        self.unsettled = False          # GUARDING: a change waits for its window
+        self.unchecked_since: float | None = None  # GUARDING: first change not checked yet
         self.timed_out: str | None = None
         if self.ready_sent:
             self.phase = Phase.GUARDING
-            self.unsettled = True
+            self.unchecked_since = now
             return
         self.index = 0
         self.stage_started = now
@@ -164,8 +167,9 @@ class Machine:
             due = self._stage_due()
             if due is not None and window_open:
                 times.append(due)
-        elif self.phase is Phase.GUARDING and self.unsettled and window_open:
-            times.append(self.window.last_change + self.config.settle)
+        elif self.phase is Phase.GUARDING and self.unchecked_since is not None:
+            quiet, busy = self._guard_due()
+            times.append(min(quiet, busy) if window_open else busy)
         elif self.phase is Phase.CHECKING and self.compat_in_flight is None:
             times.append(self.check_not_before)
         return min(times)
@@ -174,7 +178,8 @@ class Machine:
         if self.phase is Phase.GUARDING:
             verdict = self.last_verdict.summary if self.last_verdict else "not checked yet"
             head = "guarding" if self.role is Role.GUARD else "watching"
-            changing = f"; rules: {self.window.changes} change(s), settling" if self.unsettled else ""
+            changing = f"; rules: {self.window.changes} change(s), settling" \
+                if self.unchecked_since is not None else ""
             return f"{head}: {verdict}; {self.state.repairs_total} repair(s){changing}"
         if self.phase is Phase.CHECKING:
             head = f"{self.timed_out}; " if self.timed_out else ""
@@ -254,7 +259,7 @@ class Machine:
         self.state.resyncs_total += 1
         self._log("warning", "nf_tables events overflowed the socket; resyncing")
         self._mark_stale(inp.now)
-        self.unsettled = self.phase is Phase.GUARDING
+        self._note_unchecked(inp.now)
         self.txn_touched = self.txn_counted = False
         # A rule to repair may have been among the lost: look at everything once.
         self.pending_repairs.clear()
@@ -279,7 +284,7 @@ class Machine:
                 return
             self.window.change_behind_our_back(now, snap.genid, inp.digest)
             self.serial += 1
-            self.unsettled = self.phase is Phase.GUARDING
+            self._note_unchecked(now)
         elif confirming:
             self.confirm = None
         if self.window.baseline is None and current:
@@ -398,10 +403,12 @@ class Machine:
                 and now >= self.check_not_before:
             self.compat_in_flight = "verdict"
             self._out.append(A.RunCompat(repair=self.config.compat.on_incompatible == "repair"))
-        elif self.phase is Phase.GUARDING and self.unsettled:
-            due = self.window.last_change + self.config.settle
-            if now >= due:
+        elif self.phase is Phase.GUARDING and self.unchecked_since is not None:
+            quiet, busy = self._guard_due()
+            if now >= quiet:
                 self._ask_if_quiet()
+            if self.confirm is None and now >= busy:
+                self._check_now()  # never quiet: a verdict anyway
 
     def _gate_step(self, now: float) -> None:
         if now >= self._deadline():
@@ -429,13 +436,8 @@ class Machine:
         if self.phase is Phase.GATING:
             if self._stage_held():
                 self._complete_stage(now)
-        elif self.phase is Phase.GUARDING and self.unsettled:
-            self.unsettled = False
-            if self.compat_in_flight is None:
-                self.compat_in_flight = "verdict"
-                self._out.append(A.RunCompat(repair=self.config.compat.on_incompatible == "repair"))
-            else:  # a sweep is running; check once it is back
-                self.unsettled = True
+        elif self.phase is Phase.GUARDING and self.unchecked_since is not None:
+            self._check_now()
 
     def _complete_stage(self, now: float) -> None:
         stage = self.stages[self.index]
@@ -464,8 +466,11 @@ class Machine:
             return
         degraded = "; ".join(filter(None, [self.timed_out,
                                            verdict.summary if verdict.degraded else None]))
-        status = (f"ready (degraded: {degraded})" if degraded else
-                  f"ready: rules settled after {now - self.started:.1f}s")
+        if self.role is Role.GUARD:
+            status = f"ready: guarding; {verdict.summary}"
+        else:
+            status = (f"ready (degraded: {degraded})" if degraded else
+                      f"ready: rules settled after {now - self.started:.1f}s")
         self.ready_sent = True
         self.state.ready_at = self._wall(now)
         self._notify(READY=1, STATUS=status)
@@ -498,7 +503,7 @@ class Machine:
         self.serial += 1
         self._mark_stale(now)
         if self.phase is Phase.GUARDING:
-            self.unsettled = True
+            self._note_unchecked(now)
         elif self.phase is Phase.CHECKING and self.stages and self.compat_rounds <= MAX_COMPAT_ROUNDS:
             self.phase = Phase.GATING
             self.index = len(self.stages) - 1
@@ -513,8 +518,24 @@ class Machine:
         self.serial += 1
         self.state.changes_total += 1
         self.state.last_change_at = self._wall(now)
-        if self.phase is Phase.GUARDING:
-            self.unsettled = True
+        self._note_unchecked(now)
+
+    def _note_unchecked(self, now: float) -> None:
+        if self.phase is Phase.GUARDING and self.unchecked_since is None:
+            self.unchecked_since = now
+
+    def _guard_due(self) -> tuple[float, float]:
+        """(when the window since the last change ends, when the oldest unchecked
+        change has waited long enough on a scope that is never quiet)."""
+        return (self.window.last_change + self.config.settle,
+                self.unchecked_since + BUSY_WINDOWS * self.config.settle)
+
+    def _check_now(self) -> None:
+        """GUARDING: run the probe on what is there now (a sweep in flight: after it)."""
+        if self.compat_in_flight is None:
+            self.unchecked_since = None
+            self.compat_in_flight = "verdict"
+            self._out.append(A.RunCompat(repair=self.config.compat.on_incompatible == "repair"))
 
     def _own_change(self) -> None:
         self.window.own_change()

@@ -42,7 +42,7 @@ KUBE_ROUTER_C = ["iptables", "-t", "filter", "-C", "FORWARD", "-m", "comment", "
 def install(c: Container, policy: str = "warn") -> None:
     """fwgate as packaged, the stand-ins, a fake k3s iptables bundle, a config."""
     sh = f"""set -e
-        install -m 0644 {ROOT}/systemd/fwgate.service {UNITS}/
+        install -m 0644 {ROOT}/systemd/fwgate.service {ROOT}/systemd/fwgate-guard.service {UNITS}/
         for u in k3s k3s-agent; do
             install -D -m 0644 {ROOT}/systemd/$u.service.d/10-fwgate.conf \\
                 {UNITS}/$u.service.d/10-fwgate.conf
@@ -162,8 +162,9 @@ def node(container: Container) -> Container:
 # --- the units themselves -------------------------------------------------------
 
 def test_units_load_clean_and_hook_into_k3s(node: Container):
-    verify = node.run(["systemd-analyze", "verify", f"{UNITS}/fwgate.service"], check=False)
-    assert verify.returncode == 0 and "fwgate.service" not in verify.stderr, verify.stderr
+    for unit in ("fwgate.service", "fwgate-guard.service"):
+        verify = node.run(["systemd-analyze", "verify", f"{UNITS}/{unit}"], check=False)
+        assert verify.returncode == 0 and unit not in verify.stderr, verify.stderr
     node.write_file("/etc/systemd/system/k3s-agent.service",
                     "[Service]\nType=notify\nExecStart=/bin/sleep infinity\n")
     node.run(["systemctl", "daemon-reload"])
@@ -178,10 +179,20 @@ def test_units_load_clean_and_hook_into_k3s(node: Container):
     assert "netbird.service" in props["Wants"].split()
     assert props["UnitFileState"] == "enabled"
     assert set(props["WantedBy"].split()) == {"k3s.service", "k3s-agent.service"}
-    # The sandbox as systemd itself rates the loaded unit (docs/systemd.md quotes it).
-    out = node.run(["systemd-analyze", "security", "fwgate.service"]).stdout
-    exposure = float(re.search(r"Overall exposure level for fwgate\.service: ([\d.]+)", out)[1])
-    assert exposure <= 2.0, out
+    # The guard: nothing of k3s depends on it, it depends on nothing, it starts late.
+    guard = show(node, "fwgate-guard.service", "After", "Requires", "Wants", "RequiredBy",
+                 "WantedBy", "Restart")
+    assert {"fwgate.service", "netbird.service"} <= set(guard["After"].split()), guard
+    assert (guard["RequiredBy"], guard["Restart"]) == ("", "always"), guard
+    for unit in ("k3s.service", "k3s-agent.service"):
+        props = show(node, unit, "Requires", "Wants", "BindsTo", "PartOf", "After")
+        assert "fwgate-guard" not in " ".join(props.values()), props
+    # The sandboxes as systemd itself rates the loaded units (docs/systemd.md quotes them).
+    for unit in ("fwgate.service", "fwgate-guard.service"):
+        out = node.run(["systemd-analyze", "security", unit]).stdout
+        exposure = float(re.search(rf"Overall exposure level for {re.escape(unit)}: ([\d.]+)",
+                                   out)[1])
+        assert exposure <= 2.0, out
 
 
 # --- 1. boot order and the settle window ------------------------------------------
@@ -321,7 +332,8 @@ def test_bad_config_exits_78_and_is_not_restarted(node: Container):
 
 # --- 5. Netbird restarts after boot ----------------------------------------------------
 
-def test_netbird_restart_after_ready_leaves_fwgate_and_k3s_alone(node: Container):
+def test_netbird_restart_after_ready_leaves_the_gate_and_k3s_alone(node: Container):
+    """The gate alone (no guard here): its job ended at READY."""
     write_config(node, CONFIG.format(policy="repair"))
     node.run(["systemctl", "start", "k3s.service"])
     wait_changes(node, BURSTS)
@@ -339,7 +351,8 @@ def test_netbird_restart_after_ready_leaves_fwgate_and_k3s_alone(node: Container
     assert show(node, "fwgate", "SubState")["SubState"] == "exited"
     assert show(node, "k3s", "SubState")["SubState"] == "running"
     assert [e["FWGATE_EVENT"] for e in events(node)].count("ready") == 1
-    # The truth: Netbird wrote its crash-prone rule again and nobody repaired it.
+    # The truth: Netbird wrote its crash-prone rule again and, without the guard
+    # (test_lifecycle.py), nobody repaired it: k3s dies at its next sync.
     crash = node.run(KUBE_ROUTER_C[:3] + ["-S", "FORWARD"], check=False)
     assert crash.returncode != 0 and "incompatible" in crash.stderr, crash
 
@@ -354,20 +367,23 @@ def test_watch_mode_repairs_again_and_brings_crashed_k3s_back(node: Container):
     fw = show(node, "fwgate", "SubState", "MainPID")
     assert fw["SubState"] == "running", fw  # still there after READY
 
+    # fwgate repairs at once; to see k3s crash first, freeze fwgate meanwhile.
+    node.run(["systemctl", "kill", "--signal=SIGSTOP", "--kill-whom=main", "fwgate.service"])
     node.run(["systemctl", "restart", "netbird.service"])
     wait_changes(node, BURSTS + 3)  # Netbird's crash-prone rule is back (burst_filter)
     # k3s restarting now meets it and crashes, as it would on a real node.
     node.run(["systemctl", "restart", "k3s.service"], check=False)
     crashed = show(node, "k3s", "ActiveState", "ExecMainStatus")
     assert crashed == {"ActiveState": "failed", "ExecMainStatus": "3"}, (crashed, logs(node))
-    # Once Netbird settles, fwgate repairs live and restarts the crashed k3s.
+    # Thawed, fwgate reads the events it missed, repairs, and restarts the crashed k3s.
+    node.run(["systemctl", "kill", "--signal=SIGCONT", "--kill-whom=main", "fwgate.service"])
     wait_for("k3s to be brought back", lambda: show(node, "k3s", "ActiveState")["ActiveState"]
              == "active", timeout=30)
     assert "restarted k3s.service (it was failed) after the repair" in said(node), logs(node)
     assert node.run(KUBE_ROUTER_C[:3] + ["-S", "FORWARD"], check=False).returncode == 0
     assert show(node, "fwgate", "MainPID") == {"MainPID": fw["MainPID"]}  # the same fwgate
     state = status(node)
-    assert state["running"] and state["phase"] == "watching", state
+    assert state["running"] and state["phase"] == "guarding", state
     assert state["repairs_total"] == 2 and state["restarts"][0]["unit"] == "k3s.service", state
 
     node.run(["systemctl", "reload", "fwgate.service"])  # ExecReload= sends SIGHUP
@@ -426,5 +442,5 @@ def test_journal_fields_and_metrics_textfile(node: Container):
     assert settled == ["netbird", "tunnel", "rules"], settled
 
     prom = node.read_file(f"{PROM_DIR}/fwgate.prom")
-    assert re.search(r"^fwgate_ready 1$", prom, re.M), prom
+    assert re.search(r'^fwgate_ready\{role="gate"\} 1$', prom, re.M), prom
     assert "cannot write" not in said(node)

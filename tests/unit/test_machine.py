@@ -70,9 +70,11 @@ class World:
         from fwgate.model import Facts
         return Facts(links={"wt0": LinkState(self.link_up)}, snapshot=None)
 
-    def commit(self, now: float, events: list[Event], notify: bool, portid: int) -> None:
+    def commit(self, now: float, events: list[Event], notify: bool, portid: int,
+               before: str | None = None) -> None:
         self.genid += 1
-        if portid != OWN:
+        # A foreign change: announced, or one that moved the state (a silent no-op is none).
+        if portid != OWN and (notify or before != self.digest()):
             self.changed_at.append(now)
         if notify:
             stamped = [Event(e.kind, e.table, None, portid, None, e.rule) for e in events]
@@ -84,13 +86,14 @@ class World:
             self.link_up = what == "link_up"
             self.feed_input(I.LinksChanged(now, {"wt0": LinkState(self.link_up)}))
             return
+        before = self.digest()
         if what == "netbird_rule":
             rule = netbird_oif_rule(self.next_handle)
             self.next_handle += 1
             self.filter_rules[rule.handle] = rule
             self.added_at[rule.handle] = now
             self.version += 1
-            self.commit(now, [Event("NEWRULE", FILTER, rule=rule)], notify, NETBIRD_PORT)
+            self.commit(now, [Event("NEWRULE", FILTER, rule=rule)], notify, NETBIRD_PORT, before)
             return
         if what == "table_add":
             self.table_handle += 0 if self.table else 1
@@ -99,7 +102,7 @@ class World:
             self.table = False
         else:
             self.version += 1
-        self.commit(now, [Event("NEWRULE", NETBIRD)], notify, NETBIRD_PORT)
+        self.commit(now, [Event("NEWRULE", NETBIRD)], notify, NETBIRD_PORT, before)
 
     # the executor
     def feed_input(self, inp) -> None:
@@ -307,6 +310,17 @@ def test_the_guard_is_ready_at_once_and_checks_again_after_each_change():
     runs = [a for a in world.actions if isinstance(a, A.RunCompat)]
     assert len(runs) == 3  # at start, after 12+5, after 30+5
     assert world.repair_windows == [0.0]
+
+
+def test_the_guard_checks_a_scope_that_is_never_quiet():
+    """kube-router restores ip filter at every sync: on a busy node the guard's window
+    never closes, yet it checks at the latest BUSY_WINDOWS windows after a change."""
+    from fwgate.core.machine import BUSY_WINDOWS
+    world = World(config(stages=(), policy="repair"), Role.GUARD)
+    world.run([(10.0 + t, "change", True) for t in range(60)], horizon=70.0)
+    runs = [a for a in world.actions if isinstance(a, A.RunCompat)]
+    assert len(runs) >= 1 + 60 // (BUSY_WINDOWS * 5) - 1
+    assert world.machine.status(70.0).startswith("guarding: ")
 
 
 def test_watch_mode_keeps_guarding_and_stop_exits_zero():
