@@ -1,0 +1,62 @@
+"""The layers hold: what decides imports nothing that does I/O.
+
+Each pure module is imported alone in a fresh interpreter; afterwards no socket,
+subprocess, selector, netlink library, D-Bus binding, YAML parser or fwgate
+adapter may be loaded, directly or through anything it imports."""
+from __future__ import annotations
+
+import json
+import pkgutil
+import subprocess
+import sys
+
+import fwgate
+
+# Pure: every module of these packages, and these modules.
+PURE_PACKAGES = ("fwgate.netlink.", "fwgate.core.", "fwgate.compat.", "fwgate.marks.")
+PURE_MODULES = {"fwgate.errors", "fwgate.timespan", "fwgate.model", "fwgate.config",
+                "fwgate.state", "fwgate.netbird", "fwgate.report"}
+# The edges, which may do I/O: the adapters, and these.
+EDGES = {"fwgate.__main__", "fwgate.cli", "fwgate.daemon", "fwgate.demo", "fwgate.programmer",
+         "fwgate.compat.probe"}
+FORBIDDEN = ("socket", "_socket", "select", "selectors", "subprocess", "pyroute2", "pystemd",
+             "yaml", "sdnotify", "fwgate.adapters", "fwgate.daemon", "fwgate.cli",
+             "fwgate.compat.probe")
+PROBE = """
+import importlib, json, sys
+importlib.import_module(sys.argv[1])
+print(json.dumps(sorted(sys.modules)))
+"""
+
+
+def modules() -> set[str]:
+    return {m.name for m in pkgutil.walk_packages(fwgate.__path__, "fwgate.") if not m.ispkg}
+
+
+def pure_modules() -> list[str]:
+    return sorted(m for m in modules() if m not in EDGES and
+                  (m in PURE_MODULES or m.startswith(PURE_PACKAGES)))
+
+
+def loaded_by(module: str) -> set[str]:
+    out = subprocess.run([sys.executable, "-c", PROBE, module], capture_output=True, text=True,
+                         check=True, timeout=60)
+    return set(json.loads(out.stdout))
+
+
+def test_pure_modules_import_no_io():
+    baseline = loaded_by("json")  # what the interpreter loads anyway
+    pure = pure_modules()
+    assert len(pure) >= 25, pure
+    for module in pure:
+        extra = loaded_by(module) - baseline
+        bad = sorted(m for m in extra
+                     if m in FORBIDDEN or m.startswith(tuple(f"{f}." for f in FORBIDDEN)))
+        assert not bad, f"{module} pulls in {bad}"
+
+
+def test_every_module_is_placed():
+    """A new module is pure or an edge, on purpose."""
+    unplaced = sorted(m for m in modules() if m not in EDGES and m not in pure_modules()
+                      and not m.startswith("fwgate.adapters."))
+    assert not unplaced, unplaced
