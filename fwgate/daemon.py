@@ -5,15 +5,23 @@ wakes for them, for the machine's next deadline, or for the keep-alive tick
 (EXTEND_TIMEOUT_USEC, WATCHDOG, a fresh STATUS). Every decision is the machine's
 (fwgate.core.machine); this module only carries out what it asks and feeds back
 what happened.
+
+Actions are carried out at once, in order, each answer fed back before anything
+else is read; but for one: after READY the compat probe (a snapshot and analysis
+of every iptables table, a second or so at 50k rules) runs in a worker thread on
+a socket of its own, so events are read and repairs made at once meanwhile.
 """
 from __future__ import annotations
 
 import errno
 import math
 import os
+import queue
 import selectors
 import signal
 import socket
+import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -94,15 +102,19 @@ class Daemon:
         self.ready_at: float | None = None
         self.last_change: float | None = None
         self._state_warned = False
+        self._probing: threading.Thread | None = None
+        self._probed: queue.SimpleQueue = queue.SimpleQueue()
 
     # -- set-up ---------------------------------------------------------------------
 
-    def _open(self) -> None:
+    def open(self) -> None:
+        """The sockets: nf_tables events (subscribed before the first dump, so no
+        change falls in between), requests, the worker's requests, signals."""
         try:
-            # Subscribe before the first dump, so no change can fall in between.
             self.events = NfSocket(groups=(NFNLGRP_NFTABLES,), rcvbuf=EVENT_RCVBUF)
             self.events.sock.setblocking(False)
             self.nl = NfSocket()
+            self.worker_nl = NfSocket()
         except NetlinkError as exc:
             hint = " (needs root or CAP_NET_ADMIN)" if exc.errno in (errno.EPERM, errno.EACCES) \
                 else " (is nf_tables available?)"
@@ -111,6 +123,13 @@ class Daemon:
         self.selector.register(self.events.sock, selectors.EVENT_READ, "nft")
         self.signals = _Signals()
         self.selector.register(self.signals.rx, selectors.EVENT_READ, "signals")
+        self.woken, self.wake = socket.socketpair()  # the worker's "done"
+        self.woken.setblocking(False)
+        self.selector.register(self.woken, selectors.EVENT_READ, "worker")
+
+    @property
+    def own_portids(self) -> frozenset[int]:
+        return frozenset({self.nl.portid, self.worker_nl.portid})
 
     def _watchers(self, now: float) -> list[I.Input]:
         """Open the link and unit watchers the stages ask about (those not open yet);
@@ -134,8 +153,11 @@ class Daemon:
             out.append(I.UnitsChanged(now, self.units.states))
         return out
 
-    def _close(self) -> None:
-        for part in (getattr(self, n, None) for n in ("signals", "links", "units", "events", "nl")):
+    def close(self) -> None:
+        if self._probing is not None:
+            self._probing.join()
+        for part in (getattr(self, n, None) for n in ("signals", "links", "units", "events", "nl",
+                                                      "worker_nl", "woken", "wake")):
             if part is not None:
                 part.close()
         if getattr(self, "selector", None):
@@ -144,19 +166,22 @@ class Daemon:
     # -- the loop ---------------------------------------------------------------------
 
     def run(self) -> Result:
-        self._open()
+        self.open()
         try:
             return self._loop()
         finally:
-            self._close()
+            self.close()
 
     def _loop(self) -> Result:
+        # The probe's worker holds the interpreter in turns: hand it back to the event
+        # loop within a millisecond (the default is 5), so a repair never waits long.
+        sys.setswitchinterval(0.001)
         now = self.clock()
         facts = Facts()
         for first in self._watchers(now):
             facts = replace(facts, **({"links": first.links} if isinstance(first, I.LinksChanged)
                                       else {"units": first.units}))
-        self.machine = Machine(self.config, now, self.role, own_portid=self.nl.portid,
+        self.machine = Machine(self.config, now, self.role, own_portids=self.own_portids,
                                keep_guarding=self.keep_guarding,
                                wall_offset=time.time() - time.monotonic(), pid=os.getpid(),
                                netns=self.netns, facts=facts)
@@ -209,6 +234,8 @@ class Daemon:
                 out.append(I.UnitsChanged(now, self.units.states))
             elif key.data == "signals":
                 out += self._on_signals(now)
+            elif key.data == "worker":
+                out += self._worker_done()
         return out
 
     def _read_events(self) -> list[I.Input]:
@@ -263,8 +290,12 @@ class Daemon:
             if isinstance(action, A.Exit):
                 exit_action = action
             else:
-                queue.extend(getattr(self, "_do_" + type(action).__name__)(action))
+                queue.extend(self.carry_out(action))
         return exit_action
+
+    def carry_out(self, action: A.Action) -> list[I.Input]:
+        """Do what one action asks; the inputs it answers with (none for most)."""
+        return getattr(self, "_do_" + type(action).__name__)(action)
 
     def _drained(self) -> list[I.Input]:
         """Events up to now: the kernel queues a transaction's notifications before its
@@ -286,12 +317,45 @@ class Daemon:
         return [*self._drained(), I.Generation(self.clock(), genid)]
 
     def _do_RunCompat(self, action: A.RunCompat) -> list[I.Input]:
-        probed = probe(self.nl, repair=action.repair, binaries=self.binaries, netns=self.netns,
-                       ifaces=self.config.tunnel_links())
-        return [*self._drained(), I.CompatDone(self.clock(), probed.result)]
+        if self.machine.ready_sent:  # nothing waits on it: keep reading events meanwhile
+            self._probing = threading.Thread(target=self._probe_in_worker, args=(action,),
+                                             name="compat-probe", daemon=True)
+            self._probing.start()
+            return []
+        return [*self._drained(), I.CompatDone(self.clock(), self._probe(self.nl, action))]
+
+    def _probe(self, sock: NfSocket, action: A.RunCompat):
+        return probe(sock, repair=action.repair, binaries=self.binaries, netns=self.netns,
+                     ifaces=self.config.tunnel_links()).result
+
+    def _probe_in_worker(self, action: A.RunCompat) -> None:
+        try:
+            self._probed.put(self._probe(self.worker_nl, action))
+        except BaseException as exc:  # raised again in the loop, as if it ran there
+            self._probed.put(exc)
+        self.wake.send(b"!")
+
+    def _worker_done(self) -> list[I.Input]:
+        try:
+            self.woken.recv(64)
+        except BlockingIOError:
+            return []
+        self._probing.join()
+        self._probing = None
+        result = self._probed.get()
+        if isinstance(result, BaseException):
+            raise result
+        return [*self._drained(), I.CompatDone(self.clock(), result)]
 
     def _do_RepairRules(self, action: A.RepairRules) -> list[I.Input]:
-        produced = commit_repairs(self.nl, action.repairs, action.genid)
+        try:
+            produced = commit_repairs(self.nl, action.repairs, action.genid)
+        except NetlinkError as exc:
+            if exc.errno != errno.ENOENT:
+                raise
+            produced = None  # the rule went away meanwhile: the machine looks again
+        if produced is None:  # refused: what came first decides what to do next
+            return [*self._drained(), I.RepairDone(self.clock(), action.repairs, None)]
         return [I.RepairDone(self.clock(), action.repairs, produced)]
 
     def _do_Notify(self, action: A.Notify) -> list[I.Input]:

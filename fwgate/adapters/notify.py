@@ -7,6 +7,8 @@ import sdnotify
 
 from ..errors import EnvironmentProblem
 
+SEND_TIMEOUT = 1.0  # seconds one sd_notify may block (systemd reads at once)
+
 
 class Notifier:
     """Talks to systemd when NOTIFY_SOCKET is set; does nothing otherwise.
@@ -22,6 +24,8 @@ class Notifier:
         if self.address:
             try:
                 self._notifier = sdnotify.SystemdNotifier(debug=True)
+                # A receiver that stops reading must never stall the event loop.
+                self._notifier.socket.settimeout(SEND_TIMEOUT)
             except OSError as exc:
                 raise EnvironmentProblem(
                     f"NOTIFY_SOCKET={self.address}: cannot reach systemd's notify socket: "

@@ -1,6 +1,6 @@
 """The gate's whole life as one pure state machine.
 
-    machine = Machine(config, now, Role.GATE, own_portid=sock.portid)
+    machine = Machine(config, now, Role.GATE, own_portids={sock.portid})
     actions = machine.start(now)
     actions = machine.handle(NftEvents(now, events))   # ... and so on
 
@@ -52,6 +52,7 @@ MAX_COMPAT_ROUNDS = 3  # repair conflicts before READY: settle again at most thi
 # GUARDING on a busy node (kube-router restores ip filter at every sync) the scope may
 # never be quiet: check anyway once the oldest unchecked change is this many windows old.
 BUSY_WINDOWS = 3
+MAX_REPAIR_RETRIES = 5  # a refused repair batch is tried again on the newer generation
 
 
 class Role(enum.Enum):
@@ -68,11 +69,12 @@ class Phase(enum.Enum):
 
 class Machine:
     def __init__(self, config: Config, now: float, role: Role = Role.GATE, *,
-                 own_portid: int = 0, keep_guarding: bool | None = None,
+                 own_portids: frozenset[int] | set[int] = frozenset(),
+                 keep_guarding: bool | None = None,
                  wall_offset: float = 0.0, pid: int = 0, netns: str | None = None,
                  facts: Facts | None = None):
         self.role = role
-        self.own_portid = own_portid      # events our own transactions carry
+        self.own_portids = frozenset(own_portids) - {0}  # what our own transactions' events carry
         self.wall_offset = wall_offset    # time.time() - time.monotonic(), for the state file
         self.keep_guarding = role is Role.GUARD or (
             config.after_ready.mode == "watch" if keep_guarding is None else keep_guarding)
@@ -90,6 +92,7 @@ class Machine:
         self.pending_repairs: dict[tuple, tuple[Rule, str]] = {}
         self.repair_genid: int | None = None
         self.repair_in_flight = False
+        self.repair_retries = 0         # batches refused in a row (the ruleset moved on)
         self.sweep_wanted = False       # events were lost: a full probe finds what we missed
         self._out: list[A.Action] = []
         self._configure(config, now)
@@ -158,7 +161,7 @@ class Machine:
         if self.phase is Phase.DONE:
             return math.inf
         times = [math.inf]
-        if self.stale and not self.dump_in_flight:
+        if self.stale and not self.dump_in_flight and self.phase is not Phase.GUARDING:
             times.append(self._dump_due())
         # A window's end matters once its baseline is in: a pending dump comes first.
         window_open = not self.stale and self.confirm is None
@@ -167,9 +170,9 @@ class Machine:
             due = self._stage_due()
             if due is not None and window_open:
                 times.append(due)
-        elif self.phase is Phase.GUARDING and self.unchecked_since is not None:
-            quiet, busy = self._guard_due()
-            times.append(min(quiet, busy) if window_open else busy)
+        elif self.phase is Phase.GUARDING and self.unchecked_since is not None \
+                and self.compat_in_flight is None:
+            times.append(min(self._guard_due()))
         elif self.phase is Phase.CHECKING and self.compat_in_flight is None:
             times.append(self.check_not_before)
         return min(times)
@@ -215,7 +218,7 @@ class Machine:
                 if self.pending_repairs and event.genid is not None:
                     self.repair_genid = event.genid
                 continue
-            if event.portid == self.own_portid and self.own_portid:
+            if event.portid in self.own_portids:
                 if event.table in self.watched or event.table in self.interest:
                     self._own_change()
                 continue
@@ -340,13 +343,20 @@ class Machine:
 
     def _on_RepairDone(self, inp: I.RepairDone) -> None:
         self.repair_in_flight = False
+        if inp.produced_genid is None:
+            # Another transaction came first (the executor fed us its events already):
+            # the rules still pending are still there; try again on the newest generation.
+            self.repair_retries += 1
+            if self.repair_retries <= MAX_REPAIR_RETRIES and self.last_seen_genid is not None:
+                self.repair_genid = self.last_seen_genid
+            else:  # still moving: look at everything once it is our turn
+                self.pending_repairs.clear()
+                self.sweep_wanted = True
+            return
+        self.repair_retries = 0
         for r in inp.repairs:
             self.pending_repairs.pop((r.rule.family, r.rule.table, r.rule.chain, r.rule.handle),
                                      None)
-        if inp.produced_genid is None:
-            # The ruleset moved on before our batch: look again at what is there now.
-            self.sweep_wanted = True
-            return
         self._note_repairs(inp.now, inp.repairs)
 
     def _on_UnitRestarted(self, inp: I.UnitRestarted) -> None:
@@ -389,7 +399,8 @@ class Machine:
     def _step(self, now: float) -> None:
         if self.pending_repairs and self.repair_genid is not None and not self.repair_in_flight:
             self._emit_repair()
-        if self.stale and not self.dump_in_flight and now >= self._dump_due():
+        if self.stale and not self.dump_in_flight and now >= self._dump_due() and \
+                self.phase is not Phase.GUARDING:
             self.dump_in_flight = True
             self._out.append(A.Dump(tuple(self.interest), tuple(sorted(self.watched)),
                                     self.keep_rules))
@@ -403,12 +414,11 @@ class Machine:
                 and now >= self.check_not_before:
             self.compat_in_flight = "verdict"
             self._out.append(A.RunCompat(repair=self.config.compat.on_incompatible == "repair"))
-        elif self.phase is Phase.GUARDING and self.unchecked_since is not None:
-            quiet, busy = self._guard_due()
-            if now >= quiet:
-                self._ask_if_quiet()
-            if self.confirm is None and now >= busy:
-                self._check_now()  # never quiet: a verdict anyway
+        elif self.phase is Phase.GUARDING and self.unchecked_since is not None and \
+                now >= min(self._guard_due()):
+            # Quiet for a window, or never quiet for three: the probe reads it all afresh
+            # (no baseline dump: it would only hold up the next repair).
+            self._check_now()
 
     def _gate_step(self, now: float) -> None:
         if now >= self._deadline():

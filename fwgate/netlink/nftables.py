@@ -103,7 +103,7 @@ class Event:
     genid: int | None = None    # NEWGEN only
     portid: int = 0             # netlink port of the socket whose transaction this is
     pid: int | None = None      # NEWGEN only: the process that committed it
-    rule: Rule | None = None    # NEWRULE only: the rule as added (position unknown: -1)
+    rule: Rule | None = None    # NEWRULE, DELRULE: the rule added or deleted (position: -1)
 
 
 def decode_events(messages: list[Message]) -> list[Event]:
@@ -124,7 +124,7 @@ def decode_events(messages: list[Message]) -> list[Event]:
                              else None))
             continue
         family = family_name(msg.family)
-        if msg.cmd == NEWRULE:
+        if msg.cmd in (NEWRULE, DELRULE):
             try:
                 rule = parse_rule(msg, -1)
             except ValueError:
