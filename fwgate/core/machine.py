@@ -212,17 +212,19 @@ class Machine:
         for event in inp.events:
             if event.table is None:           # NEWGEN closes a transaction
                 self.last_seen_genid = event.genid
+                self.state.genid = event.genid
                 if self.txn_touched and not self.txn_counted:
                     self._foreign_change(now)
                 self.txn_touched = self.txn_counted = False
                 if self.pending_repairs and event.genid is not None:
                     self.repair_genid = event.genid
                 continue
+            self._forget_gone(event)  # ours too: the worker's probe may have repaired it
             if event.portid in self.own_portids:
                 if event.table in self.watched or event.table in self.interest:
                     self._own_change()
                 continue
-            self._track_repairs(event)
+            self._track_added(event)
             if event.table in self.watched:
                 self.txn_touched = True
                 self._mark_stale(now)
@@ -233,25 +235,32 @@ class Machine:
             self._foreign_change(now)
             self.txn_counted = True
 
-    def _track_repairs(self, event: Event) -> None:
-        """Repair at once: remember each rule just added that needs it; forget it when
-        it goes away before its repair."""
-        if event.kind == "NEWRULE" and event.rule is not None:
-            if self.config.compat.on_incompatible != "repair" and self.phase is not Phase.GUARDING:
-                return
-            finding = judge_added_rule(event.rule)
-            if finding is None:
-                return
-            if self.config.compat.on_incompatible == "repair" and finding.repairable:
-                r = event.rule
-                self.pending_repairs[(r.family, r.table, r.chain, r.handle)] = (r, finding.reason)
-                self.repair_genid = None  # wait for this transaction's NEWGEN
-            elif finding.breaks:
-                self._warn_unreadable_rule(finding.rule.ref, finding.reason)
-        elif event.kind == "DELRULE" and event.rule is not None:
+    def _track_added(self, event: Event) -> None:
+        """Repair at once: remember each rule just added that needs it (and, after
+        READY, say at once of one that cannot be repaired)."""
+        if event.kind != "NEWRULE" or event.rule is None:
+            return
+        repair = self.config.compat.on_incompatible == "repair"
+        if not repair and self.phase is not Phase.GUARDING:
+            return  # before READY the verdict says it
+        finding = judge_added_rule(event.rule)
+        if finding is None:
+            return
+        if repair and finding.repairable:
+            r = event.rule
+            self.pending_repairs[(r.family, r.table, r.chain, r.handle)] = (r, finding.reason)
+            self.repair_genid = None  # wait for this transaction's NEWGEN
+        elif finding.breaks:
+            self._warn_unreadable_rule(finding.rule.ref, finding.reason)
+
+    def _forget_gone(self, event: Event) -> None:
+        """A rule waiting for its repair went away first."""
+        if not self.pending_repairs:
+            return
+        if event.kind == "DELRULE" and event.rule is not None:
             r = event.rule
             self.pending_repairs.pop((r.family, r.table, r.chain, r.handle), None)
-        elif event.kind in ("DELTABLE", "DELCHAIN") and event.table is not None:
+        elif event.kind == "DELTABLE" and event.table is not None:  # its rules go unannounced
             for key in [k for k in self.pending_repairs if (k[0], k[1]) == (event.table.family,
                                                                           event.table.name)]:
                 del self.pending_repairs[key]
