@@ -30,7 +30,7 @@ from .netlink.messages import Msg
 from .netlink.nftables import chain_msg, del_rule_msg, del_table_msg, rule_msg, table_msg
 
 CT_ESTABLISHED_RELATED = struct.pack("=I", C.CT_STATE_ESTABLISHED | C.CT_STATE_RELATED)  # host order
-IP, IP6 = C.FAMILIES["ip"], C.FAMILIES["ip6"]
+IP = C.FAMILIES["ip"]
 
 # Netbird's tags, stored as raw NFTA_RULE_USERDATA bytes.
 TAG_FORWARD_IIF = b"frwacceptiif"

@@ -3,7 +3,6 @@
 Framing and attributes are fwgate.netlink's; this module only moves bytes."""
 from __future__ import annotations
 
-import errno
 import os
 import socket
 from collections.abc import Iterator
@@ -166,7 +165,3 @@ class NfSocket:
                         pending = set()
         if first_error:
             raise NetlinkError(first_error, os.strerror(first_error))
-
-
-def is_overflow(exc: OSError) -> bool:
-    return exc.errno == errno.ENOBUFS

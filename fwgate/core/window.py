@@ -23,7 +23,6 @@ class QuietWindow:
     def __init__(self, now: float):
         self.last_change = now   # the window restarts here
         self.changes = 0         # relevant foreign transactions seen
-        self.resyncs = 0         # times events were lost and we started over
         self.baseline: Baseline | None = None  # the state after last_change, once dumped
 
     def change(self, now: float, count: bool = True) -> None:
@@ -39,7 +38,6 @@ class QuietWindow:
 
     def lost_events(self, now: float) -> None:
         """ENOBUFS: anything may have changed, so count it as a change."""
-        self.resyncs += 1
         self.change(now)
 
     def set_baseline(self, genid: int, digest: str) -> None:

@@ -9,7 +9,7 @@ from ..model import Chain, Rule, TableRef
 from .attrs import NLATTR, as_i32, as_str, as_u32, as_u64, attr, attr_str, attr_u32, attr_u64, \
     attrs, nested
 from .consts import (
-    DELCHAIN, DELRULE, DELTABLE, FAMILY_NAMES, MSG_NAMES, NEWCHAIN, NEWGEN, NEWRULE, NEWTABLE,
+    DELRULE, DELTABLE, FAMILY_NAMES, MSG_NAMES, NEWCHAIN, NEWGEN, NEWRULE, NEWTABLE,
     NFNL_SUBSYS_NFTABLES, NFTA_CHAIN_HANDLE, NFTA_CHAIN_HOOK, NFTA_CHAIN_NAME, NFTA_CHAIN_POLICY,
     NFTA_CHAIN_TABLE, NFTA_CHAIN_TYPE, NFTA_GEN_ID, NFTA_GEN_PROC_PID, NFTA_HOOK_HOOKNUM,
     NFTA_HOOK_PRIORITY, NFTA_RULE_CHAIN, NFTA_RULE_COMPAT, NFTA_RULE_COMPAT_FLAGS,
@@ -162,10 +162,6 @@ def chain_msg(family: int, table: str, name: str, hook: int | None = None,
                   attr_u32(NFTA_CHAIN_POLICY, policy),
                   attr_str(NFTA_CHAIN_TYPE, kind)]
     return NEWCHAIN, family, NLM_F_CREATE, b"".join(parts)
-
-
-def del_chain_msg(family: int, table: str, name: str) -> Msg:
-    return DELCHAIN, family, 0, attr_str(NFTA_CHAIN_TABLE, table) + attr_str(NFTA_CHAIN_NAME, name)
 
 
 def rule_msg(family: int, table: str, chain: str, expressions: list[bytes] | tuple[bytes, ...],

@@ -324,7 +324,7 @@ def test_lost_events_restart_the_window_and_sweep():
     world = World(config(policy="repair"))
     world.run([(0.0, "link_up", True), (0.0, "table_add", True)], horizon=2.0)
     world.feed_input(I.EventsLost(2.0))
-    assert world.machine.window.resyncs == 1
+    assert world.machine.state.resyncs_total == 1
     assert any(isinstance(a, A.RunCompat) for a in world.actions)
     world.run([])
     assert world.ready_at == 7.0
