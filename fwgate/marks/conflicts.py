@@ -1,0 +1,369 @@
+"""Mark-bit conflicts: one component changes bits of a mark that another component's
+rule tests later on the packet's path, so that test can come out otherwise. Pure.
+
+Order. A packet meets the hooks in one of three orders: prerouting → forward →
+postrouting, prerouting → input, output → postrouting; within a hook, base chains
+run by priority. Base chains on the same hook and priority run newest-registered
+first, and a full `iptables-restore` re-registers its table, so between two such
+chains both orders count ("tie"). A connection's mark outlives the packet: a write
+to `ct mark` reaches tests on the connection's later packets, in any hook.
+
+Can the write change the test? The mark a writer can see is modelled as a few
+cubes (fixed bits + free bits), from 0 and the writes of the base chains that run
+before the writer's (any component, each taken or not). For each cube we ask whether
+some value in it tests otherwise once written: so disjoint bits never conflict, and
+neither does a write that leaves the tested bits as they already are (Netbird's
+0x1bd20 written on a fresh packet clears 0x4000, which was 0). Writes inside the
+writer's own base chain are not in its cubes: iptables chains for different pods or
+services exclude each other, and counting them together would invent values no
+packet has.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..model import Rule, Snapshot
+from ..netlink.consts import (
+    HOOK_NAMES, NF_DROP, NF_INET_FORWARD, NF_INET_LOCAL_IN, NF_INET_LOCAL_OUT,
+    NF_INET_POST_ROUTING, NF_INET_PRE_ROUTING,
+)
+from .model import ALL, CT, META, BaseChain, MarkModel, Placed, Read, Write, build, rule_marks
+from .owners import UNKNOWN, owner_of
+
+PATHS = ((NF_INET_PRE_ROUTING, NF_INET_FORWARD, NF_INET_POST_ROUTING),
+         (NF_INET_PRE_ROUTING, NF_INET_LOCAL_IN),
+         (NF_INET_LOCAL_OUT, NF_INET_POST_ROUTING))
+_L3 = {"ip": (4,), "ip6": (6,), "inet": (4, 6)}
+MAX_CUBES = 64   # beyond this, the cubes merge into one (coarser, still sound)
+
+BEFORE, TIE, LATER_PACKETS = "before", "tie", "later packets"
+# A test whose rule only counts or logs changes nothing of the packet's fate.
+_NO_DECISION = ("", "log")
+
+
+@dataclass(frozen=True)
+class Side:
+    """One end of a conflict: a rule (the first of `similar` more with the same effect)."""
+
+    rule: Rule
+    owner: str
+    base: BaseChain
+    what: str        # the write, or the test and what the rule then does
+    similar: int = 0
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """A writer of one component changes `bits` of a mark that a reader of another tests
+    later on the packet's path, and the test can come out otherwise."""
+
+    key: str              # META or CT
+    bits: int             # bits the writer changes that the reader tests
+    writer: Side
+    reader: Side
+    path: tuple[str, ...]  # hooks, from the writer's to the reader's
+    order: str            # BEFORE, TIE (registration order decides) or LATER_PACKETS
+    effect: str           # what the reader then does: "accept missed", "masquerade skipped", ...
+    then: str | None = None   # what follows in its chain: "drop by ip netbird ... handle 15"
+
+    @property
+    def ident(self) -> tuple:
+        """Stable across rule handles and kube-router's per-sync chain names: for telling
+        a new conflict from one already reported."""
+        return (self.key, self.bits, self.writer.owner, self.writer.base.name,
+                self.reader.owner, self.reader.base.name, self.effect)
+
+
+# --- cubes: sets of marks with some bits fixed and others free --------------------
+
+Cube = tuple[int, int]   # (value of the fixed bits, free bits)
+
+
+def apply(write: Write, cube: Cube) -> Cube:
+    value, free = cube
+    keep = ALL & ~write.bits
+    value = (value & keep) | write.force1 | (~value & write.toggle)
+    free = (free & (keep | write.toggle)) | write.unknown | write.copied
+    return value & ~free & ALL, free
+
+
+def _close(cubes: set[Cube], writes: list[Write]) -> set[Cube]:
+    """The cubes with each write taken or not, in order."""
+    for write in writes:
+        cubes = cubes | {apply(write, c) for c in cubes}
+        if len(cubes) > MAX_CUBES:
+            cubes = {_hull(cubes)}
+    return cubes
+
+
+def _hull(cubes: set[Cube]) -> Cube:
+    values = [v for v, _ in cubes]
+    free = 0
+    for v, f in cubes:
+        free |= f | (v ^ values[0])
+    return values[0] & ~free, free
+
+
+def _can(cube: Cube, bits: int, want: int) -> bool:
+    """Can the bits hold want's values in this cube?"""
+    value, free = cube
+    return not (bits & ~free & (value ^ want))
+
+
+def flips(write: Write, read: Read, cube: Cube) -> tuple[bool, bool]:
+    """(can a value in the cube test equal before the write and unequal after,
+        can it test unequal before and equal after). An unevaluated test counts as
+        both whenever the write can change a tested bit."""
+    value, free = cube
+    mask = read.mask
+    f0, f1, tg, unk = write.force0 & mask, write.force1 & mask, write.toggle & mask, \
+        (write.unknown | write.copied) & mask
+    if read.value is None:
+        changes = bool(tg | unk | (f1 & (free | ~value)) | (f0 & (free | value)))
+        return changes, changes
+    c = read.value
+    # equal → unequal: the cube holds c, and the write moves a tested bit away from c
+    away = (f1 & ~c) | (f0 & c) | tg | unk
+    lost = bool(away) and _can(cube, mask, c)
+    # unequal → equal: forced bits agree with c, toggled ones can start at ~c, the
+    # untouched ones at c, and the value differed from c somewhere before
+    kept = mask & ~(f0 | f1 | tg | unk)
+    gained = not (f1 & ~c) and not (f0 & c) and _can(cube, tg, ~c) and _can(cube, kept, c) \
+        and bool(tg or ((f0 | f1 | unk) & (free | (value ^ c))))
+    return lost, gained
+
+
+# --- what the reader then does ----------------------------------------------------------
+
+_PHRASES = {"accept": ("accept missed", "accepted unexpectedly"),
+            "drop": ("drop skipped", "dropped"),
+            "reject": ("reject skipped", "rejected"),
+            "masquerade": ("masquerade skipped", "masqueraded unexpectedly"),
+            "snat": ("snat skipped", "source-NATed unexpectedly"),
+            "dnat": ("dnat skipped", "destination-NATed unexpectedly"),
+            "redirect": ("redirect skipped", "redirected unexpectedly"),
+            "return": ("return missed", "returns early"),
+            "mark": ("mark change skipped", "marked unexpectedly"),
+            "verdict map": ("verdict map takes another branch",) * 2}
+
+
+def _phrase(action: str, fires: bool) -> str:
+    verb, _, chain = action.partition(" ")
+    if verb in ("jump", "goto") and chain:
+        return f"{verb} to {chain} missed" if not fires else f"{verb}s to {chain} unexpectedly"
+    missed, fired = _PHRASES.get(verb, (f"{action} skipped", f"{action} unexpectedly"))
+    return fired if fires else missed
+
+
+def _effect(read: Read, action: str, lost: bool, gained: bool) -> str:
+    # The rule goes on when (mark & mask) == value, or != with negate.
+    outcomes = []
+    if lost:
+        outcomes.append(_phrase(action, fires=read.negate))
+    if gained:
+        outcomes.append(_phrase(action, fires=not read.negate))
+    return " or ".join(dict.fromkeys(outcomes))
+
+
+def _then(model: MarkModel, rule: Rule, effect: str) -> str | None:
+    """What the rest of the reader's chain then does: the drop waiting after a missed
+    accept, the masquerade an early return skips."""
+    if "accept missed" in effect:
+        wanted, verb = ("drop", "reject"), "then"
+    elif "returns early" in effect:
+        wanted, verb = ("masquerade", "snat", "dnat", "accept", "drop", "reject"), "skipping"
+    else:
+        return None
+    rules = model.chain_rules(rule.family, rule.table, rule.chain)
+    at = next((i for i, r in enumerate(rules) if r.handle == rule.handle), len(rules))
+    for later in rules[at + 1:]:
+        action = rule_marks(later).action
+        if action in wanted:
+            return f"{verb} {action} by {later.ref}"
+    info = model.chain(rule.family, rule.table, rule.chain)
+    if verb == "then" and info is not None and info.hook is not None and info.policy == NF_DROP:
+        return "then the chain's policy drops it"
+    return None
+
+
+# --- grouping: rules with the same effect in the same base chain count once --------------
+
+@dataclass
+class _Group:
+    owner: str
+    base: BaseChain
+    op: Write | Read
+    action: str
+    places: list[Placed]
+    first: int = 0    # the earliest any of them runs in the base chain's walk
+    last: int = 0     # the latest
+
+
+def _groups(model: MarkModel) -> tuple[list[_Group], list[_Group]]:
+    writers: dict[tuple, _Group] = {}
+    readers: dict[tuple, _Group] = {}
+    owners: dict[int, str] = {}
+    for p in model.placed:
+        rule, marks, base = p.rule, p.marks, p.base
+        owner = owners.get(id(rule))
+        if owner is None:
+            owner = owners[id(rule)] = owner_of(rule, marks)
+        for ops, found in ((marks.writes, writers), (marks.reads, readers)):
+            for op in ops:
+                key = (owner, base, op, marks.action)
+                group = found.get(key)
+                if group is None:
+                    group = found[key] = _Group(owner, base, op, marks.action, [])
+                group.places.append(p)
+    for group in (*writers.values(), *readers.values()):
+        group.first = min(p.first for p in group.places)
+        group.last = max(p.last for p in group.places)
+    return list(writers.values()), list(readers.values())
+
+
+def _same_owner(w: _Group, r: _Group) -> bool:
+    if w.owner != r.owner:
+        return False
+    # two rules nobody claims are one component's only when they share a table
+    return w.owner != UNKNOWN or (w.base.family, w.base.table) == (r.base.family, r.base.table)
+
+
+# --- the search ---------------------------------------------------------------------------
+
+def _order(path: tuple[int, ...], w: _Group, r: _Group) -> str | None:
+    """Does the writer run before the reader on this path?"""
+    if w.base.hook not in path or r.base.hook not in path:
+        return None
+    wk = (path.index(w.base.hook), w.base.priority)
+    rk = (path.index(r.base.hook), r.base.priority)
+    if wk < rk:
+        return BEFORE
+    if wk > rk:
+        return None
+    if w.base != r.base:
+        return TIE
+    return BEFORE if w.first < r.last else None
+
+
+class _Cubes:
+    """The cubes a writer can see, per (path, l3, key), from the writes of the base
+    chains before its own (and of the others tied with it)."""
+
+    def __init__(self, writers: list[_Group]):
+        self.writers = writers
+        self.cache: dict[tuple, set[Cube]] = {}
+        ct_writes = [g.op for g in writers if g.op.key == CT]
+        self.ct = _close(_close({(0, 0)}, ct_writes), ct_writes)   # any packet of the connection
+
+    def seen_by(self, path: tuple[int, ...], l3: int, g: _Group) -> set[Cube]:
+        if g.op.key == CT:
+            return self.ct
+        cache_key = (path, l3, g.base)
+        cubes = self.cache.get(cache_key)
+        if cubes is None:
+            before = [w for w in self.writers
+                      if w.op.key == META and l3 in _L3[w.base.family] and w.base != g.base
+                      and _order(path, w, g) in (BEFORE, TIE)]
+            before.sort(key=lambda w: (path.index(w.base.hook), w.base.priority))
+            cubes = self.cache[cache_key] = _close({(0, 0)}, [w.op for w in before])
+        return cubes
+
+
+def find_conflicts(snapshot: Snapshot) -> tuple[Conflict, ...]:
+    """Every mark conflict in the snapshot's ip, ip6 and inet tables, in a stable order."""
+    model = build(snapshot)
+    writers, readers = _groups(model)
+    cubes = _Cubes(writers)
+    found: dict[tuple, Conflict] = {}
+    for r in readers:
+        if r.action in _NO_DECISION:
+            continue
+        for w in writers:
+            bits = w.op.bits & r.op.mask
+            if not bits or w.op.key != r.op.key or _same_owner(w, r):
+                continue
+            l3s = [v for v in _L3[w.base.family] if v in _L3[r.base.family]]
+            for l3 in l3s:
+                hit = _check(model, cubes, w, r, l3, bits)
+                if hit is not None:
+                    k = (id(hit.writer.rule), id(hit.reader.rule), hit.key, hit.bits)
+                    found.setdefault(k, hit)
+                    break
+    return tuple(sorted(found.values(), key=_sort_key))
+
+
+def _check(model: MarkModel, cubes: _Cubes, w: _Group, r: _Group, l3: int, bits: int
+           ) -> Conflict | None:
+    write, read = w.op, r.op
+    # A restore from ct mark writes what the connection's mark can hold.
+    writes = [write.given(c) for c in cubes.ct] if write.key == META and write.copied else [write]
+    for path in PATHS:
+        order = _order(path, w, r)
+        if order is None and write.key == CT and w.base.hook in path and r.base.hook in path:
+            order = LATER_PACKETS
+        if order is None:
+            continue
+        lost = gained = False
+        for cube in cubes.seen_by(path, l3, w):
+            for one in writes:
+                a, b = flips(one, read, cube)
+                lost, gained = lost or a, gained or b
+        if not (lost or gained):
+            continue
+        reader_place = r.places[0]
+        effect = _effect(read, r.action, lost, gained)
+        if order == LATER_PACKETS:
+            hooks = (HOOK_NAMES[w.base.hook], HOOK_NAMES[r.base.hook])
+        else:
+            hooks = tuple(HOOK_NAMES[h] for h in
+                          path[path.index(w.base.hook):path.index(r.base.hook) + 1])
+        writer_place = min(w.places, key=lambda p: p.first)
+        return Conflict(
+            write.key, bits,
+            Side(writer_place.rule, w.owner, w.base, write.describe(), len(w.places) - 1),
+            Side(reader_place.rule, r.owner, r.base,
+                 f"{read.describe()}" + (f" → {r.action}" if r.action else ""),
+                 len(r.places) - 1),
+            hooks, order, effect, _then(model, reader_place.rule, effect))
+    return None
+
+
+def _sort_key(c: Conflict) -> tuple:
+    r, w = c.reader.rule, c.writer.rule
+    return (r.family, r.table, r.chain, r.handle, w.family, w.table, w.chain, w.handle, c.key,
+            c.bits)
+
+
+# --- how a conflict reads ----------------------------------------------------------------------
+
+def _side_json(side: Side) -> dict:
+    rule = side.rule
+    return {"family": rule.family, "table": rule.table, "chain": rule.chain,
+            "handle": rule.handle, "owner": side.owner, "userdata": rule.userdata_text(),
+            "hook": HOOK_NAMES.get(side.base.hook, str(side.base.hook)),
+            "priority": side.base.priority, "base_chain": side.base.chain,
+            "does": side.what, "similar": side.similar}
+
+
+def conflict_json(c: Conflict) -> dict:
+    return {"bits": f"{c.bits:#x}", "mark": f"{c.key} mark",
+            "writer": _side_json(c.writer), "reader": _side_json(c.reader),
+            "path": list(c.path), "order": c.order, "effect": c.effect, "then": c.then}
+
+
+def conflicts_json(conflicts: tuple[Conflict, ...]) -> dict:
+    """The document `fwgate conflicts --json` prints."""
+    return {"conflicts": [conflict_json(c) for c in conflicts]}
+
+
+def conflict_text(c: Conflict) -> str:
+    """One line: `meta mark 0x10000: kube-router ip filter KUBE-POD-FW-X handle 12 (...) →
+    netbird ip netbird netbird-acl-forward-filter handle 5 (...): accept missed [...]`."""
+    def side(s: Side) -> str:
+        more = f", and {s.similar} more like it" if s.similar else ""
+        return f"{s.owner} {s.rule.ref} ({s.what}{more})"
+    order = {TIE: "; same hook and priority: whichever registered last runs first",
+             LATER_PACKETS: "; on the connection's later packets"}.get(c.order, "")
+    then = f", {c.then}" if c.then else ""
+    return (f"{c.key} mark {c.bits:#x}: {side(c.writer)} → {side(c.reader)}: {c.effect}{then} "
+            f"[{' → '.join(c.path)}{order}]")

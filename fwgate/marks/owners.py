@@ -1,0 +1,77 @@
+"""Which component wrote a rule, from one table of signs. Pure.
+
+A sign is (component, where, prefix). Where, strongest first:
+  tag      the rule's raw userdata is exactly this (Netbird tags its rules so)
+  chain    the rule's chain name starts so
+  comment  its comment (iptables' `-m comment`, nft's userdata comment) starts so
+  jump     a chain it jumps or goes to starts so (the jump from a built-in chain)
+  table    its table name starts so
+The longest prefix wins within a kind. A new component is one more line. Where each
+name comes from is in docs/marks.md.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+
+from ..model import Rule
+from .model import RuleMarks, comment_of
+
+UNKNOWN = "unknown"
+
+SIGNS: tuple[tuple[str, str, str], ...] = (
+    ("netbird", "tag", "frwacceptiif"), ("netbird", "tag", "frwacceptoif"),
+    ("netbird", "tag", "inputaccept"),
+    ("netbird", "chain", "netbird-"), ("netbird", "chain", "NETBIRD-"),
+    ("netbird", "table", "netbird"),
+    ("kube-router", "chain", "KUBE-ROUTER-"), ("kube-router", "chain", "KUBE-POD-FW-"),
+    ("kube-router", "chain", "KUBE-NWPLCY-"), ("kube-router", "comment", "kube-router netpol"),
+    ("kubelet", "chain", "KUBE-FIREWALL"), ("kubelet", "chain", "KUBE-MARK-DROP"),
+    ("kubelet", "chain", "KUBE-KUBELET-CANARY"),
+    ("kube-proxy", "chain", "KUBE-"), ("kube-proxy", "comment", "kubernetes "),
+    ("kube-proxy", "table", "kube-proxy"),
+    ("flannel", "chain", "FLANNEL-"), ("flannel", "comment", "flanneld "),
+    ("cni-portmap", "chain", "CNI-HOSTPORT-"), ("cni-portmap", "chain", "CNI-DN-"),
+    ("calico", "chain", "cali-"), ("calico", "comment", "cali:"),
+    ("cilium", "chain", "CILIUM_"), ("cilium", "chain", "OLD_CILIUM_"),
+    ("cilium", "comment", "cilium"),
+    ("docker", "chain", "DOCKER"),
+    ("tailscale", "chain", "ts-"),
+    ("wg-quick", "table", "wg-quick-"), ("wg-quick", "comment", "wg-quick(8) rule for"),
+    ("firewalld", "table", "firewalld"),
+)
+
+_KINDS = ("chain", "comment", "jump", "table")
+
+
+def _by_kind() -> dict[str, list[tuple[str, str]]]:
+    """{kind: [(prefix, component)]}, longest prefix first."""
+    out: dict[str, list[tuple[str, str]]] = {"tag": [], **{k: [] for k in _KINDS}}
+    for component, kind, prefix in SIGNS:
+        out[kind].append((prefix, component))
+        if kind == "chain":   # a jump to a component's chain is that component's rule
+            out["jump"].append((prefix, component))
+    for signs in out.values():
+        signs.sort(key=lambda s: -len(s[0]))
+    return out
+
+
+_SIGNS = _by_kind()
+_TAGS = {prefix.encode(): component for prefix, component in _SIGNS["tag"]}
+
+
+@lru_cache(maxsize=65536)   # chain names repeat for every rule of the chain
+def _first(kind: str, name: str | None) -> str | None:
+    if name:
+        for prefix, component in _SIGNS[kind]:
+            if name.startswith(prefix):
+                return component
+    return None
+
+
+def owner_of(rule: Rule, marks: RuleMarks) -> str:
+    """The component that wrote the rule, or "unknown"."""
+    if rule.userdata and rule.userdata in _TAGS:
+        return _TAGS[rule.userdata]
+    return (_first("chain", rule.chain) or _first("comment", comment_of(rule))
+            or next(filter(None, (_first("jump", t) for t in marks.jumps)), None)
+            or _first("table", rule.table) or UNKNOWN)

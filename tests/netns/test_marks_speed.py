@@ -1,0 +1,103 @@
+"""How long find_conflicts() takes on a 50k-rule node, beside the dump it runs on.
+
+The guard runs it after every settled change, on a snapshot it has just dumped: it must
+cost well under that dump. The ruleset is kube-router's pod firewalls and network
+policies (their mark writes and tests, with per-pod comments and per-policy addresses,
+so few rules repeat byte for byte), kube-proxy's services (KUBE-MARK-MASQ jumps), and
+Netbird's table."""
+from __future__ import annotations
+
+import statistics
+import time
+
+from helpers import in_netns, sh
+from test_marks_packets import netbird
+from fwgate.marks import find_conflicts
+from fwgate.marks.model import _DECODED as decoded
+
+RULES = 50_000
+
+
+def kube_router_filter(pods: int) -> str:
+    lines = ["*filter", ":INPUT ACCEPT [0:0]", ":FORWARD ACCEPT [0:0]", ":OUTPUT ACCEPT [0:0]",
+             ":KUBE-ROUTER-FORWARD - [0:0]", ":KUBE-NWPLCY-COMMON - [0:0]"]
+    rules = ['-A FORWARD -m comment --comment "kube-router netpol - TEMCG2JMHZYE7H7T" '
+             '-j KUBE-ROUTER-FORWARD',
+             '-A KUBE-NWPLCY-COMMON -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT']
+    for i in range(pods):
+        fw, pol = f"KUBE-POD-FW-{i:016X}", f"KUBE-NWPLCY-{i:016X}"
+        pod, peer = f"10.42.{(i >> 8) & 255}.{i & 255}", f"10.43.{(i >> 8) & 255}.{i & 255}"
+        name = f'POD name:web-{i} namespace: ns-{i % 97}'
+        match = f"-s {peer}/32 -p tcp --dport {8000 + i % 1000}"
+        lines += [f":{fw} - [0:0]", f":{pol} - [0:0]"]
+        rules += [
+            f'-A KUBE-ROUTER-FORWARD -d {pod}/32 -m comment --comment "to {name}" -j {fw}',
+            f'-A KUBE-ROUTER-FORWARD -s {pod}/32 -m comment --comment "from {name}" -j {fw}',
+            f"-A {fw} -j KUBE-NWPLCY-COMMON",
+            f'-A {fw} -d {pod}/32 -m comment --comment "run through nw policy allow-{i}" -j {pol}',
+            f'-A {pol} {match} -m comment --comment "ACCEPT from peers of allow-{i}" '
+            f"-j MARK --set-xmark 0x10000/0x10000",
+            f'-A {pol} {match} -m comment --comment "ACCEPT from peers of allow-{i}" '
+            f"-m mark --mark 0x10000/0x10000 -j RETURN",
+            f'-A {fw} -m comment --comment "rule to log dropped traffic {name}" '
+            f"-m mark ! --mark 0x10000/0x10000 -m limit --limit 10/min -j NFLOG --nflog-group 100",
+            f'-A {fw} -m comment --comment "rule to REJECT traffic destined for {name}" '
+            f"-m mark ! --mark 0x10000/0x10000 -j REJECT",
+            f"-A {fw} -j MARK --set-xmark 0x0/0x10000",
+            f'-A {fw} -m comment --comment "set mark to ACCEPT traffic that comply to network '
+            f'policies" -j MARK --set-xmark 0x20000/0x20000']
+    rules.append('-A KUBE-ROUTER-FORWARD -m mark --mark 0x20000/0x20000 -j ACCEPT')
+    return "\n".join(lines + rules + ["COMMIT", ""])
+
+
+def kube_proxy_nat(services: int) -> str:
+    lines = ["*nat", ":PREROUTING ACCEPT [0:0]", ":INPUT ACCEPT [0:0]", ":OUTPUT ACCEPT [0:0]",
+             ":POSTROUTING ACCEPT [0:0]", ":KUBE-SERVICES - [0:0]", ":KUBE-MARK-MASQ - [0:0]"]
+    rules = ['-A PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES',
+             '-A OUTPUT -m comment --comment "kubernetes service portals" -j KUBE-SERVICES',
+             "-A KUBE-MARK-MASQ -j MARK --or-mark 0x4000"]
+    for i in range(services):
+        svc, sep = f"KUBE-SVC-{i:016X}", f"KUBE-SEP-{i:016X}"
+        vip, ep = f"10.96.{(i >> 8) & 255}.{i & 255}", f"10.44.{(i >> 8) & 255}.{i & 255}"
+        lines += [f":{svc} - [0:0]", f":{sep} - [0:0]"]
+        rules += [f'-A KUBE-SERVICES -d {vip}/32 -p tcp -m comment --comment "ns/svc-{i}" '
+                  f"-m tcp --dport 80 -j {svc}",
+                  f"-A {svc} ! -s 10.42.0.0/16 -d {vip}/32 -p tcp -m tcp --dport 80 -j KUBE-MARK-MASQ",
+                  f"-A {svc} -j {sep}",
+                  f"-A {sep} -s {ep}/32 -j KUBE-MARK-MASQ",
+                  f"-A {sep} -p tcp -m tcp -j DNAT --to-destination {ep}:80"]
+    return "\n".join(lines + rules + ["COMMIT", ""])
+
+
+def test_conflicts_cost_well_under_the_dump_at_50k_rules(netns):
+    from fwgate.adapters.nfsock import NfSocket
+    from fwgate.adapters.nft import snapshot
+
+    pods, services = RULES * 6 // 10 // 10, RULES * 4 // 10 // 5
+    sh(netns, "iptables-restore", input=kube_router_filter(pods))
+    sh(netns, "iptables-restore", "-n", input=kube_proxy_nat(services))
+    sh(netns, "nft", "-f", "-", input=netbird())
+
+    def measure():
+        dumps, analyses = [], []
+        decoded.clear()   # the first analysis starts cold, as in a fresh guard
+        with NfSocket() as sock:
+            for _ in range(6):
+                t0 = time.perf_counter()
+                snap = snapshot(sock, families=("ip", "ip6", "inet"))
+                t1 = time.perf_counter()
+                found = find_conflicts(snap)
+                t2 = time.perf_counter()
+                dumps.append(t1 - t0)
+                analyses.append(t2 - t1)
+        return snap, found, statistics.median(dumps), analyses[0], statistics.median(analyses[1:])
+    snap, found, dump, cold, warm = in_netns(netns, measure)
+
+    rules = sum(len(t.rules) for t in snap.tables.values())
+    report = (f"{rules} rules: dump {dump * 1000:.0f} ms (median of 6); find_conflicts "
+              f"{cold * 1000:.0f} ms the first time, {warm * 1000:.0f} ms after (median of 5)")
+    print(report)
+    assert rules >= RULES
+    assert {(c.writer.owner, c.reader.owner) for c in found} >= {("kube-router", "netbird"),
+                                                                ("kube-proxy", "netbird")}
+    assert cold < dump and warm < 0.6 * dump, report
