@@ -47,7 +47,9 @@ def _parser() -> argparse.ArgumentParser:
     for name in ("check", "compat", "repair", "status"):
         cmds[name].add_argument("--json", action="store_true", help="print one JSON object")
     cmds["compat"].add_argument("--iptables", metavar="PATH",
-                                help="also ask this iptables binary (overrides compat.iptables)")
+                                help="judge for this iptables binary, in its version, and run "
+                                     "what k3s runs with it (overrides compat.iptables and "
+                                     "the resolution of the one k3s runs)")
     cmds["run"].add_argument("--watch", action="store_true",
                              help="stay running after READY and guard (after_ready: watch)")
     cmds["repair"].add_argument("--dry-run", action="store_true",
@@ -76,10 +78,20 @@ def _enter_netns(args) -> None:
         enter(_netns(args))
 
 
-def _binaries(config: Config, override: str | None = None) -> tuple[str, ...]:
-    from .adapters.iptables import find_iptables
-    found = find_iptables(override or config.compat.iptables)
-    return (found,) if found else ()
+def _k3s(config: Config, override: str | None = None):
+    """(binaries, notes, setup): the iptables to judge for — --iptables PATH, else
+    compat.iptables PATH, else (auto) the ones k3s runs, each with its version — how
+    they were found, and which k3s components run (from k3s's flags and config)."""
+    from .adapters.iptables import binaries_for, read_host
+    from .compat.binaries import k3s_setup
+    host = read_host()
+    binaries, notes = binaries_for(config.compat.iptables, override, view=host)
+    return binaries, notes, k3s_setup(host)
+
+
+def _binaries(config: Config, override: str | None = None) -> tuple:
+    """The iptables binaries (compat.binaries.Binary) to judge for and run."""
+    return _k3s(config, override)[0]
 
 
 # --- commands ---------------------------------------------------------------------
@@ -154,9 +166,9 @@ def cmd_status(args) -> int:
     return EXIT_OK if any(state.ready_at for state, _, _ in found.values()) else EXIT_FAILED
 
 
-def _gather_facts(config: Config, sock):
+def _gather_facts(config: Config, sock, snap=None):
     """Current facts for the stage conditions, and per-unit errors when systemd
-    cannot be asked."""
+    cannot be asked. snap: a snapshot already taken that holds the tables of interest."""
     from .adapters import nft
     from .model import Facts
     conditions = [c for s in config.stages for c in s.conditions]
@@ -173,7 +185,9 @@ def _gather_facts(config: Config, sock):
             units = unit_states(wanted)
         except EnvironmentProblem as exc:
             unit_errors = {u: str(exc) for u in wanted}
-    return Facts(units, links, nft.snapshot(sock, config.tables_of_interest())), unit_errors
+    if snap is None:
+        snap = nft.snapshot(sock, config.tables_of_interest())
+    return Facts(units, links, snap), unit_errors
 
 
 def _explain(result) -> tuple[str, ...]:
@@ -188,16 +202,23 @@ def cmd_check(args) -> int:
     from . import model
     from .adapters.nfsock import NfSocket
     from .compat.policy import judge
-    from .compat.probe import probe
+    from .compat.probe import begin_probe
     from .core.conditions import describe, evaluate
     from .report import check_text, compat_json
     config = _config(args)
     _enter_netns(args)
     policy = config.compat.on_incompatible
+    binaries, notes, setup = _k3s(config)
     with NfSocket() as sock:
-        facts, unit_errors = _gather_facts(config, sock)
-        probed = probe(sock, binaries=_binaries(config), netns=_netns(args),
-                       ifaces=config.tunnel_links())
+        # One snapshot for the stages and the compat probe: both read the same ruleset.
+        # The iptables binaries start first and read it while we do.
+        pending = begin_probe(sock, binaries=binaries, netns=_netns(args),
+                              ifaces=config.tunnel_links(), setup=setup, notes=notes,
+                              families={t.family for t in config.tables_of_interest()})
+        snap = pending.snap
+        facts, unit_errors = _gather_facts(config, sock, snap)
+        digest = model.digest(snap, config.watch)
+        probed = pending.finish()
     stages, all_ok = [], True
     for i, stage in enumerate(config.stages):
         conds = []
@@ -211,9 +232,8 @@ def cmd_check(args) -> int:
         stages.append({"index": i + 1, "name": stage.name, "ok": ok, "conditions": conds})
     verdict = judge(probed.result, policy)
     exit_code = EXIT_FAILED if not all_ok else verdict.exit_code
-    snap = facts.snapshot
     report = {"ok": exit_code == EXIT_OK, "exit_code": exit_code, "stages": stages,
-              "genid": snap.genid, "digest": model.digest(snap, config.watch),
+              "genid": snap.genid, "digest": digest,
               "watch": [str(t) for t in config.watch],
               "compat": compat_json(probed.result, verdict, policy, _explain(probed.result))}
     print(json.dumps(report, indent=2) if args.json else check_text(report))
@@ -227,10 +247,11 @@ def cmd_compat(args) -> int:
     from .report import compat_json, compat_text
     config = _config(args)
     _enter_netns(args)
+    binaries, notes, setup = _k3s(config, args.iptables)
     with NfSocket() as sock:
-        probed = probe(sock, binaries=_binaries(config, args.iptables), netns=_netns(args),
-                       ifaces=config.tunnel_links())
-    # The command reports; it does not apply a policy: unreadable is unreadable.
+        probed = probe(sock, binaries=binaries, netns=_netns(args), ifaces=config.tunnel_links(),
+                       setup=setup, notes=notes)
+    # The command reports; it does not apply a policy: exit 3 only for what kills k3s.
     verdict = judge(probed.result, "fail")
     report = compat_json(probed.result, verdict, "fail", _explain(probed.result))
     print(json.dumps(report, indent=2) if args.json else compat_text(report))
@@ -240,7 +261,7 @@ def cmd_compat(args) -> int:
 def cmd_repair(args) -> int:
     from .adapters.nfsock import NfSocket
     from .compat.probe import probe
-    from .report import repair_report, repair_text
+    from .report import repair_exit_blocking, repair_report, repair_text
     config = _config(args)
     _enter_netns(args)
     with NfSocket() as sock:
@@ -249,7 +270,7 @@ def cmd_repair(args) -> int:
         raise FwgateError("the ruleset changed during each repair attempt; nothing was changed")
     report = repair_report(probed.result, args.dry_run)
     print(json.dumps(report, indent=2) if args.json else repair_text(report))
-    return EXIT_INCOMPATIBLE if report["left"] else EXIT_OK
+    return EXIT_INCOMPATIBLE if repair_exit_blocking(probed.result) else EXIT_OK
 
 
 def cmd_demo(args) -> int:

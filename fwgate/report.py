@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+from .compat.binaries import Binary
 from .compat.crosscheck import verdict_json
 from .compat.policy import ProbeResult, Verdict
 from .compat.reader import finding_json, report_json
@@ -33,13 +34,35 @@ def netbird_json(rules: NetbirdRules | None, explanation: tuple[str, ...] = ()) 
             "explanation": list(explanation)}
 
 
+def binary_json(b: Binary) -> dict:
+    return {"path": b.path, "version": b.version, "mode": b.mode, "source": b.source,
+            "role": b.role, "why": b.why, "label": b.label,
+            "profile": b.profile.version if b.profile else None}
+
+
+def _by_version(result: ProbeResult) -> dict[str, list[str]]:
+    """version -> the binaries it is the reader of, for each finding's `binary`."""
+    out: dict[str, list[str]] = {}
+    for b in result.binaries:
+        if b.profile is not None and b.reads_nftables:
+            out.setdefault(b.profile.version, []).append(b.label)
+    if not out:  # none known: each version stands for itself
+        out = {v: [f"iptables {v} (no binary known)"] for v in result.report.versions}
+    return out
+
+
 def compat_json(result: ProbeResult, verdict: Verdict, on_incompatible: str,
                 explanation: tuple[str, ...] = ()) -> dict:
-    """DESIGN section 3's `fwgate compat --json` object, and what fwgate makes of it."""
-    out = report_json(result.report)
-    if result.crosschecks:
-        check = result.crosschecks[0]
-        out["iptables"] = verdict_json(check.verdict, check.disagreements)
+    """DESIGN section 3's `fwgate compat --json` object, and what fwgate makes of it:
+    `incompatible` holds what k3s dies on; `not_blocking` and `misread` the rest;
+    `binaries` the iptables judged for and how k3s finds them."""
+    out = report_json(result.report, _by_version(result))
+    out["binaries"] = [binary_json(b) for b in result.binaries]
+    out["binary_notes"] = list(result.notes)
+    checks = [verdict_json(c.verdict, c.disagreements, c.binary) for c in result.crosschecks]
+    if checks:
+        out["iptables"] = checks[0]
+        out["crosschecks"] = checks
     out["verdict"] = verdict_dict(verdict, on_incompatible)
     out["netbird"] = netbird_json(result.netbird, explanation)
     return out
@@ -53,23 +76,49 @@ def finding_text(bad: dict) -> str:
             f"position {bad['position']}{tag}: {bad['reason']}")
 
 
+def _impact_text(bad: dict) -> str:
+    fatal = next((i for i in bad.get("impacts", []) if i["fatal"]), None)
+    if fatal:
+        return f"{fatal['component']} dies on `{fatal['command']}`"
+    names = ", ".join(dict.fromkeys(i["component"] for i in bad.get("impacts", [])))
+    return f"breaks {names} (logged, retried)" if names else "no k3s component reads it"
+
+
 def compat_text(report: dict) -> str:
     tables = ", ".join(f"{t['family']} {t['table']}" for t in report["managed_tables"]) or "none"
     lines = [f"iptables-managed tables: {tables}"]
-    if report["ok"]:
+    for b in report.get("binaries", []):
+        lines.append(f"judged for {b['label']}: {b['role']}, {b['why']}")
+    if not report.get("binaries"):
+        lines.append(f"judged for every modelled iptables version: {', '.join(report['versions'])}")
+    lines += [f"  {note}" for note in report.get("binary_notes", [])]
+    if report["ok"] and not report.get("not_blocking") and not report.get("misread"):
         lines.append("every rule in them is one iptables-nft can read")
+    elif report["ok"]:
+        lines.append("nothing in them kills k3s")
     for bad in report["incompatible"]:
         fix = "repairable: fwgate repair" if bad.get("repairable") else "no known equivalent"
-        lines.append(f"{finding_text(bad)} [{fix}]")
+        lines.append(f"BLOCKS: {finding_text(bad)} [{fix}]")
+        lines.append(f"  {_impact_text(bad)}, on {bad.get('binary') or 'every version'}")
+    for bad in report.get("not_blocking", []):
+        lines.append(f"warns: {finding_text(bad)}")
+        lines.append(f"  {_impact_text(bad)}, on {bad.get('binary') or 'every version'}")
     for wrong in report.get("misread", []):
         lines.append(f"misread: {finding_text(wrong)}")
-    cross = report.get("iptables")
-    if cross:
-        lines.append(f"{cross.get('binary')}: " + ("agrees" if not cross.get("disagreements")
-                                                   else "DISAGREES:"))
+        if wrong.get("after_sync"):
+            lines.append(f"  {wrong['after_sync']}")
+    for d in report.get("dropped_chains", []):
+        lines.append(f"dropped: {d['family']} {d['table']} {d['chain']} ({d['rules']} rules): "
+                     f"iptables never sees it: {d['why']}")
+    for t in report.get("unnamed_tables", []):
+        lines.append(f"unnamed: {t['family']} {t['table']}: iptables has no name for it "
+                     f"(in some or all versions), no command reads it")
+    for cross in report.get("crosschecks", []):
+        lines.append(f"{cross.get('binary')}: " + (
+            "ruleset changed while it ran: not compared" if cross.get("moved") else
+            "agrees" if not cross.get("disagreements") else "DISAGREES:"))
         for d in cross.get("disagreements", []):
-            where = f"{d['family']} {d['table']}" + (f" {d['chain']}" if d.get("chain") else "")
-            lines.append(f"  {where}: reader says {d['analyser']}, binary says {d['iptables']}")
+            lines.append(f"  `{d['command']}`: reader says {d['analyser']}, binary {d['iptables']}")
     lines += netbird_text(report.get("netbird"))
     return "\n".join(lines)
 
@@ -102,6 +151,10 @@ def check_text(report: dict) -> str:
     compat = report["compat"]
     verdict = compat["verdict"]
     lines.append(f"compat ({verdict['policy']}): {verdict['summary']}")
+    for b in compat.get("binaries", []):
+        lines.append(f"  for {b['label']}: {b['role']}, {b['why']}")
+    if not compat.get("binaries"):
+        lines.append(f"  for every modelled iptables version ({', '.join(compat['versions'])})")
     for line in verdict["blocking"]:
         lines.append(f"  blocks: {line}")
     for line in verdict["warnings"]:
@@ -133,6 +186,11 @@ def repair_report(result: ProbeResult, dry_run: bool) -> dict:
     return {"dry_run": dry_run, "conflict": result.conflict, "attempts": result.attempts,
             "repaired": [repair_json(r) for r in (result.planned if dry_run else result.repaired)],
             "left": [finding_json(f) for f in result.left]}
+
+
+def repair_exit_blocking(result: ProbeResult) -> bool:
+    """Rules left that k3s dies on."""
+    return any(f.blocking for f in result.left)
 
 
 def status_text(state: State, alive: bool, path: str) -> str:

@@ -1,5 +1,8 @@
-"""Can the iptables-nft inside k3s read the kernel's rules? And if not, fix what we can.
+"""Can the iptables k3s runs read the kernel's rules well enough for k3s to live? And
+if not, fix what we can.
 
-analyser: pure model of iptables-nft 1.8.9's reader; equivalents + repair: exact
-iptables encodings and the one-transaction rewrite; iptables: a real binary as
-second opinion; probe: all of it in one call. See docs/compat.md."""
+profiles + reader: pure model of iptables-nft's reader, 1.8.9 … 1.8.13; impact: which
+k3s component runs which call; binaries: which iptables k3s runs; policy: the one
+verdict; equivalents + repair: exact iptables encodings and the one-transaction
+rewrite; crosscheck: real binaries as second opinion; probe: all of it in one call
+(the I/O edge). See docs/compat.md."""

@@ -1,5 +1,13 @@
 """One compat policy for `check`, `run` and the guard: the same ruleset and config
-give the same verdict and exit code everywhere. Pure."""
+give the same verdict and exit code everywhere. Pure.
+
+Blocking is what kills k3s: a rule that breaks a call kube-router dies on (its
+`-C`/`-S` in ip filter, and ip6 filter on dual-stack nodes), for an iptables k3s runs
+or could run. What breaks only calls that are logged and retried (kube-proxy,
+flannel, kube-router's sync), what no k3s component reads (other tables, arp, bridge,
+chains iptables drops), misreads and disagreements with a real binary are warnings:
+loud, never silently ok, never the reason k3s is held back.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -7,8 +15,11 @@ from dataclasses import dataclass
 from ..errors import EXIT_INCOMPATIBLE, EXIT_OK
 from ..model import Rule
 from ..netbird import NetbirdRules
+from .binaries import Binary
 from .crosscheck import CrossCheck
-from .reader import IPTABLES_TABLES, CompatReport, Finding, judge_rule
+from .impact import Setup
+from .profiles import PROFILES, Profile
+from .reader import IPTABLES_TABLES, CompatReport, Finding, _complete, _findings, verdicts
 from .repair import Repair
 
 POLICIES = ("fail", "warn", "repair")
@@ -27,6 +38,8 @@ class ProbeResult:
     planned: tuple[Repair, ...] = ()          # what repair would re-encode (dry run: all of it)
     netbird: NetbirdRules | None = None
     attempts: int = 1                         # snapshots taken: > 1 when the ruleset moved
+    binaries: tuple[Binary, ...] = ()         # the iptables judged for (empty: every version)
+    notes: tuple[str, ...] = ()               # how they were found
 
     @property
     def left(self) -> tuple[Finding, ...]:
@@ -37,12 +50,26 @@ class ProbeResult:
     def produced_genid(self) -> int | None:
         return self.genid + 1 if self.repaired else None
 
+    @property
+    def profiles(self) -> tuple[Profile, ...]:
+        """The readers the verdict is for (the guard's per-event check should use them)."""
+        return profiles_of(self.binaries)
+
+
+def profiles_of(binaries: tuple[Binary, ...]) -> tuple[Profile, ...]:
+    """The readers of the binaries that read nf_tables; every profile when one of them
+    has no known version (or there are none)."""
+    readers = [b for b in binaries if b.reads_nftables]
+    if not readers or any(b.profile is None for b in readers):
+        return PROFILES
+    return tuple(p for p in PROFILES if p in {b.profile for b in readers})
+
 
 @dataclass(frozen=True)
 class Verdict:
     exit_code: int                   # EXIT_OK or EXIT_INCOMPATIBLE
-    blocking: tuple[str, ...] = ()   # one line per unreadable rule nothing resolves
-    warnings: tuple[str, ...] = ()   # unreadable rules let through (warn), disagreements
+    blocking: tuple[str, ...] = ()   # one line per rule k3s dies on that nothing resolves
+    warnings: tuple[str, ...] = ()   # what breaks only retried calls, misreads, disagreements
     resolved: tuple[str, ...] = ()   # rules repair re-encodes (or, read-only, would)
 
     @property
@@ -54,15 +81,33 @@ class Verdict:
         if self.blocking:
             return f"{len(self.blocking)} rule(s) iptables-nft cannot read: {self.blocking[0]}"
         if self.warnings:
-            return f"degraded: {len(self.warnings)} rule(s) iptables-nft cannot read: " \
-                   f"{self.warnings[0]}"
+            return f"degraded: {len(self.warnings)} warning(s): {self.warnings[0]}"
         if self.resolved:
             return f"iptables-nft reads every rule ({len(self.resolved)} re-encoded)"
         return "iptables-nft reads every rule"
 
 
-def finding_line(f: Finding) -> str:
-    return f"{f.rule.ref}: {f.reason}"
+def _versions(f: Finding, judged: tuple[str, ...]) -> str:
+    """The versions a finding holds for, when not all of those judged."""
+    if not f.versions or set(judged) <= set(f.versions):
+        return ""
+    return f" (iptables {', '.join(f.versions)})"
+
+
+def finding_line(f: Finding, judged: tuple[str, ...] = ()) -> str:
+    """`ip filter FORWARD handle 11 (frwacceptoif): ct state expression: … (cmp sreg
+    undef) [kube-router: iptables -t filter -C FORWARD … fails: k3s exits]`"""
+    fatal = next((i for i in f.impacts if i.fatal), None)
+    if fatal:
+        tail = f" [{fatal.component} dies on `{fatal.command}`]"
+    elif f.impacts:
+        names = ", ".join(dict.fromkeys(i.component for i in f.impacts))
+        tail = f" [breaks {names}: logged and retried, k3s keeps running]"
+    elif f.breaks:
+        tail = " [no k3s component reads it]"
+    else:
+        tail = f" [{f.after_sync}]" if f.after_sync else ""
+    return f"{f.rule.ref}: {f.reason}{_versions(f, judged or tuple(p.version for p in PROFILES))}{tail}"
 
 
 def repair_line(r: Repair) -> str:
@@ -73,24 +118,51 @@ def judge(result: ProbeResult, on_incompatible: str) -> Verdict:
     """The verdict on what the probe saw. With `repair`, a rule of a repairable shape
     counts as resolved whether this probe re-encoded it (run, the guard) or only
     looked (check): what is left is what nothing can repair."""
-    resolved, unresolved = [], []
+    resolved, blocking, warnings = [], [], []
+    judged = result.report.versions
+    line = lambda f: finding_line(f, judged)  # noqa: E731
+    # The binaries are believed only when every one that reads nf_tables answered.
+    readers = [b for b in result.binaries if b.reads_nftables]
+    ran = [c for c in result.crosschecks if c.ran]
+    if len(ran) < max(len(readers), 1) or len(ran) < len(result.crosschecks):
+        ran = []
     for f in result.report.findings:
-        (resolved if on_incompatible == "repair" and f.repairable else unresolved).append(f)
-    lines = [finding_line(f) for f in unresolved]
-    # Where a real binary refused a chain the reader thought fine, believe the binary.
-    lines += [line for check in result.crosschecks for line in check.missed()]
-    done = [repair_line(r) for r in result.repaired or result.planned] or \
-        [finding_line(f) for f in resolved]
+        if on_incompatible == "repair" and f.repairable:
+            resolved.append(f)
+        elif f.blocking and not f.uncertain and ran and all(
+                all(c.refutes(i.command) for c in ran) for i in f.impacts if i.fatal):
+            # Every binary k3s runs ran the calls it would die on, and none failed.
+            warnings.append(line(f) + f" — but {ran[0].verdict.binary} reads it: not blocking")
+        else:
+            (blocking if f.blocking else warnings).append(line(f))
+    warnings += [line(f) for f in result.report.misread
+                 if not (on_incompatible == "repair" and f.repairable)]
+    # Where a real binary failed a call k3s dies on that the reader thought fine, believe it.
+    blocking += [line for check in result.crosschecks for line in check.missed()]
+    warnings += [f"disagreement: {line}" for check in result.crosschecks for line in check.lines()
+                 if line not in check.missed()]
+    done = [repair_line(r) for r in result.repaired or result.planned] or [line(f) for f in resolved]
     if on_incompatible == "warn":
-        return Verdict(EXIT_OK, (), tuple(lines), tuple(done))
-    return Verdict(EXIT_INCOMPATIBLE if lines else EXIT_OK, tuple(lines), (), tuple(done))
+        return Verdict(EXIT_OK, (), tuple(blocking + warnings), tuple(done))
+    return Verdict(EXIT_INCOMPATIBLE if blocking else EXIT_OK, tuple(blocking), tuple(warnings),
+                   tuple(done))
 
 
-def judge_added_rule(rule: Rule) -> Finding | None:
+def judge_added_rule(rule: Rule, profiles: tuple[Profile, ...] = PROFILES,
+                     setup: Setup = Setup()) -> Finding | None:
     """The finding on a rule just added to one of iptables' own tables, decided on
     the rule alone as its event brings it (the fast path of repair at once), or
-    None when iptables-nft reads it."""
+    None when iptables-nft reads it. Memoised by the rule's shape: kube-router's
+    restore re-adds every rule of ip filter at each sync."""
     if rule.table not in IPTABLES_TABLES.get(rule.family, ()):
         return None
-    bad, misread = judge_rule(rule)
-    return bad or misread
+    bad = wrong = None
+    for p, v in zip(profiles, verdicts(rule, profiles)):
+        if v.clean:
+            continue
+        b, w = _findings(rule, v)
+        bad, wrong = bad or b, wrong or w
+        if bad:
+            break
+    found = bad or wrong
+    return _complete(found, tuple(p.version for p in profiles), setup) if found else None

@@ -1,39 +1,55 @@
-"""Which rules iptables-nft 1.8.9 cannot read, and why. Pure: snapshots in, reports out.
+"""Which rules iptables-nft cannot read, and why: one model of its reader, with the few
+differences between versions 1.8.9 … 1.8.13 as a Profile (profiles.py). Pure:
+snapshots in, reports out.
 
-iptables-nft reads the kernel's rules back in two steps, and either can fail:
+iptables-nft reads the kernel's rules back in three steps, and each can go wrong:
 
-1. Listing (`-S`, `-L`, `iptables-save`) first checks every expression of the
-   chain (of the table, for `-S` without a chain and for `iptables-save`)
-   against a fixed list: match, target, payload, meta, cmp, bitwise, counter,
-   immediate, lookup, range, `limit` counting packets, `log` to an nflog group
-   (nft.c `nft_is_expr_compatible`). Anything else: "chain `X' in table `T' is
-   incompatible, use 'nft' tool." (exit 1), and iptables-save prints "# Table
-   `T' is incompatible" instead of the table.
-2. Parsing a rule (`-C`/`-D` parse each rule of the chain up to the one they
-   look for; listing parses every rule) walks the expressions and tracks what
-   each register holds (nft-shared.c `nft_rule_to_iptables_command_state`).
-   Expressions it has no case for (ct, fib, rt, socket, numgen, ...) are
-   skipped, so the register they load stays "undefined" to it and the cmp that
-   reads it fails: "Error: cmp sreg undef" / "Parsing nftables rule failed"
-   (exit 3). Other errors: meta keys and header fields it has no iptables
-   equivalent for, and so on.
+1. Its cache keeps only the tables it has names for (filter, nat, mangle, raw,
+   security; arptables' filter; ebtables' filter, nat and, from 1.8.10, broute) and,
+   in them, base chains whose name, hook, priority and type are its built-in ones
+   (nft-cache.c nft_cache_add_base_chain): any other base chain, and its rules, it
+   never sees.
+2. Listing (`-S`, `-L`, `iptables-save`) checks every expression of the chain (the
+   table, for `-S` without a chain and for iptables-save) against a fixed list
+   (nft.c nft_is_expr_compatible). Anything else: "chain `X' in table `T' is
+   incompatible, use 'nft' tool." (exit 1); iptables-save leaves the table out.
+3. Parsing a rule (`-C`/`-D` parse each rule of the chain up to the one they look
+   for; listing parses every rule) walks the expressions and tracks what each
+   register holds (nft_rule_to_iptables_command_state). Expressions it has no case
+   for (ct, fib, rt, socket, numgen, ...) are skipped, so the register they load stays
+   "undefined" to it and the cmp reading it fails: "Error: cmp sreg undef" / "Parsing
+   nftables rule failed" (exit 3). Other errors: meta keys and header fields it has
+   no iptables equivalent for, and so on.
 
-What it silently gets wrong is reported apart ("misread"): set lookups it
-ignores, header fields it drops, and a cmp reading a register that a skipped
-expression loaded while an earlier load still sits in iptables' idea of that
-register. Its register map makes that easy: it gives NFT_REG32_xx the slot xx,
-so NFT_REG32_01 shares the slot of NFT_REG_1 (and _05 that of NFT_REG_2, ...).
+What it silently gets wrong is a "misread": set lookups and header rewrites it drops,
+comparisons it reads as equality, a cmp reading a register that a skipped expression
+loaded while an earlier load still sits in iptables' idea of that register (its
+register map gives NFT_REG32_xx the slot xx, so NFT_REG32_01 shares NFT_REG_1's), ...
+kube-router's restore writes misread rules back as iptables read them.
+
+Speed: a rule's verdict depends on its expressions' shape, not on its addresses,
+ports, comments or jump targets; verdicts are memoised per shape (`verdicts()`), and
+the shape is read from the kernel's bytes without decoding most expressions.
 """
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from typing import NamedTuple
 
-from ..model import Expr, Rule, Snapshot, TableRef
+from ..model import Expr, Rule, Snapshot, Table, TableRef
 from ..netlink import consts as C
+from ..netlink.attrs import attr_str, iter_attrs
+from ..netlink.exprs import decode_fields, split_expressions
 from .equivalents import iptables_equivalent
+from .impact import (
+    KUBE_ROUTER, KUBE_ROUTER_JUMPS, Impact, Setup, after_sync, impacts, jump_spec,
+)
+from .profiles import OLDEST, PROFILES, Profile
 
-# Tables iptables-nft creates: iptables/ip6tables, arptables, ebtables.
+# Tables iptables-nft has names for (nft.c xtables_ipv4/xtables_arp/xtables_bridge);
+# bridge broute only from 1.8.10 (see tables_named()).
 IPTABLES_TABLES: dict[str, tuple[str, ...]] = {
     "ip": ("filter", "nat", "mangle", "raw", "security"),
     "ip6": ("filter", "nat", "mangle", "raw", "security"),
@@ -42,34 +58,77 @@ IPTABLES_TABLES: dict[str, tuple[str, ...]] = {
 }
 XT_EXPRESSIONS = ("match", "target")
 
+# iptables-nft's own priorities (nft.c; security is its 150, not the kernel's 50) and
+# ebtables' (linux/netfilter_bridge.h NF_BR_PRI_*).
+_PRI_RAW, _PRI_MANGLE, _PRI_NAT_DST, _PRI_FILTER, _PRI_SECURITY, _PRI_NAT_SRC = \
+    -300, -150, -100, 0, 150, 100
+_BR_PRI_FIRST, _BR_PRI_NAT_DST_BRIDGED, _BR_PRI_FILTER_BRIDGED = -2**31, -300, -200
+_BR_PRI_NAT_DST_OTHER, _BR_PRI_NAT_SRC = 100, 300
+_NF_ARP_IN, _NF_ARP_OUT = 0, 1
+_PRE, _IN, _FWD, _OUT, _POST = (C.NF_INET_PRE_ROUTING, C.NF_INET_LOCAL_IN, C.NF_INET_FORWARD,
+                                C.NF_INET_LOCAL_OUT, C.NF_INET_POST_ROUTING)
+_IP_CHAINS = {
+    "raw": {"PREROUTING": (_PRE, _PRI_RAW, "filter"), "OUTPUT": (_OUT, _PRI_RAW, "filter")},
+    "mangle": {"PREROUTING": (_PRE, _PRI_MANGLE, "filter"), "INPUT": (_IN, _PRI_MANGLE, "filter"),
+               "FORWARD": (_FWD, _PRI_MANGLE, "filter"), "OUTPUT": (_OUT, _PRI_MANGLE, "route"),
+               "POSTROUTING": (_POST, _PRI_MANGLE, "filter")},
+    "filter": {"INPUT": (_IN, _PRI_FILTER, "filter"), "FORWARD": (_FWD, _PRI_FILTER, "filter"),
+               "OUTPUT": (_OUT, _PRI_FILTER, "filter")},
+    "security": {"INPUT": (_IN, _PRI_SECURITY, "filter"), "FORWARD": (_FWD, _PRI_SECURITY, "filter"),
+                 "OUTPUT": (_OUT, _PRI_SECURITY, "filter")},
+    "nat": {"PREROUTING": (_PRE, _PRI_NAT_DST, "nat"), "INPUT": (_IN, _PRI_NAT_SRC, "nat"),
+            "POSTROUTING": (_POST, _PRI_NAT_SRC, "nat"), "OUTPUT": (_OUT, _PRI_NAT_DST, "nat")},
+}
+BUILTIN_CHAINS: dict[tuple[str, str], dict[str, tuple[int, int, str]]] = {
+    **{(fam, t): chains for fam in ("ip", "ip6") for t, chains in _IP_CHAINS.items()},
+    ("arp", "filter"): {"INPUT": (_NF_ARP_IN, _PRI_FILTER, "filter"),
+                        "OUTPUT": (_NF_ARP_OUT, _PRI_FILTER, "filter")},
+    ("bridge", "filter"): {"INPUT": (_IN, _BR_PRI_FILTER_BRIDGED, "filter"),
+                           "FORWARD": (_FWD, _BR_PRI_FILTER_BRIDGED, "filter"),
+                           "OUTPUT": (_OUT, _BR_PRI_FILTER_BRIDGED, "filter")},
+    ("bridge", "nat"): {"PREROUTING": (_PRE, _BR_PRI_NAT_DST_BRIDGED, "filter"),
+                        "OUTPUT": (_OUT, _BR_PRI_NAT_DST_OTHER, "filter"),
+                        "POSTROUTING": (_POST, _BR_PRI_NAT_SRC, "filter")},
+    ("bridge", "broute"): {"BROUTING": (_PRE, _BR_PRI_FIRST, "filter")},
+}
+
 # What breaks when iptables-nft meets the rule.
 BREAKS_CHECK = "check"   # -C/-D of a rule further down the chain (kube-router's start-up check)
 BREAKS_LIST = "list"     # -S/-L of the chain
 BREAKS_SAVE = "save"     # iptables-save of the table
 
-_LISTABLE = {"match", "target", "payload", "meta", "cmp", "bitwise", "counter", "immediate",
-             "lookup", "range"}
+_LISTABLE = {"match", "target", "payload", "meta", "cmp", "counter", "immediate", "lookup", "range"}
 
 # nf_tables constants the parser switches on
 _LL, _NETWORK, _TRANSPORT = C.PAYLOAD_LL, C.PAYLOAD_NETWORK, C.PAYLOAD_TRANSPORT
 _META_PARSED = {C.META_IIF, C.META_OIF, C.META_IIFNAME, C.META_OIFNAME, C.META_BRI_IIFNAME,
                 C.META_BRI_OIFNAME, C.META_MARK, C.META_PKTTYPE}
 _TCP, _UDP, _ICMP, _ICMPV6 = 6, 17, 1, 58  # IPPROTO_*
-_VERDICTS_PARSED = {"accept", "drop", "return", "jump", "goto"}
+_ACTIONS = {"accept", "drop", "return", "jump", "goto"}
 _META_KEY_ERROR = {"ip": "unknown ipv4 meta key", "ip6": "unknown ipv6 meta key",
                    "arp": "Unknown arp meta key"}
+_IN_META = {C.META_IIF, C.META_IIFNAME, C.META_BRI_IIFNAME}
+_OUT_META = {C.META_OIF, C.META_OIFNAME, C.META_BRI_OIFNAME}
 # the interface names ebtables has options for
 _BRIDGE_META_NAMES = {C.META_IIFNAME, C.META_OIFNAME, C.META_BRI_IIFNAME, C.META_BRI_OIFNAME}
+_ARPHDR, _ETH_ALEN = 8, 6     # sizeof(struct arphdr), ETH_ALEN
+_FRAG_MASK = b"\x1f\xff"      # what iptables writes for -f: frag-off & htons(0x1fff)
 # Failures that end the program on the spot, with their exit status (subprocess-style);
 # every other parse error ends it with exit 3 once the rule is parsed.
-SEGFAULT = "ebtables 1.8.9 crashes on meta iif/oif: segmentation fault"
+SEGFAULT = "ebtables crashes on meta iif/oif: segmentation fault"
+UNKNOWN_SET = "BUG: lookup expression references unknown set"
 _FATAL = {SEGFAULT: -11, "BUG: nft_parse_match() unknown family 3": 1,
-          "BUG: nft_parse_limit() unknown family 3": 1}
+          "BUG: nft_parse_limit() unknown family 3": 1, UNKNOWN_SET: 1}
 # interface names and kinds: 16 bytes
 _WIDE_META = {C.META_IIFNAME, C.META_OIFNAME, C.META_BRI_IIFNAME, C.META_BRI_OIFNAME,
               C.META_IIFKIND, C.META_OIFKIND, C.META_SDIFNAME}
 # addresses, labels, helper name: 16 bytes
 _WIDE_CT = {C.CT_SRC, C.CT_DST, C.CT_LABELS, C.CT_HELPER, C.CT_SRC_IP6, C.CT_DST_IP6}
+
+
+def tables_named(family: str, profile: Profile) -> tuple[str, ...]:
+    names = IPTABLES_TABLES.get(family, ())
+    return names if profile.broute_table else tuple(n for n in names if n != "broute")
 
 
 # --- results -------------------------------------------------------------------
@@ -82,13 +141,38 @@ class ChainRef:
 
 
 @dataclass(frozen=True)
+class DroppedChain:
+    """A base chain iptables-nft leaves out of its cache, with every rule in it."""
+
+    family: str
+    table: str
+    chain: str
+    why: str
+    rules: int
+
+
+class Misread(NamedTuple):
+    index: int    # the culprit expression
+    what: str     # what iptables gets wrong
+    kind: str     # impact.after_sync's key
+
+
+@dataclass(frozen=True)
 class RuleVerdict:
     """How iptables-nft reads one rule. Indexes point into rule.exprs."""
 
     errors: tuple[tuple[int, str], ...] = ()     # (culprit, iptables' message): parsing fails
     unlisted: tuple[tuple[int, str], ...] = ()   # (index, what): listing refuses the chain
-    misread: tuple[tuple[int, str], ...] = ()    # (culprit, what iptables gets wrong), no error
+    misread: tuple[Misread, ...] = ()            # no error, a wrong rule
     unreadable: tuple[int, str] | None = None    # our own decoding failed: we cannot tell
+    uncertain: bool = False                      # the binary reads uninitialised memory here
+
+    @property
+    def clean(self) -> bool:
+        return not (self.errors or self.unlisted or self.misread or self.unreadable)
+
+
+_CLEAN = RuleVerdict()
 
 
 @dataclass(frozen=True)
@@ -99,6 +183,28 @@ class Finding:
     breaks: tuple[str, ...] = ()         # BREAKS_*; empty for a misread rule
     iptables_error: str | None = None    # what its rule parser prints after "Error: " (exit 3)
     unlisted: str | None = None          # the expression its listing check refuses (exit 1)
+    impacts: tuple[Impact, ...] = ()     # the k3s calls it breaks
+    versions: tuple[str, ...] = ()       # the iptables versions it holds for
+    kind: str = ""                       # a misread's kind
+    after_sync: str | None = None        # a misread rule after kube-router's next restore
+    uncertain: bool = False              # the binary decides by reading uninitialised memory
+    variants: tuple["Finding", ...] = ()  # each version's own, where versions differ
+
+    def for_version(self, version: str) -> "Finding | None":
+        if version not in self.versions:
+            return None
+        own = next((v for v in self.variants if version in v.versions), None)
+        return replace(own, impacts=self.impacts, after_sync=self.after_sync) if own else self
+
+    @property
+    def blocking(self) -> bool:
+        """It breaks a call k3s dies on."""
+        return any(i.fatal for i in self.impacts)
+
+    @property
+    def key(self) -> tuple[str, str, str, int]:
+        r = self.rule
+        return r.family, r.table, r.chain, r.handle
 
 
 @dataclass(frozen=True)
@@ -107,22 +213,42 @@ class CompatReport:
     findings: tuple[Finding, ...] = ()             # rules iptables-nft fails on
     unlistable_chains: tuple[ChainRef, ...] = ()   # chains `iptables -S CHAIN` refuses
     misread: tuple[Finding, ...] = ()              # rules it reads without error, but wrongly
+    dropped_chains: tuple[DroppedChain, ...] = ()  # base chains it never sees
+    unnamed_tables: tuple[TableRef, ...] = ()      # iptables-managed, but no iptables names them
+    versions: tuple[str, ...] = ()                 # the readers this report is for
+    # where kube-router's `-m comment --comment "kube-router netpol - …" -j KUBE-ROUTER-X`
+    # jump sits: (family, chain) -> position
+    kube_router_jumps: dict = field(default_factory=dict, compare=False)
 
     @property
     def ok(self) -> bool:
         return not self.findings
+
+    @property
+    def blocking(self) -> tuple[Finding, ...]:
+        return tuple(f for f in self.findings if f.blocking)
+
+    def for_version(self, version: str) -> "CompatReport":
+        """The report of one reader (findings that hold for it)."""
+        if self.versions == (version,):
+            return self
+        keep = lambda fs: tuple(x for x in (f.for_version(version) for f in fs) if x)  # noqa: E731
+        findings = keep(self.findings)
+        chains = tuple(dict.fromkeys(ChainRef(f.rule.family, f.rule.table, f.rule.chain)
+                                     for f in findings))
+        return replace(self, findings=findings, unlistable_chains=chains,
+                       misread=keep(self.misread), versions=(version,))
 
     def without(self, rules: "Iterable[Rule]") -> "CompatReport":
         """The report as it reads once these rules were re-encoded (repaired)."""
         gone = {(r.family, r.table, r.chain, r.handle) for r in rules}
         if not gone:
             return self
-        keep = [f for f in self.findings
-                if (f.rule.family, f.rule.table, f.rule.chain, f.rule.handle) not in gone]
-        chains = dict.fromkeys(ChainRef(f.rule.family, f.rule.table, f.rule.chain) for f in keep)
-        misread = tuple(f for f in self.misread
-                        if (f.rule.family, f.rule.table, f.rule.chain, f.rule.handle) not in gone)
-        return CompatReport(self.managed_tables, tuple(keep), tuple(chains), misread)
+        keep = tuple(f for f in self.findings if f.key not in gone)
+        chains = tuple(dict.fromkeys(ChainRef(f.rule.family, f.rule.table, f.rule.chain)
+                                     for f in keep))
+        misread = tuple(f for f in self.misread if f.key not in gone)
+        return replace(self, findings=keep, unlistable_chains=chains, misread=misread)
 
     @property
     def unsaveable_tables(self) -> tuple[TableRef, ...]:
@@ -141,7 +267,9 @@ class CompatReport:
         found = self._findings_in(family, table, chain)
         if any(f.unlisted for f in found):
             return 1
-        failing = next((f for f in found if f.iptables_error), None)
+        failing = next((f for f in sorted(found, key=lambda f: (f.rule.chain, f.rule.position))
+                        if f.iptables_error), None) if chain is None else \
+            next((f for f in found if f.iptables_error), None)
         if failing:  # the first rule that fails to parse ends the listing
             return _FATAL.get(failing.iptables_error, 3)
         return None if found else 0
@@ -161,15 +289,13 @@ class CompatReport:
                       position: int | None = None) -> Finding | None:
         """The first rule before `position` (or anywhere, if None) on which
         `iptables -C`/`-D` fails while walking the chain."""
-        for f in self.findings:
-            r = f.rule
-            if (BREAKS_CHECK in f.breaks and (r.family, r.table, r.chain) == (family, table, chain)
-                    and (position is None or r.position < position)):
-                return f
-        return None
+        found = [f for f in self.findings if BREAKS_CHECK in f.breaks
+                 and (f.rule.family, f.rule.table, f.rule.chain) == (family, table, chain)
+                 and (position is None or f.rule.position < position)]
+        return min(found, key=lambda f: f.rule.position, default=None)
 
 
-# --- which tables ----------------------------------------------------------------
+# --- which tables and chains --------------------------------------------------------
 
 def is_managed(ref: TableRef, rules: tuple[Rule, ...] | list[Rule]) -> bool:
     """iptables-nft's table: one of its built-in table names, or one holding an xt
@@ -181,23 +307,71 @@ def is_managed(ref: TableRef, rules: tuple[Rule, ...] | list[Rule]) -> bool:
 
 def managed_tables(snapshot: Snapshot) -> list[TableRef]:
     refs = sorted(snapshot.tables, key=lambda r: (r.family, r.name))
-    return [ref for ref in refs if is_managed(ref, snapshot.tables[ref].rules)]
+    return [ref for ref in refs if ref.family in IPTABLES_TABLES
+            and is_managed(ref, snapshot.tables[ref].rules)]
+
+
+def dropped_chains(table: Table) -> dict[str, str]:
+    """Base chains nft_cache_add_base_chain refuses: chain name -> why. A second base
+    chain on a built-in hook is refused too (-EEXIST)."""
+    builtin = BUILTIN_CHAINS.get((table.family, table.name))
+    if builtin is None:
+        return {}
+    out: dict[str, str] = {}
+    taken: set[int] = set()
+    for c in table.chains:
+        if c.hook is None:
+            continue
+        want = next(((name, spec) for name, spec in builtin.items() if spec[0] == c.hook), None)
+        if want is None:
+            out[c.name] = f"hook {C.HOOK_NAMES.get(c.hook, c.hook)} is not one of the table's"
+        elif (c.name, c.priority, c.type) != (want[0], want[1][1], want[1][2]):
+            out[c.name] = (f"base chain {c.type} hook {C.HOOK_NAMES.get(c.hook, c.hook)} priority "
+                           f"{c.priority}: iptables' own is {want[0]}, {want[1][2]} priority "
+                           f"{want[1][1]}")
+        elif c.hook in taken:
+            out[c.name] = "a second base chain on the same hook"
+        else:
+            taken.add(c.hook)
+    return out
+
+
+def _set_key_lengths(table: Table) -> dict[str, int]:
+    """name -> NFTA_SET_KEY_LEN of the table's sets (ebtables' among needs it). The
+    snapshot keeps a set's attributes back to back, without their padding."""
+    out = {}
+    for name, data in table.sets:
+        pos = 0
+        while pos + 4 <= len(data):
+            length = int.from_bytes(data[pos:pos + 2], _BYTEORDER)
+            kind = int.from_bytes(data[pos + 2:pos + 4], _BYTEORDER) & C.NLA_TYPE_MASK
+            if length < 4:
+                break
+            if kind == C.NFTA_SET_KEY_LEN and length == 8:
+                out[name] = int.from_bytes(data[pos + 4:pos + 8], "big")
+                break
+            pos += length
+    return out
 
 
 # --- the listing check -----------------------------------------------------------------
 
-def _unlisted(expr: Expr) -> str | None:
+def _unlisted(expr: Expr, f: dict, profile: Profile) -> str | None:
     """Why nft_is_expr_compatible() rejects the expression, or None."""
-    if expr.name in _LISTABLE:
+    name = expr.name
+    if name in _LISTABLE:
         return None
-    f = expr.fields
-    if expr.name == "limit":
+    if name == "bitwise":
+        if profile.bitwise_strict and f.get("op", C.BITWISE_BOOL) != C.BITWISE_BOOL:
+            return "bitwise expression (a shift or a two-register operation)"
+        return None
+    if name == "limit":
         if f.get("type", 0) == 0 and f.get("flags", 0) == 0:
             return None
         return "limit expression (a byte rate or `over`)"
-    if expr.name == "log":
+    if name == "log":
         return None if "group" in f else "log expression without an nflog group"
-    return f"{expr.name or 'unnamed'} expression"
+    return f"{name or 'unnamed'} expression"
 
 
 # --- the parser model ----------------------------------------------------------------
@@ -226,6 +400,14 @@ def _word(reg: int) -> int:
     return 4 * reg if reg <= 4 else reg - 4
 
 
+def _next_reg(reg: int, size: int) -> int:
+    """nft_get_next_reg (ebtables' among): the 32-bit register after `size` bytes."""
+    reg = _normalise(reg)
+    if reg <= 4:
+        reg = 8 + (reg - 1) * 4
+    return reg + (size + 3) // 4
+
+
 def _load_len(name: str, f: dict) -> int:
     if name in ("payload", "bitwise", "exthdr"):
         return int(f.get("len", 4))
@@ -246,12 +428,15 @@ class _Reg:
     kind: str = "undef"      # undef | payload | immediate | meta
     src: int | None = None   # the expression iptables believes loaded it
     key: int = 0             # meta key
-    base: int = 0            # payload base and offset
+    base: int = 0            # payload base, offset and length
     offset: int = 0
+    length: int = 0
     data: bytes = b""        # immediate data
+    mask: bytes | None = None   # a bitwise applied to it (bitwise.set)
 
 
 _UNDEF = _Reg()
+_OPS = {C.CMP_LT: "<", C.CMP_LTE: "<=", C.CMP_GT: ">", C.CMP_GTE: ">="}
 
 
 def describe(expr: Expr) -> str:
@@ -279,21 +464,34 @@ class _Parse:
     HANDLED = {"counter", "payload", "meta", "immediate", "bitwise", "cmp", "range", "lookup",
                "match", "target", "limit", "log"}
 
-    def __init__(self, family: str):
-        self.family = family
+    def __init__(self, family: str, table: str, profile: Profile,
+                 sets: dict[str, int] | None = None):
+        self.family, self.table, self.p, self.sets = family, table, profile, sets
         self.regs = [_UNDEF] * 17
         self.truth: dict[int, int] = {}     # kernel word -> expression that really wrote it
         self.skipped: set[int] = set()      # expressions iptables never looked at
         self.proto = 0                      # cs->fw.ip.proto, for transport header matches
+        # arptables' hardware address length (--h-length): init_cs's 6 from 1.8.11
+        self.arhln = 6 if profile.init_cs else 0
+        self.action: tuple[int, str] | None = None   # the rule's target or verdict so far
+        self.dropped_protocol: int | None = None     # ebtables' ignored `meta protocol`
+        self.fields: dict[str, tuple] = {}  # cs->fw fields set so far: the last test wins
         self.errors: list[tuple[int, str]] = []
-        self.misread: list[tuple[int, str]] = []
+        self.misread: list[Misread] = []
+        self.uncertain = False
         self.i = 0
+
+    def error(self, message: str, at: int | None = None) -> None:
+        self.errors.append((self.i if at is None else at, message))
+
+    def wrong(self, what: str, kind: str, at: int | None = None) -> None:
+        self.misread.append(Misread(self.i if at is None else at, what, kind))
 
     # registers
     def slot(self, num: int) -> int | None:
         slot = _slot(num)
         if slot is None:
-            self.errors.append((self.i, "Unknown register requested"))
+            self.error("Unknown register requested")
         return slot
 
     def load(self, num: int, nbytes: int, **what) -> None:
@@ -323,145 +521,257 @@ class _Parse:
     def culprit(self, actual: int | None) -> int:
         return actual if actual is not None else self.i
 
+    def aliased(self, r: _Reg, actual: int | None) -> None:
+        if actual is None:
+            return
+        what = {"meta": "meta", "payload": "header"}.get(r.kind, r.kind)
+        if actual in self.skipped:
+            self.wrong(f"iptables-nft skips it and reads the next comparison as a {what} match "
+                       f"of an earlier expression", "aliased", actual)
+        else:
+            self.wrong(f"iptables-nft mixes up registers and reads this comparison as a {what} "
+                       f"match of another expression", "aliased")
+
+    def act(self, what: str) -> None:
+        """A target or verdict: a rule holds one (cs->target / cs->jumpto)."""
+        if self.action is not None:
+            self.wrong(f"iptables-nft keeps one action per rule: this {what} replaces the "
+                       f"{self.action[1]} before it", "target")
+        self.action = (self.i, what)
+
+    def field(self, name: str, r: _Reg, f: dict) -> None:
+        """A test iptables keeps in one field of the rule (an address, the protocol, an
+        interface): a second, different test of it replaces the first."""
+        value = (f.get("op", C.CMP_EQ), f.get("data"), r.mask, r.length, r.key)
+        old = self.fields.get(name)
+        if old is not None and old != value:
+            self.wrong(f"iptables-nft keeps one {name} test per rule: this one replaces the "
+                       f"earlier one", "overwritten")
+        self.fields[name] = value
+
+    def equality(self, op: int) -> None:
+        """Only NEQ is looked at: every other operator reads as equality."""
+        if op not in (C.CMP_EQ, C.CMP_NEQ):
+            self.wrong(f"iptables-nft reads this `{_OPS.get(op, op)}` comparison as an equality",
+                       "equality")
+
     # expressions
     def counter(self, f: dict) -> None:
         pass
 
     def payload(self, f: dict) -> None:
         if "sreg" in f:  # a payload write: iptables reads its absent dreg as 0 and moves on
-            self.misread.append((self.i, "iptables-nft ignores this header rewrite"))
+            self.wrong("iptables-nft ignores this header rewrite", "rewrite")
             return
         self.load(f.get("dreg", 0), int(f.get("len", 0)), kind="payload", base=f.get("base", 0),
-                  offset=f.get("offset", 0))
+                  offset=f.get("offset", 0), length=int(f.get("len", 0)))
 
     def meta(self, f: dict) -> None:
         if "sreg" not in f:
-            key = f.get("key", 0)
-            self.load(f.get("dreg", 0), _load_len("meta", f), kind="meta", key=key)
+            self.load(f.get("dreg", 0), _load_len("meta", f), kind="meta", key=f.get("key", 0))
             return
         r, _ = self.read(f["sreg"])
         if r is None:
             return
-        if f.get("key") != C.META_NFTRACE:
-            self.errors.append((self.i, "meta sreg key not supported"))
+        key = f.get("key")
+        if not self.p.meta_set_mark:  # 1.8.9 nft_meta_set_to_target: nftrace only
+            if key != C.META_NFTRACE:
+                self.error("meta sreg key not supported")
+            elif r.kind != "immediate":
+                self.error("meta nftrace but reg not immediate")
+            elif not any(r.data[:4]):
+                self.error("trace is cleared")
+            else:
+                self.act("TRACE target")
+            return
+        # 1.8.10+ nft_parse_meta_set: the immediate check happens inside each known key
+        if key not in (C.META_NFTRACE, C.META_MARK, C.META_BRI_BROUTE):
+            self.error("meta sreg key not supported")
         elif r.kind != "immediate":
-            self.errors.append((self.i, "meta nftrace but reg not immediate"))
-        elif not any(r.data[:4]):
-            self.errors.append((self.i, "trace is cleared"))
+            self.error("meta sreg is not an immediate")
+        elif key == C.META_NFTRACE and not any(r.data[:4]):
+            self.error("meta sreg immediate is 0")
+        elif key == C.META_BRI_BROUTE:
+            self.action = (self.i, "broute DROP")  # jumpto only, no target object
+        else:
+            self.act("MARK target" if key == C.META_MARK else "TRACE target")
 
     def immediate(self, f: dict) -> None:
         data = f.get("data")
         if isinstance(data, bytes):
-            # Oversized data: iptables clears the register and gives up on it.
-            kind = "immediate" if len(data) <= 16 else "undef"
-            self.load(f.get("dreg", 0), len(data), kind=kind, data=data)
-        elif isinstance(data, tuple) and data[0] not in _VERDICTS_PARSED:
-            self.misread.append((self.i, f"iptables-nft shows no target for verdict `{data[0]}`"))
+            slot = self.slot(f.get("dreg", 0))
+            if slot is None:
+                return
+            if len(data) > 16:  # the register was cleared: it stays undefined
+                self.regs[slot] = _UNDEF
+                self.write(f.get("dreg", 0), len(data), self.i)
+                self.error("oversized immediate data")
+                return
+            self.load(f.get("dreg", 0), len(data), kind="immediate", data=data)
+        elif isinstance(data, tuple):
+            verdict = data[0]
+            if verdict not in _ACTIONS:
+                self.wrong(f"iptables-nft shows no target for verdict `{verdict}`", "verdict")
+            elif verdict == "accept" and self.table == "broute" and self.action is not None \
+                    and self.p.broute_table:
+                pass  # ebtables' broute emulation: the earlier DROP stays
+            else:
+                self.act(f"{verdict} verdict")
 
     def bitwise(self, f: dict) -> None:
         sreg, dreg = f.get("sreg", 0), f.get("dreg", 0)
         src = self.slot(sreg)
         if src is None:
             return
+        dst = src
         if _normalise(sreg) != _normalise(dreg):
             dst = self.slot(dreg)
             if dst is None:
                 return
-            self.regs[dst] = _Reg(**vars(self.regs[src]))  # a copy, not a fresh load
+            self.regs[dst] = self.regs[src]  # a copy, not a fresh load
         # The result really comes from whatever loaded the source register.
         self.write(dreg, int(f.get("len", 4)), self.truth.get(_word(sreg)))
-        for attr in ("xor", "mask"):
-            value = f.get(attr, b"")
-            if isinstance(value, bytes) and len(value) > 16:
-                self.errors.append((self.i, f"bitwise {attr} too large"))
+        xor, mask = f.get("xor"), f.get("mask")
+        if self.p.bitwise_strict:
+            if not isinstance(xor, bytes):
+                self.error("missing bitwise xor attribute")
                 return
+        elif not (isinstance(xor, bytes) and isinstance(mask, bytes)):
+            # 1.8.9–1.8.11: an uninitialised length is compared with 16, sometimes
+            # it is larger (observed), sometimes not (observed), and a memcpy from NULL
+            # could crash: unpredictable
+            self.uncertain = True
+            self.error("bitwise xor too large")
+            return
+        if len(xor) > 16:
+            self.error("bitwise xor too large")
+            return
+        if not isinstance(mask, bytes):
+            self.error("missing bitwise mask attribute")
+            return
+        if len(mask) > 16:
+            self.error("bitwise mask too large")
+            return
+        self.regs[dst] = replace(self.regs[dst], mask=mask)
 
     def cmp(self, f: dict) -> None:
         r, actual = self.read(f.get("sreg", 0))
         if r is None:
             return
         if r.kind == "undef":
-            self.errors.append((self.culprit(actual), "cmp sreg undef"))
+            self.error("cmp sreg undef", self.culprit(actual))
             return
-        if actual is not None:
-            what = {"meta": "meta", "payload": "header"}.get(r.kind, r.kind)
-            if actual in self.skipped:
-                self.misread.append((actual, f"iptables-nft skips it and reads the next "
-                                             f"comparison as a {what} match of an earlier expression"))
-            else:
-                self.misread.append((self.i, f"iptables-nft mixes up registers and reads this "
-                                             f"comparison as a {what} match of another expression"))
+        self.aliased(r, actual)
         if r.kind == "meta":
             self.meta_cmp(r, f)
         elif r.kind == "payload":
-            self.payload_cmp(r, f)
+            if r.base == _TRANSPORT:
+                if self.family in ("ip", "ip6"):
+                    self.transport(r, f)
+                else:
+                    self.error("invalid family for TH match", r.src)
+            elif r.base == _NETWORK or (r.base == _LL and self.family == "bridge"):
+                getattr(self, f"{self.family}_payload")(r, f)
+            else:  # a link-layer header outside ebtables, inner headers, ...
+                self.wrong("iptables-nft ignores matches on this header", "header", r.src)
         else:
-            self.errors.append((self.i, "cmp sreg has unknown type"))
+            self.error("cmp sreg has unknown type")
 
     def meta_cmp(self, r: _Reg, f: dict) -> None:
-        data = f.get("data") or b"\0"
+        data, op = f.get("data") or b"\0", f.get("op", C.CMP_EQ)
         if self.family == "bridge":
-            self.bridge_meta(r)
+            self.bridge_meta(r, op)
         elif self.family in ("ip", "ip6") and r.key == C.META_L4PROTO:
             self.proto = data[0]
-        elif r.key not in _META_PARSED:
-            self.errors.append((r.src, _META_KEY_ERROR[self.family]))
+            self.field("protocol", _UNDEF, f)
+            self.equality(op)
+        elif r.key in _META_PARSED:
+            if r.key in _IN_META or r.key in _OUT_META:
+                self.field("input interface" if r.key in _IN_META else "output interface", r, f)
+            self.equality(op)
+        else:
+            self.error(_META_KEY_ERROR[self.family], r.src)
 
-    def bridge_meta(self, r: _Reg) -> None:
-        if r.key in (4, 5):       # iif, oif: if_indextoname() into a NULL buffer
-            self.errors.append((r.src, SEGFAULT))
-        elif r.key == 1:          # protocol: dropped without a word
-            self.misread.append((r.src, "ebtables ignores it and shows the rule without it"))
-        elif r.key not in _BRIDGE_META_NAMES:
-            self.errors.append((r.src, "unknown bridge meta key" if r.key in _META_PARSED
-                                else "unknown meta key"))
+    def bridge_meta(self, r: _Reg, op: int) -> None:
+        if r.key == C.META_PROTOCOL:    # dropped without a word (see among())
+            self.dropped_protocol = r.src
+        elif r.key in (C.META_IIF, C.META_OIF):
+            # 1.8.9/1.8.10: if_indextoname() into a NULL buffer
+            self.error(SEGFAULT if self.p.bridge_ifindex_crash else "unknown bridge meta key", r.src)
+        elif r.key in _BRIDGE_META_NAMES:
+            self.equality(op)
+        else:
+            self.error("unknown bridge meta key" if r.key in _META_PARSED else "unknown meta key",
+                       r.src)
 
-    def payload_cmp(self, r: _Reg, f: dict) -> None:
-        if r.base == _TRANSPORT:
-            if self.family in ("ip", "ip6"):
-                self.transport(r, f)
-            else:
-                self.errors.append((r.src, "invalid family for TH match"))
-        elif self.family == "bridge" and r.base in (_LL, _NETWORK):
-            self.ethernet(r)
-        elif r.base == _NETWORK and self.family in ("ip", "ip6"):
-            self.network(r, f)
-        elif r.base != _NETWORK:  # arp's own header fields are not modelled
-            self.misread.append((r.src, "iptables-nft ignores matches on this header"))
-
-    def ethernet(self, r: _Reg) -> None:
+    def bridge_payload(self, r: _Reg, f: dict) -> None:
         """ebtables reads destination, source and type at offsets 0, 6, 12 — whatever
         the header: `ip saddr` (network header + 12) comes out as `-p`."""
         if r.offset not in (0, 6, 12):
-            self.errors.append((r.src, "unknown payload offset"))
+            self.error("unknown payload offset", r.src)
         elif r.base != _LL:
-            self.misread.append((r.src, "ebtables reads this network header field as an "
-                                        "Ethernet header field"))
+            self.wrong("ebtables reads this network header field as an Ethernet header field",
+                       "ethernet", r.src)
 
-    def network(self, r: _Reg, f: dict) -> None:
-        data = f.get("data") or b"\0"
-        if self.family == "ip":
-            if r.offset == 9:          # protocol
-                self.proto = data[0]
-            elif r.offset == 8:        # ttl
-                self.hop_limit(r, f)
-            elif r.offset not in (6, 12, 16):   # frag_off, saddr, daddr
-                self.errors.append((r.src, "unknown payload offset"))
-            return
-        if r.offset == 6:              # nexthdr; 1.8.9 falls through into the hop limit case
+    def ip_payload(self, r: _Reg, f: dict) -> None:
+        data, op = f.get("data") or b"\0", f.get("op", C.CMP_EQ)
+        if r.offset in (12, 16):      # saddr, daddr
+            self.field("source address" if r.offset == 12 else "destination address", r, f)
+            self.equality(op)
+        elif r.offset == 9:           # protocol
             self.proto = data[0]
-            self.misread.append((r.src, "ip6tables 1.8.9 also shows the next-header test "
-                                        "as a hop-limit match"))
+            self.field("protocol", _UNDEF, f)
+            self.equality(op)
+        elif r.offset == 6:           # frag_off: any test reads as -f
+            if r.mask != _FRAG_MASK or data != b"\0\0":
+                self.wrong("iptables-nft reads any test of the fragment field as `-f`", "frag",
+                           r.src)
+        elif r.offset == 8:           # ttl
+            self.hop_limit(r, f)
+        else:
+            self.error("unknown payload offset", r.src)
+
+    def ip6_payload(self, r: _Reg, f: dict) -> None:
+        data, op = f.get("data") or b"\0", f.get("op", C.CMP_EQ)
+        if r.offset in (8, 24):       # saddr, daddr
+            self.field("source address" if r.offset == 8 else "destination address", r, f)
+            self.equality(op)
+        elif r.offset == 6:           # nexthdr: a missing break falls into the hop limit case
+            self.proto = data[0]
+            self.field("protocol", _UNDEF, f)
+            self.equality(op)
+            self.wrong("ip6tables also reads the next-header test as a hop-limit match "
+                       "(`-m hl --hl-eq N`)", "nexthdr", r.src)
             self.hop_limit(r, f)
         elif r.offset == 7:
             self.hop_limit(r, f)
-        elif r.offset not in (8, 24):
-            self.errors.append((r.src, "unknown payload offset"))
+        else:
+            self.error("unknown payload offset", r.src)
+
+    def arp_payload(self, r: _Reg, f: dict) -> None:
+        data, op = f.get("data") or b"\0", f.get("op", C.CMP_EQ)
+        off = r.offset
+        if off in (0, 2, 6):          # hardware type, protocol type, opcode
+            self.equality(op)
+        elif off == 4:                # hardware address length: moves the later offsets
+            self.arhln = data[0]
+            self.equality(op)
+        elif off == 5:                # protocol address length: only 4
+            if data[0] != 4 or op == C.CMP_NEQ:
+                self.error("unexpected ARP protocol length match", r.src)
+        elif off in (_ARPHDR, _ARPHDR + self.arhln + 4):     # sender / target hardware address
+            if len(data) != _ETH_ALEN:
+                self.wrong("arptables ignores a hardware address test that is not 6 bytes",
+                           "devaddr", r.src)
+        elif off in (_ARPHDR + self.arhln, _ARPHDR + 2 * self.arhln + 4):   # IP addresses
+            self.equality(op)
+        else:
+            self.error("unknown payload offset", r.src)
 
     def hop_limit(self, r: _Reg, f: dict) -> None:
         op, value = f.get("op", 0), (f.get("data") or b"\0")[0]
         if op > C.CMP_GTE or (op == C.CMP_LTE and value == 255) or (op == C.CMP_GTE and value == 0):
-            self.errors.append((r.src, "invalid ttl field match"))
+            self.error("invalid ttl field match", r.src)
 
     def transport(self, r: _Reg, f: dict) -> None:
         data = f.get("data") or b""
@@ -470,52 +780,95 @@ class _Parse:
             known = ((r.offset == 0 and n in (2, 4)) or (r.offset == 2 and n == 2)
                      or (r.offset == 13 and n == 1 and self.proto == _TCP))
             if not known:
-                self.misread.append((r.src, "iptables-nft ignores this transport header match"))
+                self.wrong("iptables-nft ignores this transport header match", "transport", r.src)
         elif self.proto in (_ICMP, _ICMPV6):
+            kind = data[0] if n and r.offset == 0 else 255   # UINT8_MAX: any type
             if n < 1 or (r.offset == 0 and n > 2) or (r.offset == 1 and n > 1):
-                self.errors.append((r.src, "unexpected RHS data length"))
+                self.error("unexpected RHS data length", r.src)
             elif r.offset not in (0, 1):
-                self.errors.append((r.src, "unexpected payload offset"))
-            elif r.offset == 1 and self.family == "ip6":
-                self.errors.append((r.src, "icmp6 code with any type match not supported"))
+                self.error("unexpected payload offset", r.src)
+            elif self.family == "ip6" and kind == 255:
+                self.error("icmp6 code with any type match not supported", r.src)
         else:
-            self.errors.append((r.src, "unsupported layer 4 protocol value"))
+            self.error("unsupported layer 4 protocol value", r.src)
 
     def range(self, f: dict) -> None:
         r, actual = self.read(f.get("sreg", 0))
         if r is None:
             return
         if r.kind == "undef":
-            self.errors.append((self.culprit(actual), "range sreg undef"))
-        elif r.kind != "payload":
-            self.errors.append((self.i, "range sreg type unsupported"))
+            self.error("range sreg undef", self.culprit(actual))
+            return
+        self.aliased(r, actual)
+        if r.kind != "payload":
+            self.error("range sreg type unsupported")
         elif r.base != _TRANSPORT:
-            self.errors.append((self.i, "range with unknown payload base"))
-        elif not (self.proto in (_TCP, _UDP) and r.offset in (0, 2)
-                  and len(f.get("from") or b"") == 2 == len(f.get("to") or b"")):
-            self.misread.append((self.i, "iptables-nft ignores this port range"))
+            self.error("range with unknown payload base")
+        # nft_parse_transport_range reads FROM's length twice: TO's is never checked
+        elif not (self.family in ("ip", "ip6") and self.proto in (_TCP, _UDP)
+                  and r.offset in (0, 2) and len(f.get("from") or b"") == 2):
+            self.wrong("iptables-nft ignores this port range", "range")
 
     def lookup(self, f: dict) -> None:
         if self.family == "bridge":
-            return  # ebtables' among match: not modelled
-        what = "map" if "dreg" in f else "set"
-        self.misread.append((self.i, f"iptables-nft ignores the {what} lookup and shows the rule "
-                                     f"without it"))
+            self.among(f)
+            return
+        dreg = f.get("dreg")
+        kind = "lookup" if dreg is None else "vmap" if dreg == C.REG_VERDICT else "map"
+        what = {"lookup": "set lookup", "vmap": "verdict map", "map": "map lookup"}[kind]
+        self.wrong(f"iptables-nft ignores the {what} and shows the rule without it", kind)
         self.skip("lookup", f)
+
+    def among(self, f: dict) -> None:
+        """ebtables' among match (nft_bridge_parse_lookup). Without the table's sets
+        (a rule judged alone) it is not modelled."""
+        if self.sets is None:
+            return
+        key_len = self.sets.get(f.get("set"))
+        if key_len is None:
+            self.error(UNKNOWN_SET)
+            return
+        r, _ = self.read(f.get("sreg", 0))
+        if r is None:
+            return
+        if r.kind != "payload":
+            self.error("lookup reg is not payload type")
+            return
+        ether = r.base == _LL and r.offset in (0, 6) and r.length == _ETH_ALEN
+        if key_len == 6:
+            ok = ether
+        elif key_len == 12:
+            nxt, _ = self.read(_next_reg(f.get("sreg", 0), _ETH_ALEN))
+            if nxt is None:
+                return
+            if nxt.kind != "payload":
+                self.error("next lookup reg is not payload type")
+                return
+            ok = ether and nxt.base == _NETWORK and nxt.length == 4 and \
+                (nxt.offset == 16) == (r.offset == 0) and nxt.offset in (12, 16)
+        else:
+            self.error("unsupported lookup key length")
+            return
+        if not ok:
+            self.wrong("ebtables ignores this set lookup (not a MAC/IP pair it knows)", "among")
+        elif key_len == 12:  # ebtables writes `meta protocol ip` itself for MAC=IP pairs
+            self.dropped_protocol = None
 
     def match(self, f: dict) -> None:
         if self.family == "arp":
-            self.errors.append((self.i, "BUG: nft_parse_match() unknown family 3"))
+            self.error("BUG: nft_parse_match() unknown family 3")
 
     def target(self, f: dict) -> None:
-        pass
+        if self.family == "bridge" and f.get("name") in ("log", "nflog"):
+            return  # ebtables watchers, not targets
+        self.act("x_tables target")  # (no name: the verdict is memoised without it)
 
     def limit(self, f: dict) -> None:
         if self.family == "arp":
-            self.errors.append((self.i, "BUG: nft_parse_limit() unknown family 3"))
+            self.error("BUG: nft_parse_limit() unknown family 3")
 
     def log(self, f: dict) -> None:
-        pass
+        self.act("NFLOG target")
 
     def skip(self, name: str, f: dict) -> None:
         """An expression iptables has no case for: whatever it loads, iptables never sees."""
@@ -524,9 +877,11 @@ class _Parse:
             self.write(f["dreg"], _load_len(name, f), self.i)
 
 
-def read_rule(rule: Rule) -> RuleVerdict:
-    """How iptables-nft 1.8.9 reads one rule."""
-    p = _Parse(rule.family)
+def read_rule(rule: Rule, profile: Profile = OLDEST, sets: dict[str, int] | None = None
+              ) -> RuleVerdict:
+    """How one iptables-nft version reads one rule. sets: the table's set key lengths
+    (ebtables' among match needs them)."""
+    p = _Parse(rule.family, rule.table, profile, sets)
     unlisted: list[tuple[int, str]] = []
     for i, expr in enumerate(rule.exprs):
         p.i = i
@@ -534,7 +889,7 @@ def read_rule(rule: Rule) -> RuleVerdict:
             if not expr.name:
                 raise ValueError("expression without a name")
             f = expr.fields
-            why = _unlisted(expr)
+            why = _unlisted(expr, f, profile)
             if why:
                 unlisted.append((i, why))
             if expr.name in _Parse.HANDLED:
@@ -543,14 +898,169 @@ def read_rule(rule: Rule) -> RuleVerdict:
                 p.skip(expr.name, f)
         except (ValueError, TypeError, KeyError, IndexError) as exc:
             return RuleVerdict(unreadable=(i, str(exc) or type(exc).__name__))
-    return RuleVerdict(tuple(p.errors), tuple(unlisted), tuple(dict.fromkeys(p.misread)))
+    if p.dropped_protocol is not None:
+        p.wrong("ebtables ignores it and shows the rule without it", "protocol", p.dropped_protocol)
+    if not (p.errors or unlisted or p.misread):
+        return _CLEAN
+    return RuleVerdict(tuple(p.errors), tuple(unlisted), tuple(dict.fromkeys(p.misread)),
+                       None, p.uncertain)
+
+
+# --- memoised verdicts ----------------------------------------------------------------
+#
+# The reader looks at registers, operators, keys, offsets, lengths, the first bytes of
+# small constants and the names of verdicts, never at addresses, ports, comments, set
+# names or jump targets. A shape keeps exactly what it looks at, so rules of one shape
+# get one verdict. An element's shape is found from its bytes (kept in a bounded
+# cache: most elements repeat); xt match/target elements, whose info (a comment, a
+# port list) makes them unique, are told apart by their name attribute alone.
+
+_IGNORED_FIELDS = {"info", "set", "set_id", "prefix", "imm_name", "set_name", "rev"}
+_MATCH_HEAD = attr_str(C.NFTA_EXPR_NAME, "match")
+_TARGET_HEAD = attr_str(C.NFTA_EXPR_NAME, "target")
+_HEAD_LEN = len(_MATCH_HEAD)
+_SHAPES: dict[bytes, int] = {}        # element bytes -> shape id
+_SHAPE_IDS: dict[object, int] = {}     # shape -> its id (a few hundred)
+_SHAPES_MAX = 65536
+_MEMO: dict[tuple, list] = {}
+_MEMO_MAX = 32768
+_BYTEORDER = sys.byteorder  # netlink attribute headers are in host order
+
+
+def _bytes_shape(key: str, v: bytes):
+    # Small masks are compared whole (`-f` is frag-off & 0x1fff); of any other constant
+    # the reader reads its length, its first byte (a protocol, a ttl, an ICMP type, an
+    # ARP length) and whether its first word is zero (nftrace, `-f`'s 0).
+    if key == "mask" and len(v) <= 2:
+        return v
+    return len(v), v[:1], any(v[:4])
+
+
+def _shape_of(name: str, fields: dict) -> tuple:
+    """What the reader reads of one expression."""
+    if name == "counter":
+        return ("counter",)
+    out: list = [name]
+    for k, v in fields.items():
+        if k in _IGNORED_FIELDS:
+            continue
+        if isinstance(v, bytes):
+            v = _bytes_shape(k, v)
+        elif isinstance(v, tuple):
+            v = v[0]            # (verdict, chain): the chain is never read
+        elif isinstance(v, str) and k != "name":
+            continue
+        out.append((k, v))
+    return tuple(out)
+
+
+def _attr_head(length: int, kind: int) -> bytes:
+    return length.to_bytes(2, _BYTEORDER) + kind.to_bytes(2, _BYTEORDER)
+
+
+# cmp and verdict immediates are the elements that rarely repeat (addresses, ports, jump
+# targets): their shape is read at fixed offsets of the kernel's layout, checked
+# attribute by attribute, without decoding (tests/unit/test_compat_speed.py holds both
+# ways to the same answers). Anything laid out otherwise is decoded.
+_CMP_NAME = attr_str(C.NFTA_EXPR_NAME, "cmp")
+_CMP_SREG, _CMP_OP = _attr_head(8, 1), _attr_head(8, 2)
+_IMM_NAME = attr_str(C.NFTA_EXPR_NAME, "immediate")
+_IMM_DREG, _VERDICT_CODE = _attr_head(8, 1), _attr_head(8, C.NFTA_VERDICT_CODE)
+
+
+def _type_at(element: bytes, at: int) -> int:
+    return int.from_bytes(element[at:at + 2], _BYTEORDER) & C.NLA_TYPE_MASK
+
+
+def _fast_shape(element: bytes) -> tuple | None:
+    if element[4:4 + len(_CMP_NAME)] == _CMP_NAME and len(element) >= 40 \
+            and element[16:20] == _CMP_SREG and element[24:28] == _CMP_OP \
+            and _type_at(element, 34) == 3 and _type_at(element, 38) == C.NFTA_DATA_VALUE:
+        vlen = int.from_bytes(element[36:38], _BYTEORDER) - 4
+        value = element[40:40 + vlen]
+        if vlen < 0 or len(value) != vlen or \
+                int.from_bytes(element[32:34], _BYTEORDER) != ((vlen + 3) & ~3) + 8:
+            return None
+        return ("cmp", ("sreg", int.from_bytes(element[20:24], "big")),
+                ("op", int.from_bytes(element[28:32], "big")), ("data", _bytes_shape("data", value)))
+    if element[4:4 + len(_IMM_NAME)] == _IMM_NAME and len(element) >= 48 \
+            and element[24:28] == _IMM_DREG and _type_at(element, 34) == 2 \
+            and _type_at(element, 38) == C.NFTA_DATA_VERDICT and element[40:44] == _VERDICT_CODE:
+        code = int.from_bytes(element[44:48], "big", signed=True)
+        return ("immediate", ("dreg", int.from_bytes(element[28:32], "big")),
+                ("data", C.VERDICTS.get(code, str(code))))
+    return None
+
+
+def _element_shape(element: bytes) -> object:
+    try:
+        (name, data), = split_expressions(element)
+        return _shape_of(name, decode_fields(name, data))
+    except ValueError:
+        return ("unreadable", element)
+
+
+def shape_key(rule: Rule) -> tuple | None:
+    """The rule's shape, from the kernel's bytes; None when they do not parse."""
+    blob = rule.expressions_payload
+    shapes, out = _SHAPES, []
+    pos, end = 0, len(blob)
+    bridge = rule.family == "bridge"
+    while pos + 4 <= end:
+        length = int.from_bytes(blob[pos:pos + 2], _BYTEORDER)
+        if length < 4 or pos + length > end:
+            return None
+        head = blob[pos + 4:pos + 4 + _HEAD_LEN]
+        if head == _MATCH_HEAD:
+            out.append(-1)
+        elif head == _TARGET_HEAD and not bridge:  # ebtables tells log/nflog apart
+            out.append(-2)
+        else:
+            element = blob[pos:pos + ((length + 3) & ~3)]
+            shape = shapes.get(element)
+            if shape is None:  # shapes are numbered: a rule's key hashes fast
+                shape = _SHAPE_IDS.setdefault(_fast_shape(element) or _element_shape(element),
+                                              len(_SHAPE_IDS))
+                if len(shapes) < _SHAPES_MAX:
+                    shapes[element] = shape
+            out.append(shape)
+        pos += (length + 3) & ~3
+    return tuple(out) if pos == end else None
+
+
+def verdicts(rule: Rule, profiles: tuple[Profile, ...], sets: dict[str, int] | None = None
+             ) -> tuple[RuleVerdict, ...]:
+    """read_rule() for each profile, memoised by the rule's shape; () when every one
+    reads it cleanly (the common case, answered by one lookup)."""
+    if sets is not None and rule.family == "bridge" and b"lookup" in rule.expressions_payload:
+        return _unless_clean(tuple(read_rule(rule, p, sets) for p in profiles))
+    key = shape_key(rule)
+    if key is None:
+        return _unless_clean(tuple(read_rule(rule, p, sets) for p in profiles))
+    slots = _MEMO.get((rule.family, rule.table == "broute", key))
+    if slots is None:
+        if len(_MEMO) >= _MEMO_MAX:
+            _MEMO.clear()
+            if len(_SHAPE_IDS) >= _SHAPES_MAX:  # ids live as long as the keys holding them
+                _SHAPE_IDS.clear()
+                _SHAPES.clear()
+        slots = _MEMO[(rule.family, rule.table == "broute", key)] = {}
+    found = slots.get(profiles)
+    if found is None:
+        found = slots[profiles] = _unless_clean(tuple(read_rule(rule, p) for p in profiles))
+    return found
+
+
+def _unless_clean(vs: tuple[RuleVerdict, ...]) -> tuple[RuleVerdict, ...]:
+    return () if all(v.clean for v in vs) else vs
 
 
 # --- findings ---------------------------------------------------------------------------
 
-def _finding(rule: Rule, verdict: RuleVerdict) -> tuple[Finding | None, Finding | None]:
-    """(the rule's finding if iptables-nft fails on it, its misread finding)."""
-    if not (verdict.unreadable or verdict.errors or verdict.misread or verdict.unlisted):
+def _findings(rule: Rule, verdict: RuleVerdict) -> tuple[Finding | None, Finding | None]:
+    """(the rule's finding if iptables-nft fails on it, its misread finding), without
+    versions and consequences."""
+    if verdict.clean:
         return None, None  # the common case: no need to look for an equivalent
     repairable = iptables_equivalent(rule) is not None
     everything = (BREAKS_CHECK, BREAKS_LIST, BREAKS_SAVE)
@@ -561,15 +1071,18 @@ def _finding(rule: Rule, verdict: RuleVerdict) -> tuple[Finding | None, Finding 
                              f"cannot tell what iptables-nft makes of it",
                        False, everything), None
     unlisted = verdict.unlisted[0][1] if verdict.unlisted else None
+    misread = None
+    if verdict.misread:
+        m = verdict.misread[0]
+        misread = Finding(rule, f"{describe(rule.exprs[m.index])}: {m.what}", repairable, kind=m.kind)
     if verdict.errors:
         # A crash or an internal "BUG" ends the program before the rule's other errors.
         i, message = next((e for e in verdict.errors if e[1] in _FATAL), verdict.errors[0])
-        return Finding(rule, f"{describe(rule.exprs[i])}: iptables-nft cannot parse it ({message})",
-                       repairable, everything, message, unlisted), None
-    misread = None
-    if verdict.misread:
-        i, what = verdict.misread[0]
-        misread = Finding(rule, f"{describe(rule.exprs[i])}: {what}", repairable)
+        how = "may fail to parse it (it reads uninitialised memory: some runs fail)" \
+            if verdict.uncertain else "cannot parse it"
+        return Finding(rule, f"{describe(rule.exprs[i])}: iptables-nft {how} ({message})",
+                       repairable, everything, message, unlisted,
+                       uncertain=verdict.uncertain), None
     if unlisted:
         return Finding(rule, f"{unlisted}: iptables-nft refuses to list a chain holding it "
                              f"(-S/-L fail, iptables-save skips the table; -C still works)",
@@ -577,51 +1090,186 @@ def _finding(rule: Rule, verdict: RuleVerdict) -> tuple[Finding | None, Finding 
     return None, misread
 
 
-def judge_rule(rule: Rule) -> tuple[Finding | None, Finding | None]:
-    """(the rule's finding if iptables-nft fails on it, its misread finding)."""
-    return _finding(rule, read_rule(rule))
+def judge_rule(rule: Rule, profile: Profile = OLDEST, setup: Setup = Setup()
+               ) -> tuple[Finding | None, Finding | None]:
+    """(the rule's finding if iptables-nft fails on it, its misread finding), judged
+    alone: what it breaks, as if it were in a table of its own."""
+    bad, wrong = _findings(rule, read_rule(rule, profile))
+    return _complete(bad, (profile.version,), setup), _complete(wrong, (profile.version,), setup)
 
 
-def analyse(snapshot: Snapshot) -> CompatReport:
+def _merge(found: list[Finding]) -> Finding:
+    """One finding per rule: the first version's, holding for every version that has
+    one; where versions say it differently, each version's own is kept (variants)."""
+    if len(found) == 1:
+        return found[0]
+    first = found[0]
+    others = "; ".join(f"iptables {', '.join(f.versions)}: {f.iptables_error or f.unlisted or f.kind}"
+                       for f in found[1:])
+    breaks = tuple(b for b in (BREAKS_CHECK, BREAKS_LIST, BREAKS_SAVE)
+                   if any(b in f.breaks for f in found))
+    return replace(first, reason=f"{first.reason} ({others})", breaks=breaks,
+                   versions=tuple(v for f in found for v in f.versions),
+                   uncertain=any(f.uncertain for f in found), variants=tuple(found))
+
+
+def _complete(f: Finding | None, versions: tuple[str, ...] | None, setup: Setup,
+              ip6_kube_router: bool = False, sync_blocked: bool = False) -> Finding | None:
+    if f is None:
+        return None
+    versions = f.versions if versions is None else versions
+    r = f.rule
+    if f.breaks:
+        return replace(f, versions=versions, impacts=impacts(
+            r.family, r.table, r.chain, r.position, f.breaks, setup, ip6_kube_router))
+    restored = setup.network_policy and r.table == "filter" and (
+        r.family == "ip" or (r.family == "ip6" and (setup.dual_stack or ip6_kube_router)))
+    after = None
+    if restored:
+        after = f"after kube-router's next policy sync: {after_sync(f.kind)}"
+        if sync_blocked:
+            after += " (not while the table holds rules iptables cannot read: the sync aborts)"
+    return replace(f, versions=versions, after_sync=after)
+
+
+def _ip6_kube_router(snapshot: Snapshot) -> bool:
+    """kube-router's chains in ip6 filter: the node is dual-stack."""
+    table = snapshot.tables.get(TableRef("ip6", "filter"))
+    own = set(KUBE_ROUTER_JUMPS.values())
+    return table is not None and any(c.name in own for c in table.chains)
+
+
+def kube_router_jump(rule: Rule) -> str | None:
+    """The builtin chain whose kube-router jump this rule is, as `iptables -C` compares
+    it (nft_rule_cmp: the comment match's data and the jump; a counter does not count)."""
+    target = KUBE_ROUTER_JUMPS.get(rule.chain)
+    if target is None or rule.table != "filter" or rule.family not in ("ip", "ip6"):
+        return None
+    comment = jump_spec(rule.chain)[3].encode()
+    data = rule.userdata or b""
+    if len(data) >= 2 and data[0] == 0 and 0 < data[1] <= len(data) - 2:
+        return None  # an nft comment: iptables adds it as a second comment match
+    try:
+        exprs = [e for e in rule.exprs if e.name != "counter"]
+        if len(exprs) != 2 or [e.name for e in exprs] != ["match", "immediate"]:
+            return None
+        m, imm = exprs[0].fields, exprs[1].fields
+    except ValueError:
+        return None
+    info = m.get("info") or b""
+    if m.get("name") != "comment" or info.split(b"\0", 1)[0] != comment or info[len(comment):].strip(b"\0"):
+        return None
+    return rule.chain if imm.get("data") == ("jump", target) else None
+
+
+def analyse(snapshot: Snapshot, profiles: Iterable[Profile] = PROFILES,
+            setup: Setup = Setup()) -> CompatReport:
+    """Every managed table read by each of `profiles`; a finding holds for the versions
+    it lists (Finding.versions)."""
+    profiles = tuple(profiles) or PROFILES
+    versions = tuple(p.version for p in profiles)
+    ip6_kr = _ip6_kube_router(snapshot)
     managed = managed_tables(snapshot)
     findings: list[Finding] = []
     misread: list[Finding] = []
-    unlistable: list[ChainRef] = []
+    dropped: list[DroppedChain] = []
+    unnamed: list[TableRef] = []
+    jumps: dict[tuple[str, str], int] = {}
+    sync_blocked: set[TableRef] = set()
     for ref in managed:
-        for rule in snapshot.tables[ref].rules:
-            bad, wrong = judge_rule(rule)
-            if bad:
-                findings.append(bad)
-                chain = ChainRef(rule.family, rule.table, rule.chain)
-                if chain not in unlistable:
-                    unlistable.append(chain)
-            if wrong:
-                misread.append(wrong)
-    return CompatReport(tuple(managed), tuple(findings), tuple(unlistable), tuple(misread))
+        table = snapshot.tables[ref]
+        named = [p for p in profiles if ref.name in tables_named(ref.family, p)]
+        if len(named) < len(profiles):
+            unnamed.append(ref)
+        if not named:
+            continue  # no command of these versions reads it
+        gone = dropped_chains(table)
+        for name, why in gone.items():
+            dropped.append(DroppedChain(ref.family, ref.name, name, why,
+                                        sum(1 for r in table.rules if r.chain == name)))
+        sets = _set_key_lengths(table) if ref.family == "bridge" else None
+        named = tuple(named)
+        for rule in table.rules:
+            if rule.chain in gone:
+                continue  # never in iptables' cache: no command reads it
+            if rule.chain in KUBE_ROUTER_JUMPS and ref.name == "filter" and \
+                    (ref.family, rule.chain) not in jumps and kube_router_jump(rule):
+                jumps[(ref.family, rule.chain)] = rule.position
+            vs = verdicts(rule, named, sets)
+            if not vs:
+                continue
+            groups: dict[RuleVerdict, list[str]] = {}
+            for p, v in zip(named, vs):
+                if not v.clean:
+                    groups.setdefault(v, []).append(p.version)
+            bads, wrongs = [], []
+            for v, vers in groups.items():
+                bad, wrong = _findings(rule, v)
+                if bad:
+                    bads.append(replace(bad, versions=tuple(vers)))
+                if wrong:
+                    wrongs.append(replace(wrong, versions=tuple(vers)))
+            if bads:
+                findings.append(_complete(_merge(bads), None, setup, ip6_kr))
+                sync_blocked.add(ref)
+            if wrongs:
+                misread.append(_merge(wrongs))
+    misread = [_complete(f, None, setup, ip6_kr,
+                         TableRef(f.rule.family, f.rule.table) in sync_blocked)
+               for f in misread]
+    chains = tuple(dict.fromkeys(ChainRef(f.rule.family, f.rule.table, f.rule.chain)
+                                 for f in findings))
+    return CompatReport(tuple(managed), tuple(findings), chains, tuple(misread), tuple(dropped),
+                        tuple(unnamed), versions, jumps)
 
 
 # --- JSON ---------------------------------------------------------------------------------
 
-def finding_json(f: Finding) -> dict:
+def impact_json(i: Impact) -> dict:
+    return {"component": i.component, "command": i.command, "fatal": i.fatal, "effect": i.effect}
+
+
+def finding_json(f: Finding, binaries: dict[str, list[str]] | None = None) -> dict:
+    """One finding; binaries: version -> the binaries (paths) of that version."""
     r = f.rule
+    first = next((i for i in f.impacts if i.fatal), f.impacts[0] if f.impacts else None)
+    if first is None and f.after_sync:
+        first = Impact(KUBE_ROUTER, "iptables-save -t filter | iptables-restore -T filter",
+                       False, f.after_sync)
+    on = [b for v in f.versions for b in (binaries or {}).get(v, [])]
     out = {"family": r.family, "table": r.table, "chain": r.chain, "handle": r.handle,
            "position": r.position, "userdata": r.userdata_text(),
            "expressions": r.expr_names, "reason": f.reason, "repairable": f.repairable,
-           "breaks": list(f.breaks), "iptables_error": f.iptables_error,
-           "unlisted": f.unlisted}
+           "blocking": f.blocking, "breaks": list(f.breaks), "iptables_error": f.iptables_error,
+           "unlisted": f.unlisted, "uncertain": f.uncertain,
+           "component": first.component if first else None,
+           "command": first.command if first else None,
+           "binary": on[0] if on else None, "binaries": on, "versions": list(f.versions),
+           "impacts": [impact_json(i) for i in f.impacts]}
+    if f.kind:
+        out["kind"] = f.kind
+        out["after_sync"] = f.after_sync
     if f.repairable:
         equivalent = iptables_equivalent(r)
         out["equivalent"] = equivalent.text if equivalent else None
     return out
 
 
-def report_json(report: CompatReport) -> dict:
-    """DESIGN section 3's shape, plus the chains iptables cannot list and misread rules."""
+def report_json(report: CompatReport, binaries: dict[str, list[str]] | None = None) -> dict:
+    """DESIGN section 3's shape: `incompatible` holds what kills k3s; what only breaks
+    calls that are logged and retried, or nothing k3s runs, is `not_blocking`; rules
+    read wrongly are `misread`; base chains iptables never sees, `dropped_chains`."""
+    blocking = [f for f in report.findings if f.blocking]
     return {
-        "ok": report.ok,
+        "ok": not blocking,
         "managed_tables": [{"family": t.family, "table": t.name} for t in report.managed_tables],
-        "incompatible": [finding_json(f) for f in report.findings],
+        "incompatible": [finding_json(f, binaries) for f in blocking],
+        "not_blocking": [finding_json(f, binaries) for f in report.findings if not f.blocking],
+        "misread": [finding_json(f, binaries) for f in report.misread],
         "unlistable_chains": [{"family": c.family, "table": c.table, "chain": c.chain}
                               for c in report.unlistable_chains],
-        "misread": [finding_json(f) for f in report.misread],
+        "dropped_chains": [{"family": d.family, "table": d.table, "chain": d.chain,
+                            "why": d.why, "rules": d.rules} for d in report.dropped_chains],
+        "unnamed_tables": [{"family": t.family, "table": t.name} for t in report.unnamed_tables],
+        "versions": list(report.versions),
     }
