@@ -32,6 +32,7 @@ from .adapters import nft, statefile
 from .adapters.journal import Log
 from .adapters.nfsock import DumpInterrupted, NetlinkError, NfSocket
 from .adapters.notify import Notifier
+from .compat.impact import Setup
 from .compat.probe import commit_repairs, probe
 from .config import Config, ConfigError, LinkUp, UnitActive
 from .core import actions as A
@@ -87,14 +88,18 @@ class Daemon:
     """Runs one Machine to its Exit: `fwgate run`, `fwgate guard`, the demo."""
 
     def __init__(self, config: Config, log: Log, notifier: Notifier, role: Role = Role.GATE, *,
-                 keep_guarding: bool | None = None, binaries: tuple[str, ...] = (),
+                 keep_guarding: bool | None = None, binaries: tuple = (),
+                 notes: tuple[str, ...] = (), setup: Setup = Setup(),
                  reload: Callable[[], Config] | None = None, netns: str | None = None,
                  state_file: str | None = None, metrics_file: str | None = None,
                  tick: float = KEEPALIVE, clock: Callable[[], float] = time.monotonic,
                  on_status: Callable[[str], None] | None = None,
                  explain_netbird: Callable[[], tuple[str, ...]] | None = None):
         self.config, self.log, self.notifier, self.role = config, log, notifier, role
-        self.keep_guarding, self.binaries, self.reload = keep_guarding, binaries, reload
+        self.keep_guarding, self.reload = keep_guarding, reload
+        # The iptables to judge for (compat.binaries.Binary or a path), how they were
+        # found, and which k3s components run.
+        self.binaries, self.notes, self.setup = binaries, notes, setup
         self.netns, self.state_file, self.metrics_file = netns, state_file, metrics_file
         self.tick, self.clock, self.on_status = tick, clock, on_status
         self.explain_netbird = explain_netbird or _explain_netbird
@@ -184,7 +189,7 @@ class Daemon:
         self.machine = Machine(self.config, now, self.role, own_portids=self.own_portids,
                                keep_guarding=self.keep_guarding,
                                wall_offset=time.time() - time.monotonic(), pid=os.getpid(),
-                               netns=self.netns, facts=facts)
+                               netns=self.netns, facts=facts, setup=self.setup)
         queue: deque[I.Input] = deque()
         exit_action = self._execute(self.machine.start(now), queue)
         next_tick = now
@@ -326,7 +331,7 @@ class Daemon:
 
     def _probe(self, sock: NfSocket, action: A.RunCompat):
         return probe(sock, repair=action.repair, binaries=self.binaries, netns=self.netns,
-                     ifaces=self.config.tunnel_links()).result
+                     ifaces=self.config.tunnel_links(), setup=self.setup, notes=self.notes).result
 
     def _probe_in_worker(self, action: A.RunCompat) -> None:
         try:

@@ -193,6 +193,14 @@ def repair_exit_blocking(result: ProbeResult) -> bool:
     return any(f.blocking for f in result.left)
 
 
+def _judged_for(state: State) -> str:
+    """` for /usr/sbin/iptables (1.8.9, nf_tables)`: the binaries the verdict is for."""
+    if not state.compat_binaries:
+        return f" for iptables {', '.join(state.compat_versions)}" if state.compat_versions else ""
+    return " for " + ", ".join(f"{b['path']} ({', '.join(x for x in (b.get('version'), b.get('mode')) if x)})"
+                               for b in state.compat_binaries)
+
+
 def status_text(state: State, alive: bool, path: str) -> str:
     def when(t):
         return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if t else "never"
@@ -208,11 +216,15 @@ def status_text(state: State, alive: bool, path: str) -> str:
              f"rules: genid {state.genid}, digest {(state.digest or '')[:16]}, "
              f"{state.changes_total} change(s), last {when(state.last_change_at)}, "
              f"{state.resyncs_total} resync(s)",
-             "compat: " + ("not checked yet" if state.compat_checked_at is None else
-                           f"checked {when(state.compat_checked_at)}: " +
-                           ("iptables-nft reads every rule" if not state.incompatible else
-                            f"{len(state.incompatible)} unreadable: {state.incompatible[0]}")),
-             f"repairs: {state.repairs_total}"]
+             "compat" + _judged_for(state) + ": " + (
+                 "not checked yet" if state.compat_checked_at is None else
+                 f"checked {when(state.compat_checked_at)}: {len(state.incompatible)} blocking, "
+                 f"{len(state.compat_warnings)} warning(s)" +
+                 (f", {state.compat_disagreements} disagreement(s) with a real iptables"
+                  if state.compat_disagreements else ""))]
+    lines += [f"  blocks: {line}" for line in state.incompatible[:5]]
+    lines += [f"  warns: {line}" for line in state.compat_warnings[:5]]
+    lines.append(f"repairs: {state.repairs_total}")
     lines += [f"  {when(r['at'])} {r['rule']}" for r in state.repairs[-5:]]
     if state.netbird_fallback:
         lines.append("netbird: " + " ".join(state.netbird_fallback))

@@ -25,7 +25,11 @@ class State:
     resyncs_total: int = 0
     stage_seconds: dict[str, float] = field(default_factory=dict)
     compat_checked_at: float | None = None
-    incompatible: list[str] = field(default_factory=list)
+    incompatible: list[str] = field(default_factory=list)     # blocking: k3s dies on them
+    compat_warnings: list[str] = field(default_factory=list)  # logged and retried, misread
+    compat_binaries: list[dict] = field(default_factory=list)  # the iptables judged for
+    compat_versions: list[str] = field(default_factory=list)
+    compat_disagreements: int = 0                             # reader vs a real binary
     repairs_total: int = 0
     repairs: list[dict] = field(default_factory=list)  # the latest few: {"at", "rule"}
     restarts: list[dict] = field(default_factory=list)  # units restarted after a repair
@@ -58,8 +62,19 @@ def render_metrics(state: State) -> str:
                [("", state.ready_at)])
     metric("stage_duration_seconds", "gauge", "How long each stage of the gate took to settle.",
            [(f',stage="{_label(name)}"', secs) for name, secs in state.stage_seconds.items()])
-    metric("incompatible_rules", "gauge", "Rules the iptables-nft inside k3s cannot read, at the last check.",
+    metric("incompatible_rules", "gauge",
+           "Rules k3s dies on (kube-router's fatal iptables calls fail), at the last check.",
            [("", float(len(state.incompatible)))])
+    metric("compat_warnings", "gauge",
+           "Rules that break only logged-and-retried calls, or that iptables misreads.",
+           [("", float(len(state.compat_warnings)))])
+    metric("compat_disagreements", "gauge",
+           "Calls where a real iptables binary and fwgate's reader disagreed, at the last check.",
+           [("", float(state.compat_disagreements))])
+    metric("compat_binary_info", "gauge", "The iptables binaries the verdict is for.",
+           [(f',path="{_label(b["path"])}",version="{_label(b.get("version") or "")}",'
+             f'mode="{_label(b.get("mode") or "")}",binary_role="{_label(b.get("role") or "")}"',
+             1.0) for b in state.compat_binaries])
     metric("repairs_total", "counter", "Rules re-encoded so iptables-nft reads them.",
            [("", float(state.repairs_total))])
     metric("resyncs_total", "counter", "Full resyncs after lost nf_tables events.",

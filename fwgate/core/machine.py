@@ -32,7 +32,9 @@ import math
 from dataclasses import replace
 
 from .. import __version__
+from ..compat.impact import Setup
 from ..compat.policy import ProbeResult, Verdict, judge, judge_added_rule, repair_line
+from ..compat.profiles import PROFILES
 from ..compat.repair import Repair, plan_rules
 from ..config import ChainExists, Config, Stage
 from ..errors import EXIT_FAILED, EXIT_INCOMPATIBLE, EXIT_OK
@@ -72,7 +74,7 @@ class Machine:
                  own_portids: frozenset[int] | set[int] = frozenset(),
                  keep_guarding: bool | None = None,
                  wall_offset: float = 0.0, pid: int = 0, netns: str | None = None,
-                 facts: Facts | None = None):
+                 facts: Facts | None = None, setup: Setup = Setup()):
         self.role = role
         self.own_portids = frozenset(own_portids) - {0}  # what our own transactions' events carry
         self.wall_offset = wall_offset    # time.time() - time.monotonic(), for the state file
@@ -82,6 +84,9 @@ class Machine:
         self.state = State(pid, netns, role=role.value, version=__version__,
                            started_at=self._wall(now))
         self.facts = facts or Facts()  # links and units as the watchers first saw them
+        self.setup = setup             # which k3s components run: what breaks matters
+        self.compat_profiles = PROFILES  # the readers to judge a new rule for: the
+                                         # binaries k3s runs, once a probe has said
         self.ready_sent = False
         self.last_status = ""
         self.last_verdict: Verdict | None = None
@@ -243,14 +248,14 @@ class Machine:
         repair = self.config.compat.on_incompatible == "repair"
         if not repair and self.phase is not Phase.GUARDING:
             return  # before READY the verdict says it
-        finding = judge_added_rule(event.rule)
+        finding = judge_added_rule(event.rule, self.compat_profiles, self.setup)
         if finding is None:
             return
         if repair and finding.repairable:
             r = event.rule
             self.pending_repairs[(r.family, r.table, r.chain, r.handle)] = (r, finding.reason)
             self.repair_genid = None  # wait for this transaction's NEWGEN
-        elif finding.breaks:
+        elif finding.blocking:
             self._warn_unreadable_rule(finding.rule.ref, finding.reason)
 
     def _forget_gone(self, event: Event) -> None:
@@ -333,6 +338,7 @@ class Machine:
     def _on_CompatDone(self, inp: I.CompatDone) -> None:
         now, result = inp.now, inp.result
         purpose, self.compat_in_flight = self.compat_in_flight, None
+        self.compat_profiles = result.profiles
         self._note_repairs(now, result.repaired)
         if result.netbird is not None:
             self.state.netbird_untagged_copies = result.netbird.untagged_copies
@@ -625,7 +631,13 @@ class Machine:
 
     def _record_verdict(self, now: float, verdict: Verdict, result: ProbeResult) -> None:
         self.state.compat_checked_at = self._wall(now)
-        self.state.incompatible = list(verdict.blocking + verdict.warnings)
+        self.state.incompatible = list(verdict.blocking)
+        self.state.compat_warnings = list(verdict.warnings)
+        self.state.compat_binaries = [
+            {"path": b.path, "version": b.version, "mode": b.mode, "role": b.role,
+             "source": b.source} for b in result.binaries]
+        self.state.compat_versions = list(result.report.versions)
+        self.state.compat_disagreements = sum(len(c.disagreements) for c in result.crosschecks)
         for check in result.crosschecks:
             if not check.ran:
                 self._log("warning", f"compat: {check.verdict.binary} does not run "

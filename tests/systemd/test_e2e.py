@@ -53,12 +53,14 @@ def install(c: Container, policy: str = "warn") -> None:
         mkdir -p /etc/systemd/system/fwgate.service.d
         printf '[Service]\nBindReadOnlyPaths={ROOT}\n' \
             > /etc/systemd/system/fwgate.service.d/10-test-checkout.conf
-        # k3s's bundled iptables, found by compat.iptables: auto.
+        # k3s's bundled iptables, found by compat.iptables: auto. The host has Debian's
+        # too, which k3s would run first; --prefer-bundled-bin makes it the bundled one.
         aux=/var/lib/rancher/k3s/data/e2e/bin/aux
-        mkdir -p $aux
+        mkdir -p $aux /etc/rancher/k3s
         for t in iptables iptables-save ip6tables ip6tables-save; do
             install -m 0755 {E2E}/k3s-iptables.sh $aux/$t
         done
+        echo 'prefer-bundled-bin: true' > /etc/rancher/k3s/config.yaml
     """
     c.run(["sh", "-c", sh])
     install_standins(c)
@@ -290,7 +292,8 @@ def test_repair_lets_kube_router_read_the_rules(node: Container):
     assert re.search(r"-A FORWARD -o wt0 -m conntrack --ctstate RELATED,ESTABLISHED\b.* "
                      r"-j ACCEPT", rules), rules
     assert node.run(KUBE_ROUTER_C, check=False).returncode == 1  # "no such rule": kube-router adds it
-    # compat.iptables: auto ran k3s's bundled iptables inside fwgate's sandbox, and it agreed.
+    # compat.iptables: auto ran the iptables k3s runs (its bundled one: prefer-bundled-bin)
+    # inside fwgate's sandbox, and it agreed.
     wanted = {"fwgate.service: iptables -t filter -S FORWARD",
               "fwgate.service: iptables-save -t filter"}
 
