@@ -18,6 +18,7 @@ COMMANDS = {
     "compat": "list rules iptables-nft cannot read, and why",
     "repair": "re-encode known-incompatible rules so iptables-nft reads them",
     "status": "what the running (or last) gate and guard saw",
+    "conflicts": "packet-mark bits one component changes that another tests later",
     "validate-config": "check a config file and say what it asks for",
     "demo": "the gate against a Netbird-like agent in a throw-away namespace",
 }
@@ -44,7 +45,7 @@ def _parser() -> argparse.ArgumentParser:
     cmds = {name: sub.add_parser(name, parents=[common], help=text, description=text,
                                  epilog=EPILOG)
             for name, text in COMMANDS.items()}
-    for name in ("check", "compat", "repair", "status"):
+    for name in ("check", "compat", "repair", "status", "conflicts"):
         cmds[name].add_argument("--json", action="store_true", help="print one JSON object")
     cmds["compat"].add_argument("--iptables", metavar="PATH",
                                 help="judge for this iptables binary, in its version, and run "
@@ -205,6 +206,7 @@ def cmd_check(args) -> int:
     from .compat.policy import judge
     from .compat.probe import begin_probe
     from .core.conditions import describe, evaluate
+    from .marks import conflicts_json
     from .report import check_text, compat_json
     config = _config(args)
     _enter_netns(args)
@@ -215,7 +217,7 @@ def cmd_check(args) -> int:
         # The iptables binaries start first and read it while we do.
         pending = begin_probe(sock, binaries=binaries, netns=_netns(args),
                               ifaces=config.tunnel_links(), setup=setup, notes=notes,
-                              families={t.family for t in config.tables_of_interest()})
+                              families={"inet", *(t.family for t in config.tables_of_interest())})
         snap = pending.snap
         facts, unit_errors = _gather_facts(config, sock, snap)
         digest = model.digest(snap, config.watch)
@@ -236,9 +238,25 @@ def cmd_check(args) -> int:
     report = {"ok": exit_code == EXIT_OK, "exit_code": exit_code, "stages": stages,
               "genid": snap.genid, "digest": digest,
               "watch": [str(t) for t in config.watch],
-              "compat": compat_json(probed.result, verdict, policy, _explain(probed.result))}
+              "compat": compat_json(probed.result, verdict, policy, _explain(probed.result)),
+              # never part of the exit code: a mark conflict drops traffic, it kills no one
+              "marks": conflicts_json(probed.result.conflicts)["conflicts"]}
     print(json.dumps(report, indent=2) if args.json else check_text(report))
     return exit_code
+
+
+def cmd_conflicts(args) -> int:
+    from .adapters.nfsock import NfSocket
+    from .adapters.nft import snapshot
+    from .marks import conflict_text, conflicts_json, find_conflicts
+    _enter_netns(args)
+    with NfSocket() as sock:
+        found = find_conflicts(snapshot(sock, families=("ip", "ip6", "inet")))
+    if args.json:
+        print(json.dumps(conflicts_json(found), indent=2))
+    else:
+        print("\n".join(conflict_text(c) for c in found) or "no packet-mark conflicts")
+    return EXIT_FAILED if found else EXIT_OK
 
 
 def cmd_compat(args) -> int:

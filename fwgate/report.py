@@ -162,6 +162,13 @@ def check_text(report: dict) -> str:
     for line in verdict["resolved"]:
         lines.append(f"  repairs: {line}")
     lines += netbird_text(compat.get("netbird"))
+    marks = report.get("marks", [])
+    lines.append(f"marks: {len(marks)} packet-mark conflict(s)" if marks else
+                 "marks: no packet-mark conflicts")
+    lines += [f"  {c['mark']} {c['bits']}: {c['writer']['owner']} {c['writer']['family']} "
+              f"{c['writer']['table']} {c['writer']['chain']} → {c['reader']['owner']} "
+              f"{c['reader']['family']} {c['reader']['table']} {c['reader']['chain']}: "
+              f"{c['effect']}" for c in marks]
     lines.append("result: " + {0: "all good", 1: "a stage does not hold yet",
                                3: "incompatible rules nothing can repair"}[report["exit_code"]])
     return "\n".join(lines)
@@ -230,5 +237,8 @@ def status_text(state: State, alive: bool, path: str) -> str:
         lines.append("netbird: " + " ".join(state.netbird_fallback))
     if state.netbird_untagged_copies:
         lines.append(f"netbird: {state.netbird_untagged_copies} untagged copies of its accept rules")
+    if state.mark_conflicts:
+        lines.append(f"marks: {len(state.mark_conflicts)} conflict(s)")
+        lines += [f"  {c['text']}" for c in state.mark_conflicts[:5]]
     lines.append(f"(from {path}, written {when(state.updated_at)})")
     return "\n".join(lines)

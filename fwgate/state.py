@@ -35,6 +35,7 @@ class State:
     restarts: list[dict] = field(default_factory=list)  # units restarted after a repair
     netbird_fallback: list[str] = field(default_factory=list)  # why Netbird wrote native rules
     netbird_untagged_copies: int = 0  # Netbird's accept rules kube-router's restores re-wrote
+    mark_conflicts: list[dict] = field(default_factory=list)  # {text, bits, writer, reader, effect}
 
     MAX_KEPT = 20
 
@@ -87,6 +88,13 @@ def render_metrics(state: State) -> str:
     metric("netbird_untagged_copies", "gauge",
            "Copies of Netbird's accept rules left behind by kube-router's restores.",
            [("", float(state.netbird_untagged_copies))])
+    pairs: dict[tuple[str, str], int] = {}
+    for c in state.mark_conflicts:
+        pairs[(c["writer"], c["reader"])] = pairs.get((c["writer"], c["reader"]), 0) + 1
+    metric("mark_conflicts", "gauge",
+           "Packet-mark bits one component changes that another tests later, at the last check.",
+           [(f',writer="{_label(w)}",reader="{_label(r)}"', float(n))
+            for (w, r), n in sorted(pairs.items())])
     if state.last_change_at:
         metric("last_change_timestamp_seconds", "gauge", "Last change to the watched tables (Unix time).",
                [("", state.last_change_at)])

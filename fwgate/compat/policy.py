@@ -40,6 +40,7 @@ class ProbeResult:
     attempts: int = 1                         # snapshots taken: > 1 when the ruleset moved
     binaries: tuple[Binary, ...] = ()         # the iptables judged for (empty: every version)
     notes: tuple[str, ...] = ()               # how they were found
+    conflicts: tuple = ()                     # packet-mark conflicts (fwgate.marks.Conflict)
 
     @property
     def left(self) -> tuple[Finding, ...]:

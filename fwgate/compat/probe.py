@@ -15,6 +15,7 @@ from ..model import Snapshot, Table, TableRef
 from ..netlink.attrs import as_str
 from ..netlink.consts import FAMILIES, GETCHAIN, GETTABLE, NFTA_TABLE_NAME
 from ..netlink.nftables import parse_chain
+from ..marks import find_conflicts
 from ..netbird import survey
 from .binaries import Binary, asked
 from .crosscheck import Call, CrossCheck, calls_for
@@ -25,6 +26,8 @@ from .repair import Repair, batch_messages, plan_repairs
 
 # Families iptables-nft writes to: iptables, ip6tables, arptables, ebtables.
 COMPAT_FAMILIES = ("ip", "ip6", "arp", "bridge")
+# ... and the ones packet marks are set and tested in (fwgate.marks).
+PROBE_FAMILIES = COMPAT_FAMILIES + ("inet",)
 ATTEMPTS = 5
 
 
@@ -127,7 +130,7 @@ def begin_probe(sock: NfSocket, *, repair: bool = False, dry_run: bool = False,
                 binaries: Iterable[Binary | str] = (), netns: str | None = None,
                 ifaces: frozenset[str] = frozenset({"wt0"}), attempts: int = ATTEMPTS,
                 snapshot: Snapshot | None = None, setup: Setup | None = None,
-                notes: tuple[str, ...] = (), families: Iterable[str] = COMPAT_FAMILIES) -> Pending:
+                notes: tuple[str, ...] = (), families: Iterable[str] = PROBE_FAMILIES) -> Pending:
     """probe() up to the binaries' answers. Without `snapshot`, a read-only probe starts
     the binaries before it dumps the ruleset (of `families`, at least the iptables
     ones), so they read it while we do."""
@@ -166,11 +169,17 @@ def begin_probe(sock: NfSocket, *, repair: bool = False, dry_run: bool = False,
             checks.start([c for c in later if c.kind == "list" and c.component == ""])
         result = ProbeResult(report, snap.genid, () if dry_run else plan, (), planned=plan,
                              netbird=survey(snap, ifaces), attempts=attempt,
-                             binaries=binaries, notes=notes)
+                             binaries=binaries, notes=notes, conflicts=_conflicts(snap))
         return Pending(sock, result, snap, checks, now_report, genid)
     return Pending(sock, ProbeResult(report, snap.genid, conflict=True,
                                      netbird=survey(snap, ifaces), attempts=attempts,
                                      binaries=binaries, notes=notes), snap, None, None, snap.genid)
+
+
+def _conflicts(snap: Snapshot) -> tuple:
+    """Packet-mark conflicts in the tables marks live in (a full snapshot of them)."""
+    return find_conflicts(Snapshot(snap.genid, {ref: t for ref, t in snap.tables.items()
+                                                if ref.family in ("ip", "ip6", "inet")}))
 
 
 def checks_moved(checks: tuple[CrossCheck, ...]) -> tuple[CrossCheck, ...]:

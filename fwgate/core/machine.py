@@ -38,6 +38,7 @@ from ..compat.profiles import PROFILES
 from ..compat.repair import Repair, plan_rules
 from ..config import ChainExists, Config, Stage
 from ..errors import EXIT_FAILED, EXIT_INCOMPATIBLE, EXIT_OK
+from ..marks import conflict_text
 from ..model import Facts, Rule
 from ..netbird import is_native_netbird_rule
 from ..netlink.nftables import Event
@@ -92,6 +93,7 @@ class Machine:
         self.last_verdict: Verdict | None = None
         self.last_restart = -math.inf
         self.explained_netbird = False
+        self.seen_conflicts: set[tuple] = set()
         self.last_seen_genid: int | None = None
         # repair at once: rules waiting for their transaction's NEWGEN, and the batch in flight
         self.pending_repairs: dict[tuple, tuple[Rule, str]] = {}
@@ -340,6 +342,7 @@ class Machine:
         purpose, self.compat_in_flight = self.compat_in_flight, None
         self.compat_profiles = result.profiles
         self._note_repairs(now, result.repaired)
+        self._note_conflicts(now, result.conflicts)
         if result.netbird is not None:
             self.state.netbird_untagged_copies = result.netbird.untagged_copies
             if result.netbird.native:
@@ -622,6 +625,17 @@ class Machine:
         if self.ready_sent and unit and now - self.last_restart >= \
                 self.config.after_ready.restart_interval:
             self._out.append(A.RestartUnit(unit))
+
+    def _note_conflicts(self, now: float, conflicts: tuple) -> None:
+        """Packet-mark conflicts: each new one once in the journal (kube-router installs
+        its chains after k3s starts, so they appear after READY). Never blocking."""
+        self.state.mark_conflicts = [
+            {"text": conflict_text(c), "bits": f"{c.bits:#x}", "writer": c.writer.owner,
+             "reader": c.reader.owner, "effect": c.effect} for c in conflicts]
+        for c in conflicts:
+            if c.ident not in self.seen_conflicts:
+                self.seen_conflicts.add(c.ident)
+                self._journal("conflict", now, conflict_text(c))
 
     def _explain_netbird(self) -> None:
         """Once per run: name the root cause of Netbird's native rules."""
