@@ -122,10 +122,9 @@ def _serve(args, role) -> int:
     log = Log()
     notifier = Notifier(log)  # before entering the netns: the notify socket lives outside
     _enter_netns(args)
-    binaries, notes, setup = _k3s(config)
     daemon = Daemon(config, log, notifier, role,
                     keep_guarding=True if getattr(args, "watch", False) else None,
-                    binaries=binaries, notes=notes, setup=setup, reload=lambda: _config(args),
+                    k3s=lambda: _k3s(daemon.config), reload=lambda: _config(args),
                     netns=_netns(args), state_file=state_path(_netns(args), role.value),
                     metrics_file=metrics_path(config.metrics_textfile, role.value))
     result = daemon.run()

@@ -38,7 +38,7 @@ from .config import Config, ConfigError, LinkUp, UnitActive
 from .core import actions as A
 from .core import inputs as I
 from .core.machine import Machine, Role
-from .errors import EnvironmentProblem
+from .errors import EnvironmentProblem, FwgateError
 from .model import Facts
 from .netbird import explain_fallback
 from .netlink.consts import NFNLGRP_NFTABLES
@@ -88,8 +88,8 @@ class Daemon:
     """Runs one Machine to its Exit: `fwgate run`, `fwgate guard`, the demo."""
 
     def __init__(self, config: Config, log: Log, notifier: Notifier, role: Role = Role.GATE, *,
-                 keep_guarding: bool | None = None, binaries: tuple = (),
-                 notes: tuple[str, ...] = (), setup: Setup = Setup(),
+                 keep_guarding: bool | None = None,
+                 k3s: Callable[[], tuple[tuple, tuple[str, ...], Setup]] | None = None,
                  reload: Callable[[], Config] | None = None, netns: str | None = None,
                  state_file: str | None = None, metrics_file: str | None = None,
                  tick: float = KEEPALIVE, clock: Callable[[], float] = time.monotonic,
@@ -97,9 +97,9 @@ class Daemon:
                  explain_netbird: Callable[[], tuple[str, ...]] | None = None):
         self.config, self.log, self.notifier, self.role = config, log, notifier, role
         self.keep_guarding, self.reload = keep_guarding, reload
-        # The iptables to judge for (compat.binaries.Binary or a path), how they were
-        # found, and which k3s components run.
-        self.binaries, self.notes, self.setup = binaries, notes, setup
+        # The iptables binaries k3s runs, how they were found, which k3s components run:
+        # asked again for every probe (an upgrade may replace them under a running guard).
+        self.k3s = k3s or (lambda: ((), (), Setup()))
         self.netns, self.state_file, self.metrics_file = netns, state_file, metrics_file
         self.tick, self.clock, self.on_status = tick, clock, on_status
         self.explain_netbird = explain_netbird or _explain_netbird
@@ -189,7 +189,7 @@ class Daemon:
         self.machine = Machine(self.config, now, self.role, own_portids=self.own_portids,
                                keep_guarding=self.keep_guarding,
                                wall_offset=time.time() - time.monotonic(), pid=os.getpid(),
-                               netns=self.netns, facts=facts, setup=self.setup)
+                               netns=self.netns, facts=facts, setup=self.k3s()[2])
         queue: deque[I.Input] = deque()
         exit_action = self._execute(self.machine.start(now), queue)
         next_tick = now
@@ -330,13 +330,14 @@ class Daemon:
         return [*self._drained(), I.CompatDone(self.clock(), self._probe(self.nl, action))]
 
     def _probe(self, sock: NfSocket, action: A.RunCompat):
-        return probe(sock, repair=action.repair, binaries=self.binaries, netns=self.netns,
-                     ifaces=self.config.tunnel_links(), setup=self.setup, notes=self.notes).result
+        binaries, notes, setup = self.k3s()
+        return probe(sock, repair=action.repair, binaries=binaries, netns=self.netns,
+                     ifaces=self.config.tunnel_links(), setup=setup, notes=notes).result
 
     def _probe_in_worker(self, action: A.RunCompat) -> None:
         try:
             self._probed.put(self._probe(self.worker_nl, action))
-        except BaseException as exc:  # raised again in the loop, as if it ran there
+        except BaseException as exc:  # handed to the loop, as if it ran there
             self._probed.put(exc)
         self.wake.send(b"!")
 
@@ -348,6 +349,10 @@ class Daemon:
         self._probing.join()
         self._probing = None
         result = self._probed.get()
+        if isinstance(result, (FwgateError, OSError, DumpInterrupted)):
+            # A binary gone in an upgrade, the ruleset never still: a guard keeps going.
+            return [*self._drained(), I.CompatFailed(self.clock(), str(result) or
+                                                     type(result).__name__)]
         if isinstance(result, BaseException):
             raise result
         return [*self._drained(), I.CompatDone(self.clock(), result)]

@@ -66,6 +66,13 @@ class CompatDone:
 
 
 @dataclass(frozen=True)
+class CompatFailed:
+    """Answer to RunCompat after READY: the probe could not finish (why, in words)."""
+    now: float
+    reason: str
+
+
+@dataclass(frozen=True)
 class RepairDone:
     """Answer to Repair: produced_genid is the generation our batch made, None when
     the kernel refused it because the ruleset had moved on."""
@@ -110,4 +117,4 @@ class Reload:
 
 
 Input = (NftEvents | EventsLost | Dumped | DumpFailed | Generation | LinksChanged | UnitsChanged
-         | CompatDone | RepairDone | UnitRestarted | NetbirdExplained | Tick | Stop | Reload)
+         | CompatDone | CompatFailed | RepairDone | UnitRestarted | NetbirdExplained | Tick | Stop | Reload)

@@ -93,6 +93,7 @@ class Machine:
         self.last_verdict: Verdict | None = None
         self.last_restart = -math.inf
         self.explained_netbird = False
+        self.announce_start = False
         self.seen_conflicts: set[tuple] = set()
         self.last_seen_genid: int | None = None
         # repair at once: rules waiting for their transaction's NEWGEN, and the batch in flight
@@ -143,7 +144,8 @@ class Machine:
         self._out = []
         self._observe(now)
         if self.phase is Phase.GATING:
-            self._journal("stage-start", now, self._stage_intro())
+            # Journaled with the first snapshot's generation and digest, a dump away.
+            self.announce_start = True
             # Rules already there had no event: repair them at once too.
             self.sweep_wanted = self.config.compat.on_incompatible == "repair"
         self._step(now)
@@ -308,6 +310,9 @@ class Machine:
             self.confirm = None
         if self.window.baseline is None and current:
             self.window.set_baseline(snap.genid, inp.digest)
+        if self.announce_start:
+            self.announce_start = False
+            self._journal("stage-start", now, self._stage_intro())
         self._observe(now)
 
     def _on_DumpFailed(self, inp: I.DumpFailed) -> None:
@@ -358,6 +363,13 @@ class Machine:
         self._record_verdict(now, verdict, result)
         if self.phase is Phase.CHECKING:
             self._after_check(now, verdict)
+
+    def _on_CompatFailed(self, inp: I.CompatFailed) -> None:
+        """Guarding: the check failed (a binary vanished in an upgrade, say): say so, and
+        check again a window later."""
+        self.compat_in_flight = None
+        self._log("warning", f"compat: the check failed: {inp.reason}; trying again")
+        self._note_unchecked(inp.now)
 
     def _on_RepairDone(self, inp: I.RepairDone) -> None:
         self.repair_in_flight = False
@@ -442,6 +454,8 @@ class Machine:
         if now >= self._deadline():
             self._timeout(now)
             return
+        if self.announce_start:
+            return  # nothing else to decide before the first snapshot is in
         stage = self.stages[self.index]
         keys = [(self.index, ci) for ci in range(len(stage.conditions))]
         if any(k not in self.held_since for k in keys):
@@ -710,11 +724,13 @@ class Machine:
         return now + self.wall_offset
 
     def _journal(self, kind: str, now: float, message: str, stage: str | None = None) -> None:
+        """With the quiet window's baseline, else what was last seen (the guard keeps
+        no baseline: its checks read everything afresh)."""
         baseline = self.window.baseline
         self._out.append(A.Journal(kind, stage or self._stage_name(), message,
                                    int((now - self.started) * 1000),
-                                   baseline.genid if baseline else None,
-                                   baseline.digest if baseline else None))
+                                   baseline.genid if baseline else self.state.genid,
+                                   baseline.digest if baseline else self.state.digest))
 
     def _log(self, level: str, message: str) -> None:
         self._out.append(A.Log(level, message))
@@ -730,7 +746,7 @@ class Machine:
     def _publish(self, now: float, force: bool = False) -> None:
         """STATUS when it changed; the state file with every transition."""
         status = self.status(now) if self.phase is not Phase.DONE else self.last_status
-        journaled = any(isinstance(a, (A.Journal, A.Exit)) for a in self._out)
+        journaled = any(isinstance(a, (A.Journal, A.Log, A.Exit)) for a in self._out)
         if status != self.last_status and self.phase is not Phase.DONE:
             self.last_status = status
             self._notify(STATUS=status)
