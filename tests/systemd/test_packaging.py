@@ -215,7 +215,12 @@ def test_packaged_fwgate_gates_k3s_standin(container_factory, debs):
     why = e2e.logs(c)
     assert last_change + e2e.SETTLE - e2e.SLACK <= ready < k3s_started, why
     kinds = [e["FWGATE_EVENT"] for e in e2e.events(c)]
-    assert "repaired" in kinds and kinds[-1] == "ready", kinds
+    assert kinds[-1] == "ready", kinds
+    # Repaired at once, by the gate or by the guard the package started: whichever read
+    # Netbird's event first (both try; the kernel lets one batch through).
+    guard = [e["FWGATE_EVENT"] for e in e2e.journal(c, "fwgate-guard.service")
+             if "FWGATE_EVENT" in e]
+    assert "repaired" in kinds + guard, (kinds, guard)
     # It was the package's fwgate, inside its sandbox, that did it.
     assert "path=/usr/bin/fwgate " in e2e.show(c, "fwgate", "ExecStart")["ExecStart"]
     assert c.run(["readlink", "-f", "/usr/bin/fwgate"]).stdout.strip() == "/opt/fwgate/bin/fwgate"
