@@ -12,7 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .model import Rule, Snapshot, TableRef
-from .netlink.consts import CMP_EQ, META_IIFNAME, META_OIFNAME
 
 TAGS = (b"frwacceptiif", b"frwacceptoif", b"inputaccept")
 FILTER_TABLES = (TableRef("ip", "filter"), TableRef("ip6", "filter"))

@@ -40,7 +40,7 @@ from typing import NamedTuple
 
 from ..model import Expr, Rule, Snapshot, Table, TableRef
 from ..netlink import consts as C
-from ..netlink.attrs import attr_str, iter_attrs
+from ..netlink.attrs import attr_str
 from ..netlink.exprs import decode_fields, split_expressions
 from .equivalents import iptables_equivalent
 from .impact import (

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import struct
 
-from .attrs import NLATTR, as_str, attr, attr_str, attr_u32, attr_u64, iter_attrs, nested
+from .attrs import NLATTR, as_str, attr, attr_str, attr_u32, iter_attrs, nested
 from .consts import (
     IFNAMSIZ, NFTA_DATA_VALUE, NFTA_DATA_VERDICT, NFTA_EXPR_DATA, NFTA_EXPR_NAME, NFTA_LIST_ELEM,
     NFTA_VERDICT_CHAIN, NFTA_VERDICT_CODE, NLA_TYPE_MASK, REG_VERDICT, VERDICT_CODES, VERDICTS,

@@ -3,8 +3,6 @@ import json
 import os
 import subprocess
 
-import pytest
-
 from helpers import add_wt0, fwgate_cmd, start_programmer, write_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))

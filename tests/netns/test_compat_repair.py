@@ -9,10 +9,6 @@ import pytest
 from fwgate.netlink import consts as C
 from fwgate.netlink import exprs as X
 from fwgate import programmer as P
-from fwgate.netlink import attrs as A
-from fwgate.netlink import consts as C
-from fwgate.netlink import messages as M
-from fwgate.adapters.nfsock import NfSocket
 from fwgate.adapters.nfsock import NetlinkError, NfSocket
 from fwgate.adapters.nft import snapshot
 from fwgate.netlink.nftables import decode_events

@@ -2,8 +2,6 @@
 iptables 1.8.9 as the judge, sd_notify caught on a real socket."""
 import shutil
 
-import pytest
-
 from helpers import (
     KUBE_ROUTER_CHECK, add_wt0, gate_yaml, kube_router_state, sh, start_fwgate, start_programmer,
     write_config,

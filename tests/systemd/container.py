@@ -18,6 +18,7 @@ Commands run inside via nsenter into the container PID 1's namespaces.
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import signal
@@ -39,6 +40,35 @@ CONTAINER_ENV = {
     "SYSTEMD_COLORS": "0",
 }
 NS_FLAGS = ("--mount", "--uts", "--ipc", "--net", "--pid", "--cgroup")
+
+
+# --- asking a booted container's systemd ----------------------------------------------
+
+def show(c: "Container", unit: str, *props: str) -> dict[str, str]:
+    out = c.run(["systemctl", "show", unit, *(f"-p{p}" for p in props)]).stdout
+    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+
+def mono(c: "Container", unit: str, prop: str) -> float:
+    """A *TimestampMonotonic property in seconds (0.0: never happened)."""
+    return int(show(c, unit, prop)[prop]) / 1e6
+
+
+def journal(c: "Container", unit: str) -> list[dict]:
+    out = c.run(["journalctl", "-u", unit, "-o", "json", "--no-pager"]).stdout
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def wait_for(what: str, probe, timeout: float = 20.0, every: float = 0.05):
+    """probe()'s first true value, or AssertionError after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(every)
 
 
 def cgroup_roots() -> list[Path]:

@@ -49,9 +49,6 @@ def apt(c: Container, *args: str) -> str:
     return r.stdout + r.stderr
 
 
-def show(c: Container, unit: str, *props: str) -> dict[str, str]:
-    out = c.run(["systemctl", "show", unit, *(f"-p{p}" for p in props)]).stdout
-    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
 
 
 def exists(c: Container, *paths: str) -> list[str]:

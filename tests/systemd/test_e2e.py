@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from container import Container
+from container import Container, journal, mono, show, wait_for
 
 pytestmark = pytest.mark.systemd
 
@@ -81,30 +81,12 @@ def write_config(c: Container, text: str) -> None:
     c.write_file("/etc/fwgate.yaml", text, mode=0o644)  # root-owned: fwgate insists
 
 
-def show(c: Container, unit: str, *props: str) -> dict[str, str]:
-    out = c.run(["systemctl", "show", unit, *(f"-p{p}" for p in props)]).stdout
-    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
 
 
-def mono(c: Container, unit: str, prop: str) -> float:
-    """A *TimestampMonotonic property in seconds (0.0: never happened)."""
-    return int(show(c, unit, prop)[prop]) / 1e6
 
 
-def wait_for(what: str, probe, timeout: float = 20.0, every: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(every)
 
 
-def journal(c: Container, unit: str) -> list[dict]:
-    out = c.run(["journalctl", "-u", unit, "-o", "json", "--no-pager"]).stdout
-    return [json.loads(line) for line in out.splitlines() if line.strip()]
 
 
 def events(c: Container) -> list[dict]:

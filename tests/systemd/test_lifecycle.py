@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from container import Container
-from debs import apt, show
+from container import Container, journal, mono, show, wait_for
+from debs import apt
 
 pytestmark = pytest.mark.systemd
 
@@ -111,13 +111,8 @@ def boot(c: Container) -> dict:
             "ready": mono(c, "fwgate", "ActiveEnterTimestampMonotonic")}
 
 
-def mono(c: Container, unit: str, prop: str) -> float:
-    return int(show(c, unit, prop)[prop]) / 1e6
 
 
-def journal(c: Container, unit: str) -> list[dict]:
-    out = c.run(["journalctl", "-u", unit, "-o", "json", "--no-pager"]).stdout
-    return [json.loads(line) for line in out.splitlines() if line.strip()]
 
 
 def said(c: Container, unit: str) -> str:
@@ -137,15 +132,6 @@ def events(c: Container, unit: str) -> list[dict]:
     return [e for e in journal(c, unit) if "FWGATE_EVENT" in e]
 
 
-def wait_for(what: str, probe, timeout: float = 30.0, every: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(every)
 
 
 def logs(c: Container) -> str:

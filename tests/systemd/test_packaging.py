@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from container import Container
-from debs import apt, exists, package_version, show, unusr
+from container import Container, show
+from debs import apt, exists, package_version, unusr
 
 pytestmark = pytest.mark.systemd
 

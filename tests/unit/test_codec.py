@@ -12,7 +12,7 @@ from dumps import ReplaySocket, load
 from fwgate import model
 from fwgate.adapters.nft import snapshot
 from fwgate.compat.reader import analyse
-from fwgate.model import Rule, TableRef
+from fwgate.model import TableRef
 from fwgate.netlink import exprs as X
 from fwgate.netlink.attrs import attr, attr_str, iter_attrs, nested
 from fwgate.netlink.consts import NFTA_EXPR_DATA, NFTA_EXPR_NAME, NFTA_LIST_ELEM, NLA_TYPE_MASK
@@ -147,7 +147,7 @@ def test_shared_decoding_is_plain_decoding(blobs):
 @given(EXPRESSIONS, st.binary(max_size=20) | st.none(), st.integers(0, 2**63))
 def test_the_inlined_rule_walk_is_the_attribute_walk(blob, userdata, handle):
     from fwgate.netlink.attrs import attr_u64
-    from fwgate.netlink.consts import NFTA_RULE_HANDLE, NFTA_RULE_USERDATA
+    from fwgate.netlink.consts import NFTA_RULE_HANDLE
     _, family, _, payload = rule_msg(2, "filter", "FORWARD", [blob] if blob else [], userdata)
     payload += attr_u64(NFTA_RULE_HANDLE, handle)
     body = NFGENMSG.pack(family, 0, 0) + payload

@@ -9,8 +9,6 @@ from fwgate.netlink import consts as C
 from fwgate.netlink import exprs as X
 from fwgate import programmer as P
 from fwgate.netlink import attrs as A
-from fwgate.netlink import messages as M
-from fwgate.adapters.nfsock import NfSocket
 from fwgate.compat.reader import analyse
 from fwgate.compat.equivalents import conntrack_mtinfo3, iptables_equivalent, xt_state_mask
 from fwgate.compat.repair import plan_repairs

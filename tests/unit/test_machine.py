@@ -16,7 +16,7 @@ from fwgate.core import actions as A
 from fwgate.core import inputs as I
 from fwgate.core.machine import Machine, Phase, Role
 from fwgate.model import Chain, Expr, LinkState, Rule, Snapshot, Table, TableRef
-from fwgate.netlink.exprs import encode_expressions, split_expressions
+from fwgate.netlink.exprs import split_expressions
 from fwgate.netlink.nftables import Event
 
 NETBIRD = TableRef("ip", "netbird")

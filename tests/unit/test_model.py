@@ -1,14 +1,10 @@
 """Pure pieces under the probe: attribute codec, expressions, digest."""
 import pytest
 
-from fwgate.netlink import consts as C
-from fwgate.netlink import exprs as X
+from fwgate.model import Chain, Expr, Rule, Snapshot, Table, TableRef, digest
 from fwgate.netlink import attrs as A
 from fwgate.netlink import consts as C
-from fwgate.netlink import messages as M
-from fwgate.adapters.nfsock import NfSocket
-from fwgate.model import TableRef
-from fwgate.model import Chain, Expr, Rule, Snapshot, Table, digest
+from fwgate.netlink import exprs as X
 from fwgate.programmer import forward_oif_rule, iif_accept_rule
 
 FILTER = TableRef("ip", "filter")
