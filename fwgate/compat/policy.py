@@ -68,7 +68,7 @@ def profiles_of(binaries: tuple[Binary, ...]) -> tuple[Profile, ...]:
 
 @dataclass(frozen=True)
 class Verdict:
-    exit_code: int                   # EXIT_OK or EXIT_INCOMPATIBLE
+    exit_code: int                   # EXIT_OK or EXIT_INCOMPATIBLE (never with `warn`)
     blocking: tuple[str, ...] = ()   # one line per rule k3s dies on that nothing resolves
     warnings: tuple[str, ...] = ()   # what breaks only retried calls, misreads, disagreements
     resolved: tuple[str, ...] = ()   # rules repair re-encodes (or, read-only, would)
@@ -80,7 +80,9 @@ class Verdict:
     @property
     def summary(self) -> str:
         if self.blocking:
-            return f"{len(self.blocking)} rule(s) iptables-nft cannot read: {self.blocking[0]}"
+            head = "degraded: " if self.exit_code == EXIT_OK else ""  # let through: `warn`
+            return f"{head}{len(self.blocking)} rule(s) iptables-nft cannot read: " \
+                   f"{self.blocking[0]}"
         if self.warnings:
             return f"degraded: {len(self.warnings)} warning(s): {self.warnings[0]}"
         if self.resolved:
@@ -143,10 +145,9 @@ def judge(result: ProbeResult, on_incompatible: str) -> Verdict:
     warnings += [f"disagreement: {line}" for check in result.crosschecks for line in check.lines()
                  if line not in check.missed()]
     done = [repair_line(r) for r in result.repaired or result.planned] or [line(f) for f in resolved]
-    if on_incompatible == "warn":
-        return Verdict(EXIT_OK, (), tuple(blocking + warnings), tuple(done))
-    return Verdict(EXIT_INCOMPATIBLE if blocking else EXIT_OK, tuple(blocking), tuple(warnings),
-                   tuple(done))
+    # `warn` lets them through: still counted as what they are (metrics, status).
+    code = EXIT_INCOMPATIBLE if blocking and on_incompatible != "warn" else EXIT_OK
+    return Verdict(code, tuple(blocking), tuple(warnings), tuple(done))
 
 
 def judge_added_rule(rule: Rule, profiles: tuple[Profile, ...] = PROFILES,

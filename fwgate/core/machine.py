@@ -679,8 +679,12 @@ class Machine:
         if changed and verdict.degraded:
             self._journal("incompatible", now, verdict.summary)
         if self.phase is Phase.GUARDING and verdict.blocking and changed:
-            self._log("error", f"{verdict.summary}: k3s dies on it at its next policy sync "
-                               f"and fwgate cannot re-encode it; delete or rewrite the rule")
+            policy = self.config.compat.on_incompatible
+            why = ("fwgate cannot re-encode it; delete or rewrite the rule" if policy == "repair"
+                   else f"compat.on_incompatible is {policy}, so fwgate leaves it; "
+                        f"`fwgate repair` re-encodes the shapes it knows")
+            self._log("error", f"{verdict.summary}: k3s dies on it at its next policy sync; "
+                               f"{why}")
 
     def _warn_unreadable_rule(self, ref: str, reason: str) -> None:
         self._log("warning", f"{ref} was just added and iptables-nft cannot read it: {reason}")
