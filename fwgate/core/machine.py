@@ -12,8 +12,9 @@ Phases, in order:
               generation id (else the digest). A condition that stops holding sends
               the gate back to its stage; the gate's `timeout` is a deadline.
     CHECKING  the compat probe, then READY=1 (or exit 3: the one policy says so).
-    GUARDING  after READY: nothing is gated any more. Every change to the watched
-              scope settles, then the probe runs again and reports.
+    GUARDING  after READY: nothing is gated any more. After every change to the
+              watched scope the probe runs again and reports: once it has been quiet
+              for a window, or at the latest BUSY_WINDOWS windows after the change.
     DONE      an Exit action was emitted.
 
 In every phase a rule of a repairable shape is re-encoded as soon as the event
@@ -102,6 +103,7 @@ class Machine:
         self.repair_in_flight = False
         self.repair_retries = 0         # batches refused in a row (the ruleset moved on)
         self.sweep_wanted = False       # events were lost: a full probe finds what we missed
+        self.compat_in_flight: str | None = None  # "verdict" | "sweep": one probe at a time
         self._out: list[A.Action] = []
         self._configure(config, now)
 
@@ -122,7 +124,6 @@ class Machine:
         self.last_event, self.next_dump = -math.inf, now
         self.rules_since = now          # when the state the last snapshot shows began
         self.confirm: tuple[str, int] | None = None   # ("genid" | "digest", serial) in flight
-        self.compat_in_flight: str | None = None      # "verdict" | "sweep"
         self.compat_rounds = 0
         self.check_not_before = now     # CHECKING: after a repair conflict, let it settle
         self.txn_touched = self.txn_counted = False
