@@ -16,38 +16,35 @@ from __future__ import annotations
 import errno
 import math
 import os
-import queue
 import selectors
 import signal
-import socket
-import sys
-import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from . import model
-from .adapters import nft, statefile
+from .adapters import nft
+from .adapters.events import EventSocket
 from .adapters.journal import Log
 from .adapters.nfsock import DumpInterrupted, NetlinkError, NfSocket
 from .adapters.notify import Notifier
+from .adapters.signals import SignalPipe
+from .adapters.statefile import StateWriter
+from .adapters.watchers import Watchers
+from .adapters.worker import Worker
 from .compat.impact import Setup
 from .compat.probe import commit_repairs, probe
-from .config import Config, ConfigError, LinkUp, UnitActive
+from .config import Config, ConfigError
 from .core import actions as A
 from .core import inputs as I
 from .core.machine import Machine, Role
 from .errors import EnvironmentProblem, FwgateError
 from .model import Facts
 from .netbird import explain_fallback
-from .netlink.consts import NFNLGRP_NFTABLES
-from .netlink.nftables import decode_events
 
-EVENT_RCVBUF = 8 << 20
 KEEPALIVE = 2.0        # seconds between EXTEND_TIMEOUT_USEC/STATUS ticks while working
 EXTEND_BY = 4 * KEEPALIVE
-MAX_READS = 256        # event datagrams read per wake-up before looking at the rest
 
 
 @dataclass
@@ -56,32 +53,6 @@ class Result:
     status: str
     ready_at: float | None = None          # time.monotonic() of READY=1
     last_rule_change: float | None = None  # monotonic time of the last foreign watched change
-
-
-class _Signals:
-    """Signals become bytes on a socket the selector watches: no work in handlers."""
-
-    HANDLED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
-
-    def __init__(self) -> None:
-        self.rx, self.tx = socket.socketpair()
-        self.rx.setblocking(False)
-        self.tx.setblocking(False)
-        self.previous = {s: signal.signal(s, lambda *_: None) for s in self.HANDLED}
-        self.old_fd = signal.set_wakeup_fd(self.tx.fileno(), warn_on_full_buffer=False)
-
-    def pending(self) -> list[int]:
-        try:
-            return list(self.rx.recv(64))
-        except BlockingIOError:
-            return []
-
-    def close(self) -> None:
-        signal.set_wakeup_fd(self.old_fd)
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
-        self.rx.close()
-        self.tx.close()
 
 
 class Daemon:
@@ -96,77 +67,50 @@ class Daemon:
                  on_status: Callable[[str], None] | None = None,
                  explain_netbird: Callable[[], tuple[str, ...]] | None = None):
         self.config, self.log, self.notifier, self.role = config, log, notifier, role
-        self.keep_guarding, self.reload = keep_guarding, reload
+        self.keep_guarding, self.reload, self.netns = keep_guarding, reload, netns
         # The iptables binaries k3s runs, how they were found, which k3s components run:
         # asked again for every probe (an upgrade may replace them under a running guard).
         self.k3s = k3s or (lambda: ((), (), Setup()))
-        self.netns, self.state_file, self.metrics_file = netns, state_file, metrics_file
+        self.state = StateWriter(state_file, metrics_file, log.warning)
         self.tick, self.clock, self.on_status = tick, clock, on_status
         self.explain_netbird = explain_netbird or _explain_netbird
-        self.links = self.units = None
         self.ready_at: float | None = None
         self.last_change: float | None = None
-        self._state_warned = False
-        self._probing: threading.Thread | None = None
-        self._probed: queue.SimpleQueue = queue.SimpleQueue()
 
     # -- set-up ---------------------------------------------------------------------
 
     def open(self) -> None:
-        """The sockets: nf_tables events (subscribed before the first dump, so no
-        change falls in between), requests, the worker's requests, signals."""
+        """Events first (subscribed before the first dump: no change falls in between),
+        then the request sockets (ours and the worker's), signals, the worker."""
         try:
-            self.events = NfSocket(groups=(NFNLGRP_NFTABLES,), rcvbuf=EVENT_RCVBUF)
-            self.events.sock.setblocking(False)
-            self.nl = NfSocket()
-            self.worker_nl = NfSocket()
+            self.events = EventSocket(self.clock)
+            self.nl, self.worker_nl = NfSocket(), NfSocket()
         except NetlinkError as exc:
             hint = " (needs root or CAP_NET_ADMIN)" if exc.errno in (errno.EPERM, errno.EACCES) \
                 else " (is nf_tables available?)"
             raise EnvironmentProblem(f"cannot use nf_tables: {exc.strerror}{hint}") from None
+        self.signals, self.worker, self.watchers = SignalPipe(), Worker(), Watchers()
         self.selector = selectors.DefaultSelector()
-        self.selector.register(self.events.sock, selectors.EVENT_READ, "nft")
-        self.signals = _Signals()
-        self.selector.register(self.signals.rx, selectors.EVENT_READ, "signals")
-        self.woken, self.wake = socket.socketpair()  # the worker's "done"
-        self.woken.setblocking(False)
-        self.selector.register(self.woken, selectors.EVENT_READ, "worker")
+        for what, source in (("nft", self.events), ("signals", self.signals),
+                             ("worker", self.worker)):
+            self.selector.register(source, selectors.EVENT_READ, what)
 
     @property
     def own_portids(self) -> frozenset[int]:
         return frozenset({self.nl.portid, self.worker_nl.portid})
 
-    def _watchers(self, now: float) -> list[I.Input]:
-        """Open the link and unit watchers the stages ask about (those not open yet);
-        their first facts."""
-        conditions = [c for s in self.config.stages for c in s.conditions] \
-            if self.role is Role.GATE else []
-        out: list[I.Input] = []
-        if self.links is None and any(isinstance(c, LinkUp) for c in conditions):
-            from .adapters.links import LinkWatch
-            self.links = LinkWatch()
-            self.selector.register(self.links.fileno(), selectors.EVENT_READ, "links")
-            out.append(I.LinksChanged(now, self.links.links))
-        units = [c.unit for c in conditions if isinstance(c, UnitActive)]
-        if units and (self.units is None or set(units) - set(self.units.units)):
-            from .adapters.systemd import UnitWatch
-            if self.units is not None:
-                self.selector.unregister(self.units.fileno())
-                self.units.close()
-            self.units = UnitWatch(units)
-            self.selector.register(self.units.fileno(), selectors.EVENT_READ, "units")
-            out.append(I.UnitsChanged(now, self.units.states))
-        return out
-
     def close(self) -> None:
-        if self._probing is not None:
-            self._probing.join()
-        for part in (getattr(self, n, None) for n in ("signals", "links", "units", "events", "nl",
-                                                      "worker_nl", "woken", "wake")):
-            if part is not None:
-                part.close()
-        if getattr(self, "selector", None):
-            self.selector.close()
+        for part in ("worker", "signals", "watchers", "events", "nl", "worker_nl", "selector"):
+            if getattr(self, part, None) is not None:
+                getattr(self, part).close()
+
+    def _watch(self) -> dict[str, dict]:
+        """Open the link and unit watchers the stages ask about: their first facts."""
+        found = self.watchers.open_for(self.config) if self.role is Role.GATE else {}
+        for what, source in self.watchers.sources():
+            if source.fileno() not in {k.fd for k in self.selector.get_map().values()}:
+                self.selector.register(source, selectors.EVENT_READ, what)
+        return found
 
     # -- the loop ---------------------------------------------------------------------
 
@@ -178,54 +122,30 @@ class Daemon:
             self.close()
 
     def _loop(self) -> Result:
-        # The probe's worker holds the interpreter in turns: hand it back to the event
-        # loop within a millisecond (the default is 5), so a repair never waits long.
-        sys.setswitchinterval(0.001)
         now = self.clock()
-        facts = Facts()
-        for first in self._watchers(now):
-            facts = replace(facts, **({"links": first.links} if isinstance(first, I.LinksChanged)
-                                      else {"units": first.units}))
+        facts = Facts(**self._watch())
         self.machine = Machine(self.config, now, self.role, own_portids=self.own_portids,
                                keep_guarding=self.keep_guarding,
                                wall_offset=time.time() - time.monotonic(), pid=os.getpid(),
                                netns=self.netns, facts=facts, setup=self.k3s()[2])
         queue: deque[I.Input] = deque()
-        exit_action = self._execute(self.machine.start(now), queue)
+        done = self._execute(self.machine.start(now), queue)
         next_tick = now
-        while exit_action is None:
-            while queue and exit_action is None:
-                exit_action = self._execute(self.machine.handle(queue.popleft()), queue)
-            if exit_action is not None:
+        while done is None:
+            while queue and done is None:
+                done = self._execute(self.machine.handle(queue.popleft()), queue)
+            if done is not None:
                 break
             now = self.clock()
-            if now >= next_tick:
-                self._keepalive()
+            if now >= next_tick:  # before READY: keep-alive, live STATUS; then a watchdog
+                self.notifier.keepalive(self.machine.before_ready, EXTEND_BY)
                 queue.append(I.Tick(now))
-                next_tick = now + self._tick_interval() if self._tick_due() else math.inf
+                due = self.machine.before_ready or self.notifier.watchdog_interval
+                next_tick = now + self.notifier.tick_interval(self.tick) if due else math.inf
                 continue
             wake = min(self.machine.next_wakeup(), next_tick)
-            queue.extend(self._wait(max(0.0, wake - self.clock())))
-            if not queue:
-                queue.append(I.Tick(self.clock()))
-        return Result(exit_action.code, exit_action.status, self.ready_at, self.last_change)
-
-    def _tick_interval(self) -> float:
-        interval = self.notifier.watchdog_interval
-        return min(self.tick, interval) if interval else self.tick
-
-    def _tick_due(self) -> bool:
-        """Before READY: keep-alive and live STATUS; after it, only a watchdog needs us."""
-        return self.machine.before_ready or bool(self.notifier.watchdog_interval)
-
-    def _keepalive(self) -> None:
-        fields: dict[str, object] = {}
-        if self.machine.before_ready:  # after READY it would stretch a runtime limit instead
-            fields["EXTEND_TIMEOUT_USEC"] = int(EXTEND_BY * 1e6)
-        if self.notifier.watchdog_interval:
-            fields["WATCHDOG"] = 1
-        if fields:
-            self.notifier.send(**fields)
+            queue.extend(self._wait(max(0.0, wake - self.clock())) or [I.Tick(self.clock())])
+        return Result(done.code, done.status, self.ready_at, self.last_change)
 
     def _wait(self, timeout: float) -> list[I.Input]:
         out: list[I.Input] = []
@@ -233,56 +153,42 @@ class Daemon:
             now = self.clock()
             if key.data == "nft":
                 out += self._read_events()
-            elif key.data == "links" and self.links.process():
-                out.append(I.LinksChanged(now, self.links.links))
-            elif key.data == "units" and self.units.process():
-                out.append(I.UnitsChanged(now, self.units.states))
             elif key.data == "signals":
                 out += self._on_signals(now)
             elif key.data == "worker":
                 out += self._worker_done()
+            elif (facts := self.watchers.changed(key.data)) is not None:
+                out.append(I.LinksChanged(now, facts) if key.data == "links"
+                           else I.UnitsChanged(now, facts))
         return out
 
     def _read_events(self) -> list[I.Input]:
-        """Drain the event socket (bounded: signals and timers wait on us). Events are
-        stamped when read, never earlier: that could end a window too soon."""
         out: list[I.Input] = []
-        messages = []
-        for _ in range(MAX_READS):
-            try:
-                messages += self.events.recv_messages(socket.MSG_DONTWAIT)
-            except BlockingIOError:
-                break
-            except OSError as exc:
-                if exc.errno != errno.ENOBUFS:
-                    raise
-                if messages:
-                    out.append(I.NftEvents(self.clock(), tuple(decode_events(messages))))
-                    messages = []
-                out.append(I.EventsLost(self.clock()))
-        if messages:
-            events = tuple(decode_events(messages))
-            now = self.clock()
-            if any(e.table in self.machine.watched and e.portid != self.nl.portid
+        for at, events in self.events.read():
+            if events is None:
+                out.append(I.EventsLost(at))
+                continue
+            if any(e.table in self.machine.watched and e.portid not in self.own_portids
                    for e in events if e.table is not None):
-                self.last_change = now
-            out.append(I.NftEvents(now, events))
+                self.last_change = at
+            out.append(I.NftEvents(at, events))
         return out
 
     def _on_signals(self, now: float) -> list[I.Input]:
         out: list[I.Input] = []
-        for signum in self.signals.pending():
-            if signum != signal.SIGHUP:
-                out.append(I.Stop(now, signal.Signals(signum).name))
+        for sig in self.signals.pending():
+            if sig != signal.SIGHUP:
+                out.append(I.Stop(now, sig.name))
             elif self.reload is not None:
                 try:
-                    config = self.reload()
+                    self.config = self.reload()
                 except ConfigError as exc:
                     self.log.error(f"SIGHUP: keeping the running config: {exc}")
                     continue
-                self.config = config
-                out += self._watchers(now)
-                out.append(I.Reload(now, config))
+                found = self._watch()
+                out += [I.LinksChanged(now, found["links"])] if "links" in found else []
+                out += [I.UnitsChanged(now, found["units"])] if "units" in found else []
+                out.append(I.Reload(now, self.config))
         return out
 
     # -- actions ------------------------------------------------------------------------
@@ -290,124 +196,81 @@ class Daemon:
     def _execute(self, actions: list[A.Action], queue: deque) -> A.Exit | None:
         """Carry out the actions in order; answers go on the queue. An Exit ends the
         run once the rest of its batch (state, journal) is done."""
-        exit_action = None
+        done = None
         for action in actions:
             if isinstance(action, A.Exit):
-                exit_action = action
+                done = action
             else:
                 queue.extend(self.carry_out(action))
-        return exit_action
+        return done
 
     def carry_out(self, action: A.Action) -> list[I.Input]:
-        """Do what one action asks; the inputs it answers with (none for most)."""
-        return getattr(self, "_do_" + type(action).__name__)(action)
-
-    def _drained(self) -> list[I.Input]:
-        """Events up to now: the kernel queues a transaction's notifications before its
-        commit returns, so an answer is only read together with them."""
-        return self._read_events()
-
-    def _do_Dump(self, action: A.Dump) -> list[I.Input]:
-        started = self.clock()
-        try:
-            snap = nft.snapshot(self.nl, action.scope, keep_rules=action.keep_rules)
-        except DumpInterrupted:
-            return [*self._drained(), I.DumpFailed(self.clock())]
-        digest = model.digest(snap, action.digest_scope)
-        cost = self.clock() - started
-        return [*self._drained(), I.Dumped(self.clock(), snap, digest, cost)]
-
-    def _do_QueryGeneration(self, action: A.QueryGeneration) -> list[I.Input]:
-        genid = self.nl.genid()
-        return [*self._drained(), I.Generation(self.clock(), genid)]
-
-    def _do_RunCompat(self, action: A.RunCompat) -> list[I.Input]:
-        if self.machine.ready_sent:  # nothing waits on it: keep reading events meanwhile
-            self._probing = threading.Thread(target=self._probe_in_worker, args=(action,),
-                                             name="compat-probe", daemon=True)
-            self._probing.start()
-            return []
-        return [*self._drained(), I.CompatDone(self.clock(), self._probe(self.nl, action))]
+        """Do what one action asks; the inputs it answers with (none for most). An
+        answer comes after the events read with it: the kernel queues a transaction's
+        notifications before its commit returns."""
+        now = self.clock
+        match action:
+            case A.Dump():
+                started = now()
+                try:
+                    snap = nft.snapshot(self.nl, action.scope, keep_rules=action.keep_rules)
+                except DumpInterrupted:
+                    return [*self._read_events(), I.DumpFailed(now())]
+                digest = model.digest(snap, action.digest_scope)
+                cost = now() - started  # the machine paces its dumps by it
+                return [*self._read_events(), I.Dumped(now(), snap, digest, cost)]
+            case A.QueryGeneration():
+                genid = self.nl.genid()
+                return [*self._read_events(), I.Generation(now(), genid)]
+            case A.RunCompat() if self.machine.ready_sent:  # nothing waits on it
+                self.worker.start(lambda: self._probe(self.worker_nl, action))
+                return []
+            case A.RunCompat():
+                return [*self._read_events(), I.CompatDone(now(), self._probe(self.nl, action))]
+            case A.RepairRules():
+                produced = commit_repairs(self.nl, action.repairs, action.genid)
+                refused = [] if produced else self._read_events()  # what came first decides
+                return [*refused, I.RepairDone(now(), action.repairs, produced)]
+            case A.Notify():
+                fields = dict(action.fields)
+                self.ready_at = now() if "READY" in fields else self.ready_at
+                self.notifier.send(**fields)
+                if "STATUS" in fields and self.on_status:
+                    self.on_status(str(fields["STATUS"]))
+            case A.Journal():
+                self.log.event(action.kind, action.stage, action.message, action.elapsed_ms,
+                               action.genid, action.digest)
+            case A.Log():
+                self.log(action.level, action.message)
+            case A.SaveState():
+                self.state.save(action.state_json, action.metrics)
+            case A.RestartUnit():
+                return [self._restart(action.unit)]
+            case A.ExplainNetbird():
+                return [I.NetbirdExplained(now(), self.explain_netbird())]
+        return []
 
     def _probe(self, sock: NfSocket, action: A.RunCompat):
         binaries, notes, setup = self.k3s()
         return probe(sock, repair=action.repair, binaries=binaries, netns=self.netns,
                      ifaces=self.config.tunnel_links(), setup=setup, notes=notes).result
 
-    def _probe_in_worker(self, action: A.RunCompat) -> None:
-        try:
-            self._probed.put(self._probe(self.worker_nl, action))
-        except BaseException as exc:  # handed to the loop, as if it ran there
-            self._probed.put(exc)
-        self.wake.send(b"!")
-
     def _worker_done(self) -> list[I.Input]:
-        try:
-            self.woken.recv(64)
-        except BlockingIOError:
-            return []
-        self._probing.join()
-        self._probing = None
-        result = self._probed.get()
+        result = self.worker.result()
         if isinstance(result, (FwgateError, OSError, DumpInterrupted)):
             # A binary gone in an upgrade, the ruleset never still: a guard keeps going.
-            return [*self._drained(), I.CompatFailed(self.clock(), str(result) or
-                                                     type(result).__name__)]
+            reason = str(result) or type(result).__name__
+            return [*self._read_events(), I.CompatFailed(self.clock(), reason)]
         if isinstance(result, BaseException):
             raise result
-        return [*self._drained(), I.CompatDone(self.clock(), result)]
+        return [*self._read_events(), I.CompatDone(self.clock(), result)]
 
-    def _do_RepairRules(self, action: A.RepairRules) -> list[I.Input]:
-        try:
-            produced = commit_repairs(self.nl, action.repairs, action.genid)
-        except NetlinkError as exc:
-            if exc.errno != errno.ENOENT:
-                raise
-            produced = None  # the rule went away meanwhile: the machine looks again
-        if produced is None:  # refused: what came first decides what to do next
-            return [*self._drained(), I.RepairDone(self.clock(), action.repairs, None)]
-        return [I.RepairDone(self.clock(), action.repairs, produced)]
-
-    def _do_Notify(self, action: A.Notify) -> list[I.Input]:
-        fields = dict(action.fields)
-        if "READY" in fields:
-            self.ready_at = self.clock()
-        self.notifier.send(**fields)
-        if "STATUS" in fields and self.on_status:
-            self.on_status(str(fields["STATUS"]))
-        return []
-
-    def _do_Journal(self, action: A.Journal) -> list[I.Input]:
-        self.log.event(action.kind, action.stage, action.message, action.elapsed_ms,
-                       action.genid, action.digest)
-        return []
-
-    def _do_Log(self, action: A.Log) -> list[I.Input]:
-        self.log(action.level, action.message)
-        return []
-
-    def _do_SaveState(self, action: A.SaveState) -> list[I.Input]:
-        try:
-            if self.state_file:
-                statefile.write_atomically(self.state_file, action.state_json)
-            if self.metrics_file:
-                statefile.write_atomically(self.metrics_file, action.metrics)
-        except OSError as exc:
-            if not self._state_warned:  # say it once
-                self.log.warning(f"cannot write {exc.filename}: {exc.strerror}")
-                self._state_warned = True
-        return []
-
-    def _do_RestartUnit(self, action: A.RestartUnit) -> list[I.Input]:
+    def _restart(self, unit: str) -> I.UnitRestarted:
         from .adapters.systemd import restart_if_crashed
         try:
-            was = restart_if_crashed(action.unit)
+            return I.UnitRestarted(self.clock(), unit, restart_if_crashed(unit))
         except EnvironmentProblem as exc:
-            return [I.UnitRestarted(self.clock(), action.unit, None, str(exc))]
-        return [I.UnitRestarted(self.clock(), action.unit, was)]
-
-    def _do_ExplainNetbird(self, action: A.ExplainNetbird) -> list[I.Input]:
-        return [I.NetbirdExplained(self.clock(), self.explain_netbird())]
+            return I.UnitRestarted(self.clock(), unit, None, str(exc))
 
 
 def _explain_netbird() -> tuple[str, ...]:

@@ -63,6 +63,22 @@ class Notifier:
                 self.log.warning(f"sd_notify to {self.address} failed: {exc.strerror or exc}")
             self.failed = True
 
+    def tick_interval(self, tick: float) -> float:
+        """How often the loop must call keepalive(): a watchdog may want it sooner."""
+        return min(tick, self.watchdog_interval) if self.watchdog_interval else tick
+
+    def keepalive(self, working: bool, extend_by: float) -> None:
+        """While working (before READY): push systemd's start timeout `extend_by`
+        further; after READY that would stretch a runtime limit instead. And the
+        watchdog ping, when the unit set one."""
+        fields: dict[str, object] = {}
+        if working:
+            fields["EXTEND_TIMEOUT_USEC"] = int(extend_by * 1e6)
+        if self.watchdog_interval:
+            fields["WATCHDOG"] = 1
+        if fields:
+            self.send(**fields)
+
     def close(self) -> None:
         if self._notifier and self._notifier.socket:
             self._notifier.socket.close()

@@ -62,3 +62,23 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+class StateWriter:
+    """Writes the state file and the metrics textfile (either may be None: off);
+    a failure is said once, then carried on with."""
+
+    def __init__(self, state_file: str | None, metrics_file: str | None, warn) -> None:
+        self.state_file, self.metrics_file, self.warn = state_file, metrics_file, warn
+        self.warned = False
+
+    def save(self, state_json: str, metrics: str) -> None:
+        try:
+            if self.state_file:
+                write_atomically(self.state_file, state_json)
+            if self.metrics_file:
+                write_atomically(self.metrics_file, metrics)
+        except OSError as exc:
+            if not self.warned:
+                self.warn(f"cannot write {exc.filename}: {exc.strerror}")
+                self.warned = True

@@ -40,11 +40,12 @@ class Probed:
 
 def commit_repairs(sock: NfSocket, repairs: Iterable[Repair], genid: int) -> int | None:
     """Commit repairs in one batch if the ruleset is still at `genid`. Returns the
-    generation the batch produced, or None when the kernel refused it (ERESTART)."""
+    generation the batch produced, or None when the kernel refused it: something
+    committed since (ERESTART), or a rule to replace is gone already (ENOENT)."""
     try:
         sock.batch(batch_messages(repairs), genid=genid)
     except NetlinkError as exc:
-        if exc.errno == errno.ERESTART:
+        if exc.errno in (errno.ERESTART, errno.ENOENT):
             return None
         raise
     return genid + 1  # guarded: nothing else committed in between
