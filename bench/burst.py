@@ -19,15 +19,11 @@ import socket
 import sys
 import time
 
+from fwgate.adapters.nfsock import NfSocket
 from fwgate.netlink import consts as C
 from fwgate.netlink import exprs as X
-from fwgate.netlink import attrs as A
-from fwgate.netlink import consts as C
 from fwgate.netlink import messages as M
-from fwgate.adapters.nfsock import NfSocket
-from fwgate.adapters.nfsock import NfSocket
 from fwgate.programmer import IP, chain_msg, rule_msg
-from fwgate.netlink.consts import PAYLOAD_NETWORK as NFT_PAYLOAD_NETWORK_HEADER
 
 CHAINS = 200
 
@@ -39,7 +35,7 @@ def chain_name(i: int) -> str:
 def transaction(sock: NfSocket, table: str, i: int) -> bytes:
     address = (ipaddress.IPv4Address("10.96.0.0") + i).packed
     cmd, family, flags, payload = rule_msg(IP, table, chain_name(i), [
-        X.payload_load(NFT_PAYLOAD_NETWORK_HEADER, 12, 4), X.cmp(C.CMP_EQ, address),
+        X.payload_load(C.PAYLOAD_NETWORK, 12, 4), X.cmp(C.CMP_EQ, address),
         X.counter(), X.verdict(C.NF_ACCEPT)])
     return b"".join([
         M.encode(C.NFNL_MSG_BATCH_BEGIN, 0, C.NLM_F_REQUEST, sock.next_seq(), b"",

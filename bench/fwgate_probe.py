@@ -9,9 +9,6 @@ from __future__ import annotations
 import sys
 import time
 
-from fwgate.netlink import attrs as A
-from fwgate.netlink import consts as C
-from fwgate.netlink import messages as M
 from fwgate.adapters.nfsock import NfSocket
 
 _genid = NfSocket.genid

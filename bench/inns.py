@@ -1,10 +1,11 @@
-"""In-namespace measurements, run by run_all.py as a child process that enters the
-namespace first: nft and iptables-save then run in it directly (no `ip netns exec`
-in their timings), and fwgate's code is timed in-process, as the daemon runs it.
+"""In-namespace measurements, run as a child process that enters the namespace first:
+nft and iptables-save then run in it directly (no `ip netns exec` in their timings),
+and fwgate's code is timed in-process, as the daemon runs it.
 
-    python bench/inns.py --netns NS snapshot|compat|quiet|profile [--runs N]
+    python bench/inns.py --netns NS snapshot|quiet|profile [--runs N] [--out FILE]
 
-Prints one JSON object (seconds).
+Prints one JSON object (seconds). Older checkouts have a bench/inns.py with the same
+command line and keys: 'before' is measured by the old checkout's own copy.
 """
 from __future__ import annotations
 
@@ -14,24 +15,29 @@ import os
 import subprocess
 import sys
 import time
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from collections import Counter
 
 FILTER, NETBIRD = ("ip", "filter"), ("ip", "netbird")
+SETTLE = 1.0
+QUIET_CONFIG = f"""settle: {SETTLE:g}s
+timeout: 0
+watch: [ip netbird, ip filter]
+stages:
+  - name: rules
+    rules:
+      - table: ip netbird
+      - chain: ip filter FORWARD
+        iifname: wt0
+compat:
+  on_incompatible: warn
+  iptables: none
+"""
 
 
 def run_tool(*argv: str) -> float:
     start = time.perf_counter()
     subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return time.perf_counter() - start
-
-
-def nft_list() -> float:
-    return run_tool("nft", "-s", "list", "table", "ip", "filter")
-
-
-def iptables_save() -> float:
-    return run_tool("iptables-save", "-t", "filter")
 
 
 def measure_snapshot(runs: int) -> dict:
@@ -60,119 +66,120 @@ def measure_snapshot(runs: int) -> dict:
             start = time.perf_counter()
             model.digest(nft.snapshot(sock, watched), watched)
             out["fwgate_watched"].append(time.perf_counter() - start)
-            out["nft"].append(nft_list())
-            out["iptables_save"].append(iptables_save())
+            out["nft"].append(run_tool("nft", "-s", "list", "table", "ip", "filter"))
+            out["iptables_save"].append(run_tool("iptables-save", "-t", "filter"))
     return {"rules": rules, **out}
 
 
-def measure_compat(runs: int) -> dict:
-    """The compat analysis (pure, on a snapshot already taken) and the whole probe
-    (snapshot of every iptables family + analysis) vs one `iptables-save`."""
-    from fwgate.adapters import nft
-    from fwgate.adapters.nfsock import NfSocket
-    from fwgate.compat.reader import analyse
-    from fwgate.compat.probe import COMPAT_FAMILIES
-    out: dict[str, list[float]] = {"analyse": [], "probe": [], "iptables_save": []}
-    rules = findings = 0
-    with NfSocket() as sock:
-        for _ in range(runs):
-            start = time.perf_counter()
-            snap = nft.snapshot(sock, families=COMPAT_FAMILIES)
-            mid = time.perf_counter()
-            report = analyse(snap)
-            end = time.perf_counter()
-            out["analyse"].append(end - mid)
-            out["probe"].append(end - start)
-            out["iptables_save"].append(iptables_save())
-            rules = sum(len(t.rules) for t in snap.tables.values())
-            findings = len(report.findings)
-            del snap, report
-    return {"rules": rules, "findings": findings, **out}
+def carry(daemon, machine, actions: list) -> tuple[Counter, float]:
+    """Carry out what the machine asks, feeding each answer back, until it asks for
+    nothing more than the compat probe (the next phase, not part of the cycle).
+    The actions asked for, and the seconds spent in machine.handle()."""
+    from fwgate.core import actions as A
+    done: Counter = Counter()
+    in_machine = 0.0
+    todo = list(actions)
+    while todo:
+        action = todo.pop(0)
+        done[type(action).__name__] += 1
+        if not isinstance(action, (A.RunCompat, A.Exit)):
+            for answer in daemon.carry_out(action):
+                start = time.perf_counter()
+                todo += machine.handle(answer)
+                in_machine += time.perf_counter() - start
+    return done, in_machine
 
 
 def measure_quiet(runs: int) -> dict:
-    """A quiet probe cycle as GateLoop runs it when the window ends and nothing
-    changed: _confirm() (one generation-id query), decide(), _publish().
-    Dumps are counted: a quiet cycle must not dump."""
-    from fwgate import daemon
-    from fwgate.adapters.journal import Log
-    from fwgate.adapters.notify import Notifier
-    from fwgate.config import DEFAULTS, ChainExists, Stage, TableExists, TableRef
+    """A quiet probe cycle through the public seams: a Machine whose stage holds and
+    whose baseline is in is asked at its window's end with nothing changed —
+    Tick(machine.next_wakeup()) — and a real Daemon carries out what it asks (the
+    QueryGeneration on its NfSocket) and feeds the answer back, up to the point where
+    the machine asks for the compat probe. Dumps are counted: a quiet cycle must not
+    dump. Each cycle gets a fresh Machine, answered the same baseline dump (the daemon
+    took it once, timed: 'baseline_dump')."""
     from dataclasses import replace
-    stages = (Stage("rules", (TableExists(TableRef(*NETBIRD)),
-                              ChainExists(TableRef(*FILTER), "FORWARD", iifname="wt0"))),)
-    config = replace(DEFAULTS, settle=3600.0, timeout=0.0, stages=stages,
-                     watch=(TableRef(*FILTER), TableRef(*NETBIRD)))
-    loop = daemon.GateLoop(config, Log(stream=open(os.devnull, "w")), Notifier.disabled(),
-                           stages=stages)
-    dumps = [0]
-    real_snapshot = daemon.nft.snapshot
-
-    def counting(*a, **kw):
-        dumps[0] += 1
-        return real_snapshot(*a, **kw)
-
-    daemon.nft.snapshot = counting
-    loop._open()
+    from fwgate.adapters import nft
+    from fwgate.adapters.journal import Log
+    from fwgate.adapters.nfsock import NfSocket
+    from fwgate.adapters.notify import Notifier
+    from fwgate.config import parse_config
+    from fwgate.core import actions as A
+    from fwgate.core import inputs as I
+    from fwgate.core.machine import Machine
+    from fwgate.daemon import Daemon
+    from fwgate.model import TableRef
+    config = parse_config(QUIET_CONFIG)
+    daemon = Daemon(config, Log(stream=open(os.devnull, "w")), Notifier.disabled())
+    daemon.open()
     try:
-        now = loop.clock()
-        loop._restart(now)
+        begun = time.monotonic() - 2 * SETTLE  # its window ended a second ago
+        machine = Machine(config, begun, own_portids=daemon.own_portids)
+        daemon.machine = machine  # the executor reads the watched scope off its machine
+        dump = next(a for a in machine.start(begun) if isinstance(a, A.Dump))
         start = time.perf_counter()
-        loop._refresh(now)                      # the baseline dump after the last change
+        dumped = daemon.carry_out(dump)[-1]
         baseline_dump = time.perf_counter() - start
-        # The daemon keeps a lean snapshot (only FORWARD's rules): count them all here.
-        rules = len(daemon.nft.snapshot(loop.nl, [TableRef(*FILTER)]).tables[TableRef(*FILTER)].rules)
-        dumps_before = dumps[0]
-        cycles = []
-        genid_only = []
+        assert isinstance(dumped, I.Dumped), dumped
+        cycles, in_machine, asked = [], [], Counter()
         for _ in range(runs):
+            machine = Machine(config, begun, own_portids=daemon.own_portids)
+            daemon.machine = machine
+            machine.start(begun)
+            machine.handle(replace(dumped, now=begun))
             start = time.perf_counter()
-            now = loop.clock()
-            loop._confirm(now)
-            loop.gate.decide(now)
-            loop._publish(now)
+            first = machine.handle(I.Tick(machine.next_wakeup()))
+            ticked = time.perf_counter()
+            more, rest = carry(daemon, machine, first)
             cycles.append(time.perf_counter() - start)
-            start = time.perf_counter()
-            loop.nl.genid()
-            genid_only.append(time.perf_counter() - start)
-        return {"rules": rules, "baseline_dump": baseline_dump, "cycle": cycles,
-                "genid": genid_only, "dumps_in_quiet_cycles": dumps[0] - dumps_before}
+            in_machine.append(ticked - start + rest)
+            asked += more
+        genid = []
+        with NfSocket() as sock:
+            for _ in range(runs):
+                start = time.perf_counter()
+                sock.genid()
+                genid.append(time.perf_counter() - start)
+            ref = TableRef(*FILTER)
+            rules = len(nft.snapshot(sock, [ref]).tables[ref].rules)
     finally:
-        daemon.nft.snapshot = real_snapshot
-        loop._close()
+        daemon.close()
+    if asked["QueryGeneration"] != runs or asked["RunCompat"] != runs:
+        raise RuntimeError(f"not a quiet cycle: the machine asked for {dict(asked)}")
+    return {"rules": rules, "baseline_dump": baseline_dump, "cycle": cycles, "genid": genid,
+            "in_machine": in_machine,
+            "dumps_in_quiet_cycles": asked["Dump"],
+            "asked_per_cycle": {k: v / runs for k, v in sorted(asked.items())}}
 
 
 def profile(out_path: str) -> dict:
-    """pyinstrument over one scoped snapshot + digest and one compat analysis."""
-    from pyinstrument import Profiler
+    """pyinstrument over three scoped snapshots + digests of ip filter."""
+    try:
+        from pyinstrument import Profiler
+    except ImportError:
+        return {"skipped": "pyinstrument is not installed"}
     from fwgate import model
     from fwgate.adapters import nft
     from fwgate.adapters.nfsock import NfSocket
-    from fwgate.compat.reader import analyse
-    from fwgate.compat.probe import COMPAT_FAMILIES
     from fwgate.model import TableRef
     table = (TableRef(*FILTER),)
-    texts = {}
     with NfSocket() as sock:
         nft.snapshot(sock, table)  # warm up
-        for name, fn in (("snapshot+digest", lambda: model.digest(nft.snapshot(sock, table), table)),
-                         ("compat analysis", lambda: analyse(nft.snapshot(sock, families=COMPAT_FAMILIES)))):
-            prof = Profiler(interval=0.0005)
-            prof.start()
-            for _ in range(3):
-                fn()
-            prof.stop()
-            texts[name] = prof.output_text(unicode=True, color=False, show_all=False)
+        prof = Profiler(interval=0.0005)
+        prof.start()
+        for _ in range(3):
+            model.digest(nft.snapshot(sock, table), table)
+        prof.stop()
     with open(out_path, "w") as fh:
-        for name, text in texts.items():
-            fh.write(f"## {name} (3 runs)\n{text}\n")
-    return {"written": out_path}
+        fh.write("## snapshot+digest (3 runs)\n")
+        fh.write(prof.output_text(unicode=True, color=False, show_all=False))
+    return {"written": os.path.basename(out_path)}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--netns", required=True)
-    parser.add_argument("what", choices=("snapshot", "compat", "quiet", "profile"))
+    parser.add_argument("what", choices=("snapshot", "quiet", "profile"))
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--out", help="profile: where to write the text")
     args = parser.parse_args()
@@ -180,14 +187,10 @@ def main() -> int:
     enter(args.netns)
     if args.what == "snapshot":
         result = measure_snapshot(args.runs)
-    elif args.what == "compat":
-        result = measure_compat(args.runs)
     elif args.what == "quiet":
         result = measure_quiet(args.runs)
     else:
         result = profile(args.out)
-    import fwgate
-    result["fwgate_from"] = os.path.dirname(fwgate.__file__)
     print(json.dumps(result))
     return 0
 

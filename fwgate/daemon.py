@@ -33,8 +33,6 @@ from .adapters.signals import SignalPipe
 from .adapters.statefile import StateWriter
 from .adapters.watchers import Watchers
 from .adapters.worker import Worker
-from .compat.impact import Setup
-from .compat.probe import commit_repairs, probe
 from .config import Config, ConfigError
 from .core import actions as A
 from .core import inputs as I
@@ -60,7 +58,7 @@ class Daemon:
 
     def __init__(self, config: Config, log: Log, notifier: Notifier, role: Role = Role.GATE, *,
                  keep_guarding: bool | None = None,
-                 k3s: Callable[[], tuple[tuple, tuple[str, ...], Setup]] | None = None,
+                 k3s: Callable[[], tuple] | None = None,
                  reload: Callable[[], Config] | None = None, netns: str | None = None,
                  state_file: str | None = None, metrics_file: str | None = None,
                  tick: float = KEEPALIVE, clock: Callable[[], float] = time.monotonic,
@@ -70,7 +68,7 @@ class Daemon:
         self.keep_guarding, self.reload, self.netns = keep_guarding, reload, netns
         # The iptables binaries k3s runs, how they were found, which k3s components run:
         # asked again for every probe (an upgrade may replace them under a running guard).
-        self.k3s = k3s or (lambda: ((), (), Setup()))
+        self.k3s = k3s or (lambda: ((), (), None))
         self.state = StateWriter(state_file, metrics_file, log.warning)
         self.tick, self.clock, self.on_status = tick, clock, on_status
         self.explain_netbird = explain_netbird or _explain_netbird
@@ -127,7 +125,7 @@ class Daemon:
         self.machine = Machine(self.config, now, self.role, own_portids=self.own_portids,
                                keep_guarding=self.keep_guarding,
                                wall_offset=time.time() - time.monotonic(), pid=os.getpid(),
-                               netns=self.netns, facts=facts, setup=self.k3s()[2])
+                               netns=self.netns, facts=facts)
         queue: deque[I.Input] = deque()
         done = self._execute(self.machine.start(now), queue)
         next_tick = now
@@ -228,6 +226,7 @@ class Daemon:
             case A.RunCompat():
                 return [*self._read_events(), I.CompatDone(now(), self._probe(self.nl, action))]
             case A.RepairRules():
+                from .compat.probe import commit_repairs
                 produced = commit_repairs(self.nl, action.repairs, action.genid)
                 refused = [] if produced else self._read_events()  # what came first decides
                 return [*refused, I.RepairDone(now(), action.repairs, produced)]
@@ -251,6 +250,7 @@ class Daemon:
         return []
 
     def _probe(self, sock: NfSocket, action: A.RunCompat):
+        from .compat.probe import probe  # not at start: the first snapshot comes first
         binaries, notes, setup = self.k3s()
         return probe(sock, repair=action.repair, binaries=binaries, netns=self.netns,
                      ifaces=self.config.tunnel_links(), setup=setup, notes=notes).result

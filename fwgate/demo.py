@@ -82,38 +82,36 @@ def demo(settle_text: str = "3s") -> int:
     stages = tuple(s for s in shipped.stages if not any(isinstance(c, UnitActive) for c in s.conditions))
     config = replace(shipped, settle=settle, timeout=60.0, stages=stages, source="<demo>",
                      compat=replace(shipped.compat, on_incompatible="repair", iptables="none"))
-    name = f"fwgate-demo-{os.getpid()}"
-    netns.create(name)
     agent = None
-    try:
-        netns.enter(name)  # this thread, and the agent thread it starts
-        from pyroute2 import IPRoute
-        with IPRoute() as ipr:
-            ipr.link("add", ifname="wt0", kind="veth", peer="wt0p")
-        # A node where iptables' filter table exists at boot: Netbird writes into it.
-        with NfSocket() as sock:
-            sock.batch(iptables_filter_table())
-        t0 = time.monotonic()
-        log = _Clocked(t0)
-        print(f"fwgate demo in network namespace {name}: stages "
-              f"{', '.join(s.name for s in stages)}; settle {format_timespan(settle)}; "
-              f"watching {', '.join(map(str, config.watch))}; compat: repair; iptables' "
-              f"filter table exists at boot, so Netbird writes its rules into it\n")
-        agent = _Agent(t0)
-        agent.start()
-        daemon = Daemon(config, log, Notifier.disabled(), keep_guarding=False,
-                        on_status=lambda s: log.info(f"STATUS {s}"), tick=1.0,
-                        explain_netbird=lambda: ())
-        result = daemon.run()
-        agent.stop.set()
-        agent.join()
-        if agent.error:
-            raise EnvironmentProblem(f"the Netbird-like agent failed: {agent.error}")
-        return _summary(result, agent, settle, t0)
-    finally:
-        if agent:
+    with netns.throwaway("fwgate-demo") as name:
+        try:
+            netns.enter(name)  # this thread, and the agent thread it starts
+            from pyroute2 import IPRoute
+            with IPRoute() as ipr:
+                ipr.link("add", ifname="wt0", kind="veth", peer="wt0p")
+            # A node where iptables' filter table exists at boot: Netbird writes into it.
+            with NfSocket() as sock:
+                sock.batch(iptables_filter_table())
+            t0 = time.monotonic()
+            log = _Clocked(t0)
+            print(f"fwgate demo in network namespace {name}: stages "
+                  f"{', '.join(s.name for s in stages)}; settle {format_timespan(settle)}; "
+                  f"watching {', '.join(map(str, config.watch))}; compat: repair; iptables' "
+                  f"filter table exists at boot, so Netbird writes its rules into it\n")
+            agent = _Agent(t0)
+            agent.start()
+            daemon = Daemon(config, log, Notifier.disabled(), keep_guarding=False,
+                            on_status=lambda s: log.info(f"STATUS {s}"), tick=1.0,
+                            explain_netbird=lambda: ())
+            result = daemon.run()
             agent.stop.set()
-        netns.remove(name)
+            agent.join()
+            if agent.error:
+                raise EnvironmentProblem(f"the Netbird-like agent failed: {agent.error}")
+            return _summary(result, agent, settle, t0)
+        finally:
+            if agent:
+                agent.stop.set()
 
 
 def _summary(result, agent: _Agent, settle: float, t0: float) -> int:

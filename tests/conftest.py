@@ -6,7 +6,8 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from helpers import NotifyCapture, delete_netns, new_netns  # noqa: E402
+from fwgate.adapters.netns import throwaway  # noqa: E402
+from helpers import NotifyCapture  # noqa: E402
 
 
 def _needs_root_and_tools() -> str | None:
@@ -37,11 +38,8 @@ def netns():
     reason = _needs_root_and_tools()
     if reason:
         pytest.skip(reason)
-    name = new_netns()
-    try:
+    with throwaway("fwt") as name:
         yield name
-    finally:
-        delete_netns(name)
 
 
 @pytest.fixture

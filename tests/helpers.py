@@ -8,17 +8,20 @@ import uuid
 from collections.abc import Callable
 from typing import TypeVar
 
+from fwgate.adapters.netns import create, remove
+
 T = TypeVar("T")
 
 
 def new_netns(prefix: str = "fwt") -> str:
+    """A namespace to delete with delete_netns(); prefer `with throwaway(prefix)`."""
     name = f"{prefix}-{uuid.uuid4().hex[:8]}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
+    create(name)
     return name
 
 
 def delete_netns(name: str) -> None:
-    subprocess.run(["ip", "netns", "delete", name], check=False, capture_output=True)
+    remove(name)
 
 
 def sh(netns: str, *argv: str, check: bool = True, input: str | None = None

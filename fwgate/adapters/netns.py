@@ -4,6 +4,10 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from ..errors import EnvironmentProblem
 
@@ -53,3 +57,46 @@ def remove(name: str) -> None:
         _netns.remove(name)
     except FileNotFoundError:
         pass
+
+
+@contextmanager
+def throwaway(prefix: str = "fwt", *, wt0: bool = False) -> Iterator[str]:
+    """A network namespace of our own, /run/netns/PREFIX-xxxxxxxx, for tests, the bench
+    and the demo: yields its name, removes it on the way out, also when the body raises.
+
+    wt0: also a veth pair wt0/wt0p, both up (no wireguard needed: a veth stands in for
+    Netbird's tunnel). Nothing here touches the caller's own namespace."""
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    create(name)
+    try:
+        if wt0:
+            _inside(name, _add_wt0)
+        yield name
+    finally:
+        remove(name)
+
+
+def _add_wt0() -> None:
+    from pyroute2 import IPRoute
+    with IPRoute() as ipr:
+        ipr.link("add", ifname="wt0", kind="veth", peer="wt0p")
+        for ifname in ("wt0p", "wt0"):
+            ipr.link("set", index=ipr.link_lookup(ifname=ifname)[0], state="up")
+
+
+def _inside(name: str, fn) -> None:
+    """Run fn in a thread of its own that entered netns NAME (setns moves one thread)."""
+    box: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            enter(name)
+            fn()
+        except BaseException as exc:  # re-raised in the caller
+            box.append(exc)
+
+    thread = threading.Thread(target=work, name=f"netns-{name}")
+    thread.start()
+    thread.join()
+    if box:
+        raise box[0]

@@ -12,7 +12,7 @@ from ..netlink.consts import (
     GETGEN, NETLINK_ADD_MEMBERSHIP, NETLINK_EXT_ACK, NETLINK_NETFILTER, NFTA_GEN_ID, NLM_F_DUMP,
     NLM_F_DUMP_INTR, NLM_F_MULTI, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR, SOL_NETLINK,
 )
-from ..netlink.messages import Message, Msg, batch, encode, error_code, parse
+from ..netlink.messages import Message, Msg, batch, encode, error_code, messages, parse
 
 RECV_SIZE = 1 << 17  # more than the kernel puts in one datagram (a dump's is at most 32 KiB)
 SO_RCVBUFFORCE = 33
@@ -81,8 +81,7 @@ class NfSocket:
 
     def recv_messages(self, flags: int = 0) -> list[Message]:
         """One datagram's worth of messages. Raises OSError(ENOBUFS) on overflow."""
-        buf = self._recv(flags)
-        return [Message(buf, s, e) for _, _, _, s, e in parse(buf)]
+        return messages(self._recv(flags))
 
     def request(self, cmd: int, family: int = 0, flags: int = NLM_F_REQUEST,
                 payload: bytes = b"") -> list[Message]:
@@ -102,7 +101,8 @@ class NfSocket:
         interrupted = False
         while True:
             buf = self._recv()
-            for mtype, flags, mseq, start, end in parse(buf):
+            for head, start, end in parse(buf):
+                _, mtype, flags, mseq, _ = head
                 if mseq != seq:
                     continue  # a late answer to an earlier request
                 if flags & NLM_F_DUMP_INTR:
@@ -117,7 +117,7 @@ class NfSocket:
                         raise NetlinkError(code, os.strerror(code))
                     return
                 try:
-                    yield Message(buf, start, end)
+                    yield Message(buf, start, end, head)
                 except GeneratorExit:  # the caller stopped reading: finish the reply
                     if multi or flags & NLM_F_MULTI:
                         self._drain(seq)
@@ -129,8 +129,7 @@ class NfSocket:
         """Read and drop the rest of an abandoned reply (a dump still running in the
         kernel makes the socket refuse the next one with EBUSY)."""
         while True:
-            buf = self._recv()
-            for mtype, _, mseq, _, _ in parse(buf):
+            for (_, mtype, _, mseq, _), _, _ in parse(self._recv()):
                 if mseq == seq and mtype in (NLMSG_DONE, NLMSG_ERROR):
                     return
 
@@ -154,7 +153,7 @@ class NfSocket:
         pending, first_error = set(seqs), 0
         while pending:
             buf = self._recv()
-            for mtype, _, mseq, start, _ in parse(buf):
+            for (_, mtype, _, mseq, _), start, _ in parse(buf):
                 # A refused batch (e.g. a stale genid) is answered on its BEGIN.
                 if mtype == NLMSG_ERROR and (mseq in pending or mseq == begin_seq):
                     pending.discard(mseq)

@@ -41,6 +41,7 @@ class ProbeResult:
     binaries: tuple[Binary, ...] = ()         # the iptables judged for (empty: every version)
     notes: tuple[str, ...] = ()               # how they were found
     conflicts: tuple = ()                     # packet-mark conflicts (fwgate.marks.Conflict)
+    setup: Setup | None = None                # which k3s components run, as the probe saw
 
     @property
     def left(self) -> tuple[Finding, ...]:

@@ -170,7 +170,8 @@ def begin_probe(sock: NfSocket, *, repair: bool = False, dry_run: bool = False,
             checks.start([c for c in later if c.kind == "list" and c.component == ""])
         result = ProbeResult(report, snap.genid, () if dry_run else plan, (), planned=plan,
                              netbird=survey(snap, ifaces), attempts=attempt,
-                             binaries=binaries, notes=notes, conflicts=_conflicts(snap))
+                             binaries=binaries, notes=notes, conflicts=_conflicts(snap),
+                             setup=setup)
         return Pending(sock, result, snap, checks, now_report, genid)
     return Pending(sock, ProbeResult(report, snap.genid, conflict=True,
                                      netbird=survey(snap, ifaces), attempts=attempts,

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..compat.repair import Repair
+from typing import TYPE_CHECKING
+
 from ..model import TableRef
+
+if TYPE_CHECKING:  # the compat package is imported when first needed
+    from ..compat.repair import Repair
 
 
 @dataclass(frozen=True)

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..compat.policy import ProbeResult
-from ..compat.repair import Repair
+from typing import TYPE_CHECKING
+
 from ..config import Config
 from ..model import LinkState, Snapshot
 from ..netlink.nftables import Event
+
+if TYPE_CHECKING:  # the compat package is imported when first needed
+    from ..compat.policy import ProbeResult
+    from ..compat.repair import Repair
 
 
 @dataclass(frozen=True)

@@ -33,13 +33,10 @@ import math
 from dataclasses import replace
 
 from .. import __version__
-from ..compat.impact import Setup
-from ..compat.policy import ProbeResult, Verdict, judge, judge_added_rule, repair_line
-from ..compat.profiles import PROFILES
-from ..compat.repair import Repair, plan_rules
+from typing import TYPE_CHECKING
+
 from ..config import ChainExists, Config, Stage
 from ..errors import EXIT_FAILED, EXIT_INCOMPATIBLE, EXIT_OK
-from ..marks import conflict_text
 from ..model import Facts, Rule
 from ..netbird import is_native_netbird_rule
 from ..netlink.nftables import Event
@@ -49,6 +46,13 @@ from . import actions as A
 from . import inputs as I
 from .conditions import evaluate, reads_rules
 from .window import QuietWindow
+
+if TYPE_CHECKING:
+    from ..compat.impact import Setup
+    from ..compat.policy import ProbeResult, Verdict
+    from ..compat.repair import Repair
+# The compat reader and the mark model are imported when first needed, not at start:
+# the gate's first snapshot (and its start-up) must not wait on them.
 
 DEBOUNCE = 0.02      # dump once the event stream has paused this long
 PACE = 2.0           # after a dump that took t, wait 2t: at most a third of the time dumping
@@ -76,7 +80,7 @@ class Machine:
                  own_portids: frozenset[int] | set[int] = frozenset(),
                  keep_guarding: bool | None = None,
                  wall_offset: float = 0.0, pid: int = 0, netns: str | None = None,
-                 facts: Facts | None = None, setup: Setup = Setup()):
+                 facts: Facts | None = None, setup: "Setup | None" = None):
         self.role = role
         self.own_portids = frozenset(own_portids) - {0}  # what our own transactions' events carry
         self.wall_offset = wall_offset    # time.time() - time.monotonic(), for the state file
@@ -87,13 +91,13 @@ class Machine:
                            started_at=self._wall(now))
         self.facts = facts or Facts()  # links and units as the watchers first saw them
         self.setup = setup             # which k3s components run: what breaks matters
-        self.compat_profiles = PROFILES  # the readers to judge a new rule for: the
-                                         # binaries k3s runs, once a probe has said
+        self.compat_profiles = None    # the readers to judge a new rule for: every version
+                                       # until a probe has said which binaries k3s runs
         self.ready_sent = False
         self.last_status = ""
-        self.last_verdict: Verdict | None = None
+        self.last_verdict: "Verdict | None" = None
         self.last_restart = -math.inf
-        self.explained_netbird = False
+        self.explained_netbird = self.explain_wanted = False
         self.announce_start = False
         self.seen_conflicts: set[tuple] = set()
         self.last_seen_genid: int | None = None
@@ -151,6 +155,7 @@ class Machine:
             self.sweep_wanted = self.config.compat.on_incompatible == "repair"
         self._step(now)
         self._publish(now, force=True)
+        self._ask_last()
         return self._out
 
     # -- the one entry ----------------------------------------------------------------
@@ -162,7 +167,13 @@ class Machine:
             if self.phase is not Phase.DONE:
                 self._step(event.now)
             self._publish(event.now)
+            self._ask_last()
         return self._out
+
+    def _ask_last(self) -> None:
+        if self.explain_wanted and self.phase is not Phase.DONE:
+            self.explain_wanted, self.explained_netbird = False, True
+            self._out.append(A.ExplainNetbird())
 
     # -- questions --------------------------------------------------------------------
 
@@ -253,7 +264,11 @@ class Machine:
         repair = self.config.compat.on_incompatible == "repair"
         if not repair and self.phase is not Phase.GUARDING:
             return  # before READY the verdict says it
-        finding = judge_added_rule(event.rule, self.compat_profiles, self.setup)
+        from ..compat.impact import Setup
+        from ..compat.policy import judge_added_rule
+        from ..compat.profiles import PROFILES
+        finding = judge_added_rule(event.rule, self.compat_profiles or PROFILES,
+                                   self.setup or Setup())
         if finding is None:
             return
         if repair and finding.repairable:
@@ -347,6 +362,7 @@ class Machine:
         now, result = inp.now, inp.result
         purpose, self.compat_in_flight = self.compat_in_flight, None
         self.compat_profiles = result.profiles
+        self.setup = result.setup or self.setup
         self._note_repairs(now, result.repaired)
         self._note_conflicts(now, result.conflicts)
         if result.netbird is not None:
@@ -360,6 +376,7 @@ class Machine:
             return
         if purpose == "sweep":
             return
+        from ..compat.policy import judge
         verdict = judge(result, self.config.compat.on_incompatible)
         self._record_verdict(now, verdict, result)
         if self.phase is Phase.CHECKING:
@@ -495,7 +512,7 @@ class Machine:
         else:
             self.phase = Phase.CHECKING
 
-    def _after_check(self, now: float, verdict: Verdict) -> None:
+    def _after_check(self, now: float, verdict: "Verdict") -> None:
         """The verdict before READY: READY, or exit 3 (the gate only; a guard is READY
         whatever it found: it gates nothing)."""
         if verdict.exit_code and self.role is Role.GATE:
@@ -507,8 +524,8 @@ class Machine:
             self.state.phase = "failed"
             self._exit(EXIT_INCOMPATIBLE, reason)
             return
-        degraded = "; ".join(filter(None, [self.timed_out,
-                                           verdict.summary if verdict.degraded else None]))
+        degraded = "; ".join(filter(None, [self.timed_out, verdict.summary.removeprefix(
+            "degraded: ") if verdict.degraded else None]))
         if self.role is Role.GUARD:
             status = f"ready: guarding; {verdict.summary}"
         else:
@@ -618,6 +635,7 @@ class Machine:
     # -- repairs ----------------------------------------------------------------------
 
     def _emit_repair(self) -> None:
+        from ..compat.repair import plan_rules
         repairs = plan_rules(self.pending_repairs.values())
         if not repairs:
             self.pending_repairs.clear()
@@ -625,9 +643,10 @@ class Machine:
         self.repair_in_flight = True
         self._out.append(A.RepairRules(tuple(repairs), self.repair_genid))
 
-    def _note_repairs(self, now: float, repairs: tuple[Repair, ...]) -> None:
+    def _note_repairs(self, now: float, repairs: "tuple[Repair, ...]") -> None:
         if not repairs:
             return
+        from ..compat.policy import repair_line
         lines = [repair_line(r) for r in repairs]
         for line in lines:
             self._journal("repaired", now, f"repaired {line}")
@@ -644,6 +663,7 @@ class Machine:
     def _note_conflicts(self, now: float, conflicts: tuple) -> None:
         """Packet-mark conflicts: each new one once in the journal (kube-router installs
         its chains after k3s starts, so they appear after READY). Never blocking."""
+        from ..marks import conflict_text
         self.state.mark_conflicts = [
             {"text": conflict_text(c), "bits": f"{c.bits:#x}", "writer": c.writer.owner,
              "reader": c.reader.owner, "effect": c.effect} for c in conflicts]
@@ -653,12 +673,11 @@ class Machine:
                 self._journal("conflict", now, conflict_text(c))
 
     def _explain_netbird(self) -> None:
-        """Once per run: name the root cause of Netbird's native rules."""
-        if not self.explained_netbird:
-            self.explained_netbird = True
-            self._out.append(A.ExplainNetbird())
+        """Once per run: name the root cause of Netbird's native rules (asked last in
+        its batch: the answer takes D-Bus round trips, and READY must not wait on them)."""
+        self.explain_wanted = not self.explained_netbird
 
-    def _record_verdict(self, now: float, verdict: Verdict, result: ProbeResult) -> None:
+    def _record_verdict(self, now: float, verdict: "Verdict", result: "ProbeResult") -> None:
         self.state.compat_checked_at = self._wall(now)
         self.state.incompatible = list(verdict.blocking)
         self.state.compat_warnings = list(verdict.warnings)

@@ -27,8 +27,9 @@ class Message:
     __slots__ = ("subsys", "cmd", "flags", "seq", "portid", "family", "res_id", "buf", "start",
                  "end")
 
-    def __init__(self, buf: bytes, start: int, end: int):
-        _, mtype, self.flags, self.seq, self.portid = NLMSGHDR.unpack_from(buf, start)
+    def __init__(self, buf: bytes, start: int, end: int, head: tuple | None = None):
+        """head: the nlmsghdr fields as parse() read them, so they are not read twice."""
+        _, mtype, self.flags, self.seq, self.portid = head or NLMSGHDR.unpack_from(buf, start)
         self.subsys, self.cmd = mtype >> 8, mtype & 0xFF
         self.buf, self.start, self.end = buf, start + HDRLEN, end
         self.family, _, self.res_id = NFGENMSG.unpack_from(buf, start + NLMSGHDR.size)
@@ -47,20 +48,22 @@ def encode(cmd: int, family: int, flags: int, seq: int, payload: bytes = b"",
     return NLMSGHDR.pack(NLMSGHDR.size + len(body), mtype, flags, seq, 0) + body
 
 
-def parse(buf: bytes) -> Iterator[tuple[int, int, int, int, int]]:
-    """Yield (type, flags, seq, start, end) of each netlink message in buf."""
-    pos = 0
-    while pos + NLMSGHDR.size <= len(buf):
-        length, mtype, flags, seq, _ = NLMSGHDR.unpack_from(buf, pos)
-        if length < NLMSGHDR.size or pos + length > len(buf):
+def parse(buf: bytes) -> Iterator[tuple[tuple, int, int]]:
+    """Yield (nlmsghdr fields: length, type, flags, seq, portid; start; end) of each
+    netlink message in buf."""
+    pos, size, unpack = 0, NLMSGHDR.size, NLMSGHDR.unpack_from
+    while pos + size <= len(buf):
+        head = unpack(buf, pos)
+        length = head[0]
+        if length < size or pos + length > len(buf):
             raise ValueError("truncated netlink message")
-        yield mtype, flags, seq, pos, pos + length
+        yield head, pos, pos + length
         pos += pad(length)
 
 
 def messages(buf: bytes) -> list[Message]:
     """Every message of a datagram, framing and all (errors and DONE included)."""
-    return [Message(buf, start, end) for _, _, _, start, end in parse(buf)]
+    return [Message(buf, start, end, head) for head, start, end in parse(buf)]
 
 
 def error_code(buf: bytes, start: int) -> int:
