@@ -144,6 +144,19 @@ class Report:
                                f"{e['rules'] // 1000}k-rule ip filter",
                          "; ".join(f"{f} p95 {e[f].get('p95_ms', '-')} ms" for f in ("ip", "ip6")) +
                          f"; unrepaired {e['unrepaired']}", ok))
+        k = self.data("k3s_start")
+        if k is not None:
+            worst = max(k[kind]["max_ms"] for kind in ("plain", "filter-table-at-boot"))
+            rows.append(("8", "k3s starts ≤ 1 s after Netbird's last change + settle, "
+                              "plain and filter-table-at-boot nodes",
+                         "; ".join(f"{kind} median {k[kind]['median_ms']} ms"
+                                   for kind in ("plain", "filter-table-at-boot")) +
+                         f"; worst {worst} ms", 0 <= worst <= 1000))
+        m = self.data("marks_speed")
+        if m is not None:
+            rows.append(("9", "mark conflicts cost less than the dump they run on (50k rules)",
+                         f"cold {m['cold_per_dump']}, warm {m['warm_per_dump']} of the dump",
+                         m["cold_per_dump"] < 1))
         if not rows:
             return
         add("## Targets")
@@ -393,6 +406,46 @@ class Report:
                     f"{e['unrepaired']} | {e['took_s']} |")
         add("")
 
+    def marks_section(self) -> None:
+        m = self.data("marks_speed")
+        if m is None:
+            return
+        add = self.add
+        add("## 9. Mark conflicts (issue 13)")
+        add("")
+        add(f"`bench/marks_speed.py`: `find_conflicts` on {m['rules']} rules (kube-router pod "
+            "firewalls and policies, kube-proxy services, Netbird's tables, built with the real "
+            "iptables), beside the dump of `ip`, `ip6` and `inet` it runs on; medians of six "
+            "rounds, the first one cold (a fresh guard).")
+        add("")
+        add("| rules | dump ms | cold ms | warm ms | cold / dump | warm / dump | conflicts |")
+        add("| --- | --- | --- | --- | --- | --- | --- |")
+        add(f"| {m['rules']} | {m['dump_ms']} | {m['cold_ms']} | {m['warm_ms']} | "
+            f"{m['cold_per_dump']} | {m['warm_per_dump']} | {m['conflicts']} "
+            f"({', '.join(m['pairs'])}) |")
+        add("")
+
+    def k3s_start_section(self) -> None:
+        k = self.data("k3s_start")
+        if k is None:
+            return
+        add = self.add
+        add("## 8. k3s's start under a real systemd (issue 11)")
+        add("")
+        add("`bench/k3s_start.py`: the package installed in the systemd container of "
+            "`tests/systemd/test_lifecycle.py`, its config unedited (settle "
+            f"{k['settle_s']:g} s), the Netbird and k3s stand-ins; k3s's start "
+            "(ExecMainStartTimestampMonotonic) minus (Netbird's last change + settle), "
+            f"{k['runs']} boot(s) per kind of node. Goal: ≤ 1 s.")
+        add("")
+        add("| node | median ms | p95 ms | max ms | runs ms |")
+        add("| --- | --- | --- | --- | --- |")
+        for kind in ("plain", "filter-table-at-boot"):
+            x = k[kind]
+            add(f"| {kind} | {x['median_ms']} | {x['p95_ms']} | {x['max_ms']} | "
+                f"{', '.join(map(str, x['runs_ms']))} |")
+        add("")
+
     def compat_section(self) -> None:
         c = self.runs.get("compat_speed")
         self.add("## 5. Compat verdict")
@@ -434,6 +487,8 @@ class Report:
         self.compat_section()
         self.bursts_section()
         self.exposure_section()
+        self.k3s_start_section()
+        self.marks_section()
         self.profiles()
         return "\n".join(self.lines).rstrip() + "\n"
 

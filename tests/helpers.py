@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Callable
 from typing import TypeVar
 
-from fwgate.adapters.netns import create, remove
+from fwgate.adapters.netns import call_in, create, remove
 
 T = TypeVar("T")
 
@@ -41,22 +41,7 @@ def add_wt0(netns: str, up: bool = True) -> None:
 
 def in_netns(netns: str, fn: Callable[..., T], *args, **kwargs) -> T:
     """Call fn in a thread that has entered the namespace; return or raise its result."""
-    from fwgate.adapters.netns import enter
-    box: dict[str, object] = {}
-
-    def work() -> None:
-        try:
-            enter(netns)
-            box["value"] = fn(*args, **kwargs)
-        except BaseException as exc:  # re-raised in the caller
-            box["error"] = exc
-
-    thread = threading.Thread(target=work)
-    thread.start()
-    thread.join()
-    if "error" in box:
-        raise box["error"]  # type: ignore[misc]
-    return box["value"]  # type: ignore[return-value]
+    return call_in(netns, fn, *args, **kwargs)
 
 
 def fwgate_cmd() -> list[str]:

@@ -70,7 +70,7 @@ def throwaway(prefix: str = "fwt", *, wt0: bool = False) -> Iterator[str]:
     create(name)
     try:
         if wt0:
-            _inside(name, _add_wt0)
+            call_in(name, _add_wt0)
         yield name
     finally:
         remove(name)
@@ -84,19 +84,21 @@ def _add_wt0() -> None:
             ipr.link("set", index=ipr.link_lookup(ifname=ifname)[0], state="up")
 
 
-def _inside(name: str, fn) -> None:
-    """Run fn in a thread of its own that entered netns NAME (setns moves one thread)."""
-    box: list[BaseException] = []
+def call_in(name: str, fn, *args, **kwargs):
+    """fn(*args, **kwargs) in a thread of its own that entered netns NAME (setns moves
+    one thread); its result, or its exception raised here."""
+    box: dict[str, object] = {}
 
     def work() -> None:
         try:
             enter(name)
-            fn()
+            box["value"] = fn(*args, **kwargs)
         except BaseException as exc:  # re-raised in the caller
-            box.append(exc)
+            box["error"] = exc
 
     thread = threading.Thread(target=work, name=f"netns-{name}")
     thread.start()
     thread.join()
-    if box:
-        raise box[0]
+    if "error" in box:
+        raise box["error"]  # type: ignore[misc]
+    return box.get("value")
