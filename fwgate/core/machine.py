@@ -388,6 +388,7 @@ class Machine:
         self.compat_in_flight = None
         self._log("warning", f"compat: the check failed: {inp.reason}; trying again")
         self._note_unchecked(inp.now)
+        self.check_not_before = inp.now + self.config.settle  # not in a tight loop
 
     def _on_RepairDone(self, inp: I.RepairDone) -> None:
         self.repair_in_flight = False
@@ -587,8 +588,9 @@ class Machine:
     def _guard_due(self) -> tuple[float, float]:
         """(when the window since the last change ends, when the oldest unchecked
         change has waited long enough on a scope that is never quiet)."""
-        return (self.window.last_change + self.config.settle,
-                self.unchecked_since + BUSY_WINDOWS * self.config.settle)
+        return (max(self.window.last_change + self.config.settle, self.check_not_before),
+                max(self.unchecked_since + BUSY_WINDOWS * self.config.settle,
+                    self.check_not_before))
 
     def _check_now(self) -> None:
         """GUARDING: run the probe on what is there now (a sweep in flight: after it)."""
