@@ -218,8 +218,8 @@ def status_text(state: State, alive: bool, path: str) -> str:
     lines = [f"fwgate {state.role}: {running}, {state.phase}{where}",
              f"status: {state.status}",
              f"ready: {when(state.ready_at)}",
-             "stages: " + (", ".join(f"{k} {v:g}s" for k, v in state.stage_seconds.items())
-                           or "none settled"),
+             *(["stages: " + (", ".join(f"{k} {v:g}s" for k, v in state.stage_seconds.items())
+                              or "none settled")] if state.role == "gate" else []),
              f"rules: genid {state.genid}, digest {(state.digest or '')[:16]}, "
              f"{state.changes_total} change(s), last {when(state.last_change_at)}, "
              f"{state.resyncs_total} resync(s)",
