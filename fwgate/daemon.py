@@ -14,6 +14,7 @@ a socket of its own, so events are read and repairs made at once meanwhile.
 from __future__ import annotations
 
 import errno
+import importlib
 import math
 import os
 import selectors
@@ -216,7 +217,9 @@ class Daemon:
                     return [*self._read_events(), I.DumpFailed(now())]
                 digest = model.digest(snap, action.digest_scope)
                 cost = now() - started  # the machine paces its dumps by it
-                return [*self._read_events(), I.Dumped(now(), snap, digest, cost)]
+                answer = [*self._read_events(), I.Dumped(now(), snap, digest, cost)]
+                _warm_up()
+                return answer
             case A.QueryGeneration():
                 genid = self.nl.genid()
                 return [*self._read_events(), I.Generation(now(), genid)]
@@ -271,6 +274,14 @@ class Daemon:
             return I.UnitRestarted(self.clock(), unit, restart_if_crashed(unit))
         except EnvironmentProblem as exc:
             return I.UnitRestarted(self.clock(), unit, None, str(exc))
+
+
+def _warm_up() -> None:
+    """Import the compat reader, the probe and the mark model while the first quiet window
+    runs (tens of milliseconds): not at start, where they would hold up the first
+    snapshot, nor at the window's end, where they would hold up READY."""
+    for module in ("fwgate.compat.policy", "fwgate.compat.probe", "fwgate.marks"):
+        importlib.import_module(module)
 
 
 def _explain_netbird() -> tuple[str, ...]:
