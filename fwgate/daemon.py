@@ -75,6 +75,8 @@ class Daemon:
         self.explain_netbird = explain_netbird or _explain_netbird
         self.ready_at: float | None = None
         self.last_change: float | None = None
+        self.unsaved: A.SaveState | None = None
+        self.warm = False
 
     # -- set-up ---------------------------------------------------------------------
 
@@ -143,7 +145,9 @@ class Daemon:
                 next_tick = now + self.notifier.tick_interval(self.tick) if due else math.inf
                 continue
             wake = min(self.machine.next_wakeup(), next_tick)
+            self._save()
             queue.extend(self._wait(max(0.0, wake - self.clock())) or [I.Tick(self.clock())])
+        self._save()
         return Result(done.code, done.status, self.ready_at, self.last_change)
 
     def _wait(self, timeout: float) -> list[I.Input]:
@@ -218,7 +222,8 @@ class Daemon:
                 digest = model.digest(snap, action.digest_scope)
                 cost = now() - started  # the machine paces its dumps by it
                 answer = [*self._read_events(), I.Dumped(now(), snap, digest, cost)]
-                _warm_up()
+                if not self.warm:
+                    self.warm = _warm_up()
                 return answer
             case A.QueryGeneration():
                 genid = self.nl.genid()
@@ -244,13 +249,20 @@ class Daemon:
                                action.genid, action.digest)
             case A.Log():
                 self.log(action.level, action.message)
-            case A.SaveState():
-                self.state.save(action.state_json, action.metrics)
+            case A.SaveState():  # the latest wins; written before the loop sleeps
+                self.unsaved = action
             case A.RestartUnit():
                 return [self._restart(action.unit)]
             case A.ExplainNetbird():
                 return [I.NetbirdExplained(now(), self.explain_netbird())]
         return []
+
+    def _save(self) -> None:
+        """Write the state the machine last published: once per wake-up, not once per
+        transition, and never between an event and what it asks for (a repair, READY)."""
+        if self.unsaved is not None:
+            self.state.save(self.unsaved.state_json, self.unsaved.metrics)
+            self.unsaved = None
 
     def _probe(self, sock: NfSocket, action: A.RunCompat):
         from .compat.probe import probe  # not at start: the first snapshot comes first
@@ -276,12 +288,13 @@ class Daemon:
             return I.UnitRestarted(self.clock(), unit, None, str(exc))
 
 
-def _warm_up() -> None:
+def _warm_up() -> bool:
     """Import the compat reader, the probe and the mark model while the first quiet window
     runs (tens of milliseconds): not at start, where they would hold up the first
     snapshot, nor at the window's end, where they would hold up READY."""
     for module in ("fwgate.compat.policy", "fwgate.compat.probe", "fwgate.marks"):
         importlib.import_module(module)
+    return True
 
 
 def _explain_netbird() -> tuple[str, ...]:
