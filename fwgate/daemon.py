@@ -261,7 +261,7 @@ class Daemon:
         """Write the state the machine last published: once per wake-up, not once per
         transition, and never between an event and what it asks for (a repair, READY)."""
         if self.unsaved is not None:
-            self.state.save(self.unsaved.state_json, self.unsaved.metrics)
+            self.state.save(self.unsaved.state)
             self.unsaved = None
 
     def _probe(self, sock: NfSocket, action: A.RunCompat):

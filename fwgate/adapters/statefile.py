@@ -5,7 +5,7 @@ import json
 import os
 import tempfile
 
-from ..state import State
+from ..state import State, render_metrics
 
 DEFAULT_RUNTIME_DIR = "/run/fwgate"
 
@@ -72,12 +72,12 @@ class StateWriter:
         self.state_file, self.metrics_file, self.warn = state_file, metrics_file, warn
         self.warned = False
 
-    def save(self, state_json: str, metrics: str) -> None:
+    def save(self, state: State) -> None:
         try:
             if self.state_file:
-                write_atomically(self.state_file, state_json)
+                write_atomically(self.state_file, state.to_json())
             if self.metrics_file:
-                write_atomically(self.metrics_file, metrics)
+                write_atomically(self.metrics_file, render_metrics(state))
         except OSError as exc:
             if not self.warned:
                 self.warn(f"cannot write {exc.filename}: {exc.strerror}")

@@ -3,13 +3,13 @@ named input back before the executor reads anything else."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-
 from typing import TYPE_CHECKING
 
 from ..model import TableRef
 
 if TYPE_CHECKING:  # the compat package is imported when first needed
     from ..compat.repair import Repair
+    from ..state import State
 
 
 @dataclass(frozen=True)
@@ -64,9 +64,10 @@ class Log:
 
 @dataclass(frozen=True)
 class SaveState:
-    """Write the state file and the metrics textfile (both already rendered)."""
-    state_json: str
-    metrics: str
+    """Write the state file and the metrics textfile. `state` is a copy the machine
+    never changes again; the executor renders it only when it writes (once per wake-up
+    however many transitions published it, never without a file)."""
+    state: State
 
 
 @dataclass(frozen=True)

@@ -31,16 +31,15 @@ import enum
 import errno
 import math
 from dataclasses import replace
-
-from .. import __version__
 from typing import TYPE_CHECKING
 
+from .. import __version__
 from ..config import ChainExists, Config, Stage
 from ..errors import EXIT_FAILED, EXIT_INCOMPATIBLE, EXIT_OK
 from ..model import Facts, Rule
 from ..netbird import is_native_netbird_rule
 from ..netlink.nftables import Event
-from ..state import State, render_metrics
+from ..state import State
 from ..timespan import format_timespan
 from . import actions as A
 from . import inputs as I
@@ -504,7 +503,9 @@ class Machine:
         stage = self.stages[self.index]
         self._journal("settled", now, f"{self._stage_intro()}: settled, quiet for "
                                       f"{format_timespan(self.config.stage_settle(stage))}")
-        self.state.stage_seconds[stage.name] = round(now - self.stage_started, 3)
+        # rebound, not changed in place: a published State is never written to again
+        self.state.stage_seconds = {**self.state.stage_seconds,
+                                    stage.name: round(now - self.stage_started, 3)}
         self.index += 1
         self.stage_started = now
         self.announced_held = False
@@ -782,4 +783,4 @@ class Machine:
         self.state.stage = self.stages[self.index].name if \
             self.phase is Phase.GATING and self.index < len(self.stages) else None
         self.state.updated_at = self._wall(now)
-        self._out.append(A.SaveState(self.state.to_json(), render_metrics(self.state)))
+        self._out.append(A.SaveState(replace(self.state)))  # rendered only if written
