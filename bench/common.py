@@ -300,12 +300,16 @@ def gate_config(tmp: str, settle: float, timeout: float = 600, link: bool = Fals
     return path
 
 
-def private_runtime_dir() -> None:
-    """Point fwgate's RUNTIME_DIRECTORY (state files) at a temp dir removed at exit."""
+def private_runtime_dir() -> str:
+    """Point fwgate's RUNTIME_DIRECTORY (state files) at a temp dir removed at exit, on
+    a tmpfs as /run/fwgate is on a node: on a disk mounted with `discard`, replacing
+    the state file can block for milliseconds, which no node pays."""
     import atexit
-    path = tempfile.mkdtemp(prefix="fwgate-bench-run-")
+    shm = "/dev/shm" if os.path.isdir("/dev/shm") else None
+    path = tempfile.mkdtemp(prefix="fwgate-bench-run-", dir=shm)
     os.environ["RUNTIME_DIRECTORY"] = path
     atexit.register(shutil.rmtree, path, True)
+    return path
 
 
 # --- numbers ---------------------------------------------------------------------------

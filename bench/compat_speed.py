@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -23,7 +22,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import FWGATE, PYTHON, ROOT, Netns, build_ruleset, median  # noqa: E402
+from common import FWGATE, PYTHON, ROOT, Netns, build_ruleset, machine, median  # noqa: E402
 
 BASELINE_COMMIT = "299e52f"
 CONFIG = os.path.join(ROOT, "config", "fwgate.yaml")
@@ -105,17 +104,10 @@ def ms(seconds: float) -> str:
 
 
 def summary(sizes: dict, runs: int, baseline: str | None) -> str:
-    cpu = ""
-    try:
-        with open("/proc/cpuinfo") as fh:
-            cpu = next((l.split(":", 1)[1].strip() for l in fh if l.startswith("model name")), "")
-    except OSError:
-        pass
+    before = f"'Before' = the package as of commit {baseline}." if baseline \
+        else "'Before' not measured."
     lines = [f"Measured {time.strftime('%Y-%m-%d')} by `bench/compat_speed.py --runs {runs}`: "
-             f"{os.cpu_count()} cores ({cpu}), kernel {platform.release()}, Python "
-             f"{platform.python_version()}; medians of {runs} interleaved runs, ms. "
-             f"'Before' = the package as of commit {baseline}." if baseline else
-             "'Before' not measured.", ""]
+             f"{machine()}; medians of {runs} interleaved runs, ms. {before}", ""]
     head = ("| rules | iptables-save -t filter | analysis, cold | cold / save | analysis, warm "
             "| every version, warm | per NEWRULE event, µs | `fwgate check` | `nft -s list table` "
             "| check / nft |")

@@ -30,7 +30,8 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from common import (  # noqa: E402
-    AFTER, FWGATE, PYTHON, ROOT, Netns, arguments, filter_table, needs_root, percentile, save, sh,
+    AFTER, FWGATE, PYTHON, ROOT, Netns, arguments, filter_table, needs_root, percentile,
+    private_runtime_dir, save, sh,
 )
 
 from fwgate.adapters.netns import enter  # noqa: E402
@@ -79,11 +80,16 @@ def _drain(sock: socket.socket) -> None:
 
 
 def ip6_filter_table(n_rules: int) -> str:
-    """A dual-stack node's ip6 filter: kube-router's jumps and per-pod rules."""
+    """A dual-stack node's ip6 filter: kube-router's jumps and per-pod rules, kube-proxy's
+    conntrack rules (which keep IPv6 conntrack in use, as on a real node)."""
     lines = ["*filter", ":INPUT ACCEPT [0:0]", ":FORWARD ACCEPT [0:0]", ":OUTPUT ACCEPT [0:0]",
-             ":KUBE-ROUTER-FORWARD - [0:0]",
+             ":KUBE-ROUTER-FORWARD - [0:0]", ":KUBE-FORWARD - [0:0]",
              '-A FORWARD -m comment --comment "kube-router netpol - TEMCG2JMHZYE7H7T" '
-             "-j KUBE-ROUTER-FORWARD"]
+             "-j KUBE-ROUTER-FORWARD",
+             '-A FORWARD -m comment --comment "kubernetes forwarding rules" -j KUBE-FORWARD',
+             "-A KUBE-FORWARD -m conntrack --ctstate INVALID -j DROP",
+             '-A KUBE-FORWARD -m comment --comment "kubernetes forwarding conntrack rule" '
+             "-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"]
     for i in range(n_rules):
         lines.append(f'-A KUBE-ROUTER-FORWARD -d fd00:10:42::{i:x}/128 -m comment --comment '
                      f'"rule to permit the traffic to pods {i}" -m mark --mark 0x10000/0x10000 '
@@ -119,7 +125,7 @@ def run(reinits: int, rules: int, every: float) -> dict:
         notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         notify.bind(os.path.join(notify_dir, "notify"))
         env = dict(os.environ, NOTIFY_SOCKET=os.path.join(notify_dir, "notify"),
-                   RUNTIME_DIRECTORY=notify_dir)
+                   RUNTIME_DIRECTORY=private_runtime_dir())
         env.pop("JOURNAL_STREAM", None)
         log = open(os.path.join(notify_dir, "guard.log"), "w+")  # never a full pipe
         guard = subprocess.Popen([FWGATE, "--config", CONFIG, "--netns", ns, "guard"], env=env,

@@ -22,7 +22,7 @@ from common import AFTER, arguments, median, needs_root, percentile, save  # noq
 import debs  # noqa: E402
 import rootfs  # noqa: E402
 import test_lifecycle as node  # noqa: E402
-from container import Container  # noqa: E402
+from container import Container, programmer_changes  # noqa: E402
 
 
 def one(deb: Path, kind: str) -> float:
@@ -33,7 +33,7 @@ def one(deb: Path, kind: str) -> float:
             c.run(["systemctl", "daemon-reload"])
             c.run(["systemctl", "start", "filter-at-boot.service"])
         times = node.boot(c)
-        return node.late(times, node.netbird_changes(c))
+        return node.late(times, programmer_changes(c))
 
 
 def main() -> int:

@@ -115,11 +115,11 @@ class NetbirdProgrammer:
                 X.verdict(-3, "netbird-acl-input-rules")]),
         ])
 
-    def missing_filter_messages(self) -> list[Msg]:
+    def missing_filter_messages(self, families: tuple[str, ...] | None = None) -> list[Msg]:
         """Netbird's "add the rule if its tag is missing" step for iptables' filter
         tables: only into a table that exists (unless create_filter)."""
         from .adapters.nft import snapshot  # local: the programmer is also a plain script
-        refs = [TableRef(f, "filter") for f in self.families]
+        refs = [TableRef(f, "filter") for f in families or self.families]
         snap = snapshot(self.sock, refs)
         messages: list[Msg] = []
         for ref in refs:
@@ -136,7 +136,9 @@ class NetbirdProgrammer:
         return messages
 
     def burst_filter(self) -> None:
-        self.commit(self.missing_filter_messages())
+        # One transaction per family: each family's rule is a change (and an exposure) of its own.
+        for family in self.families:
+            self.commit(self.missing_filter_messages((family,)))
 
     def burst_routing(self) -> None:
         iface = X.ifname_bytes(self.iface, padded=True)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -57,6 +58,17 @@ def mono(c: "Container", unit: str, prop: str) -> float:
 def journal(c: "Container", unit: str) -> list[dict]:
     out = c.run(["journalctl", "-u", unit, "-o", "json", "--no-pager"]).stdout
     return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def programmer_changes(c: "Container", unit: str = "netbird.service") -> list[tuple[float, str]]:
+    """The changes the Netbird stand-in (fwgate.programmer) committed, as it logged
+    them: (CLOCK_MONOTONIC seconds, burst name), oldest first."""
+    found = []
+    for e in journal(c, unit):
+        m = re.fullmatch(r"(\d+\.\d+) (\w+)", str(e.get("MESSAGE", "")))
+        if m:
+            found.append((float(m[1]), m[2]))
+    return found
 
 
 def wait_for(what: str, probe, timeout: float = 20.0, every: float = 0.05):

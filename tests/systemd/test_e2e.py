@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from container import Container, journal, mono, show, wait_for
+from container import Container, journal, mono, programmer_changes, show, wait_for
 
 pytestmark = pytest.mark.systemd
 
@@ -94,19 +94,9 @@ def events(c: Container) -> list[dict]:
     return [e for e in journal(c, "fwgate.service") if "FWGATE_EVENT" in e]
 
 
-def changes(c: Container) -> list[tuple[float, str]]:
-    """The programmer's committed changes: (CLOCK_MONOTONIC seconds, burst name)."""
-    found = []
-    for e in journal(c, "netbird.service"):
-        m = re.fullmatch(r"(\d+\.\d+) (\w+)", str(e.get("MESSAGE", "")))
-        if m:
-            found.append((float(m[1]), m[2]))
-    return found
-
-
 def wait_changes(c: Container, n: int) -> list[tuple[float, str]]:
     return wait_for(f"{n} programmer changes in the journal",
-                    lambda: (lambda got: got if len(got) >= n else None)(changes(c)))
+                    lambda: (lambda got: got if len(got) >= n else None)(programmer_changes(c)))
 
 
 def logs(c: Container) -> str:

@@ -17,13 +17,12 @@ is CLOCK_MONOTONIC (the container shares the host's clock).
 from __future__ import annotations
 
 import json
-import re
 import time
 from pathlib import Path
 
 import pytest
 
-from container import Container, journal, mono, show, wait_for
+from container import Container, journal, mono, programmer_changes, show, wait_for
 from debs import apt
 
 pytestmark = pytest.mark.systemd
@@ -119,15 +118,6 @@ def said(c: Container, unit: str) -> str:
     return "\n".join(str(e.get("MESSAGE")) for e in journal(c, unit))
 
 
-def netbird_changes(c: Container) -> list[tuple[float, str]]:
-    found = []
-    for e in journal(c, "netbird.service"):
-        m = re.fullmatch(r"(\d+\.\d+) (\w+)", str(e.get("MESSAGE", "")))
-        if m:
-            found.append((float(m[1]), m[2]))
-    return found
-
-
 def events(c: Container, unit: str) -> list[dict]:
     return [e for e in journal(c, unit) if "FWGATE_EVENT" in e]
 
@@ -146,9 +136,9 @@ def k3s_alive(c: Container) -> dict[str, str]:
 def reinit_netbird(c: Container, times: int, apart: float = 3.0) -> None:
     """Netbird's firewall re-inits (restart, `netbird up`, a route change ...)."""
     for _ in range(times):
-        before = len(netbird_changes(c))
+        before = len(programmer_changes(c))
         c.run(["systemctl", "reload", "netbird.service"])
-        wait_for("the re-init's bursts", lambda: len(netbird_changes(c)) >= before + 5)
+        wait_for("the re-init's bursts", lambda: len(programmer_changes(c)) >= before + 5)
         time.sleep(apart)
 
 
@@ -172,7 +162,7 @@ def late(times: dict, changes: list[tuple[float, str]]) -> float:
 
 def test_plain_node_boots_without_stalling(node: Container):
     times = boot(node)
-    changes = netbird_changes(node)
+    changes = programmer_changes(node)
     why = logs(node)
     # Netbird wrote nothing into ip filter (there was none); the gate did not wait
     # for a chain a plain node does not have.
@@ -189,7 +179,7 @@ def test_filter_table_at_boot_is_repaired_before_k3s(node: Container):
     node.run(["systemctl", "daemon-reload"])
     node.run(["systemctl", "start", "filter-at-boot.service"])
     times = boot(node)
-    changes = netbird_changes(node)
+    changes = programmer_changes(node)
     why = logs(node)
     kinds = [e["FWGATE_EVENT"] for e in events(node, "fwgate.service")]
     assert "repaired" in kinds and kinds[-1] == "ready", (kinds, why)
