@@ -13,11 +13,9 @@ a socket of its own, so events are read and repairs made at once meanwhile.
 """
 from __future__ import annotations
 
-import errno
 import importlib
 import math
 import os
-import selectors
 import signal
 import time
 from collections import deque
@@ -26,14 +24,11 @@ from dataclasses import dataclass
 
 from . import model
 from .adapters import nft
-from .adapters.events import EventSocket
 from .adapters.journal import Log
-from .adapters.nfsock import DumpInterrupted, NetlinkError, NfSocket
+from .adapters.nfsock import DumpInterrupted, NfSocket
 from .adapters.notify import Notifier
-from .adapters.signals import SignalPipe
+from .adapters.sources import Sources
 from .adapters.statefile import StateWriter
-from .adapters.watchers import Watchers
-from .adapters.worker import Worker
 from .config import Config, ConfigError
 from .core import actions as A
 from .core import inputs as I
@@ -81,37 +76,20 @@ class Daemon:
     # -- set-up ---------------------------------------------------------------------
 
     def open(self) -> None:
-        """Events first (subscribed before the first dump: no change falls in between),
-        then the request sockets (ours and the worker's), signals, the worker."""
-        try:
-            self.events = EventSocket(self.clock)
-            self.nl, self.worker_nl = NfSocket(), NfSocket()
-        except NetlinkError as exc:
-            hint = " (needs root or CAP_NET_ADMIN)" if exc.errno in (errno.EPERM, errno.EACCES) \
-                else " (is nf_tables available?)"
-            raise EnvironmentProblem(f"cannot use nf_tables: {exc.strerror}{hint}") from None
-        self.signals, self.worker, self.watchers = SignalPipe(), Worker(), Watchers()
-        self.selector = selectors.DefaultSelector()
-        for what, source in (("nft", self.events), ("signals", self.signals),
-                             ("worker", self.worker)):
-            self.selector.register(source, selectors.EVENT_READ, what)
+        self.io = Sources(self.clock)
+        self.nl, self.worker = self.io.nl, self.io.worker
 
     @property
     def own_portids(self) -> frozenset[int]:
-        return frozenset({self.nl.portid, self.worker_nl.portid})
+        return self.io.own_portids
 
     def close(self) -> None:
-        for part in ("worker", "signals", "watchers", "events", "nl", "worker_nl", "selector"):
-            if getattr(self, part, None) is not None:
-                getattr(self, part).close()
+        if getattr(self, "io", None) is not None:
+            self.io.close()
 
     def _watch(self) -> dict[str, dict]:
-        """Open the link and unit watchers the stages ask about: their first facts."""
-        found = self.watchers.open_for(self.config) if self.role is Role.GATE else {}
-        for what, source in self.watchers.sources():
-            if source.fileno() not in {k.fd for k in self.selector.get_map().values()}:
-                self.selector.register(source, selectors.EVENT_READ, what)
-        return found
+        """The first facts of the link and unit watchers the stages ask about."""
+        return self.io.watch(self.config) if self.role is Role.GATE else {}
 
     # -- the loop ---------------------------------------------------------------------
 
@@ -152,22 +130,22 @@ class Daemon:
 
     def _wait(self, timeout: float) -> list[I.Input]:
         out: list[I.Input] = []
-        for key, _ in self.selector.select(None if math.isinf(timeout) else timeout):
+        for what in self.io.ready(None if math.isinf(timeout) else timeout):
             now = self.clock()
-            if key.data == "nft":
+            if what == "nft":
                 out += self._read_events()
-            elif key.data == "signals":
+            elif what == "signals":
                 out += self._on_signals(now)
-            elif key.data == "worker":
+            elif what == "worker":
                 out += self._worker_done()
-            elif (facts := self.watchers.changed(key.data)) is not None:
-                out.append(I.LinksChanged(now, facts) if key.data == "links"
+            elif (facts := self.io.watchers.changed(what)) is not None:
+                out.append(I.LinksChanged(now, facts) if what == "links"
                            else I.UnitsChanged(now, facts))
         return out
 
     def _read_events(self) -> list[I.Input]:
         out: list[I.Input] = []
-        for at, events in self.events.read():
+        for at, events in self.io.events.read():
             if events is None:
                 out.append(I.EventsLost(at))
                 continue
@@ -179,7 +157,7 @@ class Daemon:
 
     def _on_signals(self, now: float) -> list[I.Input]:
         out: list[I.Input] = []
-        for sig in self.signals.pending():
+        for sig in self.io.signals.pending():
             if sig != signal.SIGHUP:
                 out.append(I.Stop(now, sig.name))
             elif self.reload is not None:
@@ -229,7 +207,7 @@ class Daemon:
                 genid = self.nl.genid()
                 return [*self._read_events(), I.Generation(now(), genid)]
             case A.RunCompat() if self.machine.ready_sent:  # nothing waits on it
-                self.worker.start(lambda: self._probe(self.worker_nl, action))
+                self.worker.start(lambda: self._probe(self.io.worker_nl, action))
                 return []
             case A.RunCompat():
                 return [*self._read_events(), I.CompatDone(now(), self._probe(self.nl, action))]
