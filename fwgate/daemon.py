@@ -77,7 +77,6 @@ class Daemon:
 
     def open(self) -> None:
         self.io = Sources(self.clock)
-        self.nl, self.worker = self.io.nl, self.io.worker
 
     @property
     def own_portids(self) -> frozenset[int]:
@@ -194,7 +193,7 @@ class Daemon:
             case A.Dump():
                 started = now()
                 try:
-                    snap = nft.snapshot(self.nl, action.scope, keep_rules=action.keep_rules)
+                    snap = nft.snapshot(self.io.nl, action.scope, keep_rules=action.keep_rules)
                 except DumpInterrupted:
                     return [*self._read_events(), I.DumpFailed(now())]
                 digest = model.digest(snap, action.digest_scope)
@@ -204,16 +203,16 @@ class Daemon:
                     self.warm = _warm_up()
                 return answer
             case A.QueryGeneration():
-                genid = self.nl.genid()
+                genid = self.io.nl.genid()
                 return [*self._read_events(), I.Generation(now(), genid)]
             case A.RunCompat() if self.machine.ready_sent:  # nothing waits on it
-                self.worker.start(lambda: self._probe(self.io.worker_nl, action))
+                self.io.worker.start(lambda: self._probe(self.io.worker_nl, action))
                 return []
             case A.RunCompat():
-                return [*self._read_events(), I.CompatDone(now(), self._probe(self.nl, action))]
+                return [*self._read_events(), I.CompatDone(now(), self._probe(self.io.nl, action))]
             case A.RepairRules():
                 from .compat.probe import commit_repairs
-                produced = commit_repairs(self.nl, action.repairs, action.genid)
+                produced = commit_repairs(self.io.nl, action.repairs, action.genid)
                 refused = [] if produced else self._read_events()  # what came first decides
                 return [*refused, I.RepairDone(now(), action.repairs, produced)]
             case A.Notify():
@@ -249,7 +248,7 @@ class Daemon:
                      ifaces=self.config.tunnel_links(), setup=setup, notes=notes).result
 
     def _worker_done(self) -> list[I.Input]:
-        result = self.worker.result()
+        result = self.io.worker.result()
         if isinstance(result, (FwgateError, OSError, DumpInterrupted)):
             # A binary gone in an upgrade, the ruleset never still: a guard keeps going.
             reason = str(result) or type(result).__name__
