@@ -173,7 +173,7 @@ def _back_off(log, notifier, path: str) -> int:
         previous = read_state(path)
     except (ValueError, TypeError, OSError):
         previous = None  # a torn or foreign file: start afresh
-    streak, wait = crash_backoff(previous, time.time())
+    streak, wait = crash_backoff(previous)
     if wait:
         log.warning(f"the guard before this one died {streak} time(s) in a row soon after "
                     f"starting; waiting {wait:g}s before guarding")

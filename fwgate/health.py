@@ -100,8 +100,8 @@ def judge(gate: Role, guard: Role, now: float, prevention: dict | None) -> Healt
     ready), else 0."""
     guarding, problems = judge_guard(guard, now)
     problems += judge_gate(gate)
-    gate_running = gate.alive and gate.state is not None and gate.state.phase == "waiting" \
-        and not _stale(gate.state, now)
+    gate_running = gate.alive and gate.state is not None and \
+        gate.state.phase in ("waiting", "guarding") and not _stale(gate.state, now)
     ready = any(r.state is not None and r.state.ready_at for r in (gate, guard))
     if gate.state is not None and not gate.state.ready_at and not gate_running and \
             gate.state.phase != "failed":
@@ -134,15 +134,15 @@ def status_json(gate: Role, guard: Role, health: Health, prevention: dict | None
             "prevention": prevention, "gate": entry(gate), "guard": entry(guard)}
 
 
-BACKOFF_WINDOW = 60.0   # a guard that died within this long after its start crashed early
 BACKOFF_MAX = 60.0
 
 
-def crash_backoff(previous: State | None, now: float) -> tuple[int, float]:
+def crash_backoff(previous: State | None) -> tuple[int, float]:
     """(crashes in a row, seconds to wait before guarding) from the state the previous
-    guard left: one that neither stopped cleanly nor lived a minute crashed early."""
-    if previous is None or previous.phase == "stopped" or \
-            now - previous.started_at > BACKOFF_WINDOW:
+    guard left. One that died before it ever guarded (no READY) and did not stop
+    cleanly crashed at start: a loop of those backs off. A guard that was guarding
+    and died is replaced at once: every second unguarded counts."""
+    if previous is None or previous.phase == "stopped" or previous.ready_at is not None:
         return 0, 0.0
     streak = previous.crash_streak + 1
     return streak, min(2.0 ** (streak - 1), BACKOFF_MAX)

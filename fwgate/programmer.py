@@ -149,10 +149,15 @@ class NetbirdProgrammer:
         return messages
 
     def _binary(self, family: str) -> str | None:
-        """The iptables Netbird would find on its PATH for this family, if it looks."""
-        if not self.iptables_from_path:
+        """The iptables Netbird would find on its PATH for this family, if it looks: one
+        in nf_tables mode (with a legacy one its rules would land where nothing that
+        reads nf_tables sees them; Netbird 0.71+ then falls back to native rules)."""
+        found = shutil.which("iptables" if family == "ip" else "ip6tables") \
+            if self.iptables_from_path else None
+        if found is None:
             return None
-        return shutil.which("iptables" if family == "ip" else "ip6tables")
+        version = subprocess.run([found, "--version"], capture_output=True, text=True)
+        return found if "nf_tables" in version.stdout else None
 
     def _through_iptables(self, binary: str, verb: str) -> bool:
         """Each rule with -C first, then `verb` (-I: insert at the top, -D: delete by

@@ -451,8 +451,8 @@ class Machine:
 
     def _on_ConfigRejected(self, inp: I.ConfigRejected) -> None:
         self.state.config_error = inp.reason
-        self._log("error", f"SIGHUP: {inp.reason}; keeping the running config "
-                           f"({self.config.source})")
+        self._log("error", f"SIGHUP: keeping the running config ({self.config.source}): "
+                           f"{inp.reason}")
 
     def _on_Tick(self, inp: I.Tick) -> None:
         pass  # _step looks at the clock
