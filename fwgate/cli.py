@@ -201,10 +201,33 @@ def _serve(args, role) -> int:
                     netns=_netns(args), state_file=state_path(_netns(args), role.value),
                     metrics_file=metrics_path(config.metrics_textfile, role.value),
                     config_error=problem, crash_streak=streak)
-    result = daemon.run()
+    try:
+        result = daemon.run()
+    except Exception as exc:
+        if role is not Role.GATE or os.environ.get("FWGATE_DEBUG"):
+            raise  # exit 70: systemd restarts the guard at once
+        _start_over(log, exc)
     if result.exit_code:
         log.error(result.status)
     return result.exit_code
+
+
+GATE_RETRIES = 3  # in place, before exit 70
+
+
+def _start_over(log, exc: Exception) -> None:
+    """A bug in the gate: run it again in place, the same process (exec), a few times.
+    On systemd 252 a k3s start job waiting on the gate fails at the gate's first exit, and
+    a restart by systemd would not start k3s; an exec keeps the job waiting. Then exit 70."""
+    import time
+    tries = int(os.environ.get("FWGATE_GATE_RETRY", "0")) + 1
+    if tries > GATE_RETRIES:
+        raise exc
+    log.error(f"internal error: {type(exc).__name__}: {exc}; starting the gate over "
+              f"({tries}/{GATE_RETRIES})")
+    time.sleep(1.0)
+    os.environ["FWGATE_GATE_RETRY"] = str(tries)
+    os.execv(sys.executable, [sys.executable, "-m", "fwgate", *sys.argv[1:]])
 
 
 def cmd_run(args) -> int:

@@ -328,11 +328,14 @@ def test_guard_stopped_then_a_reinit_is_no_longer_all_good(node: Container):
     assert not report["prevention"]["in_force"], report
     text = node.run(["fwgate", "status"], check=False).stdout
     assert text.startswith("PROBLEM: fwgate-guard.service is inactive"), text
-    # Starting k3s starts the guard (Wants=), which repairs at once.
-    node.run(["systemctl", "start", "k3s.service"], timeout=120)
+    # Starting k3s starts the guard (Wants=), which repairs at once. k3s does not wait for
+    # it (no After=: boots are not delayed by the guard's first check), so this start may
+    # meet the rule first and crash once; k3s's Restart= brings it back, repaired.
+    node.run(["systemctl", "start", "k3s.service"], check=False, timeout=120)
     wait_for("the guard back", lambda: show(node, "fwgate-guard", "ActiveState")["ActiveState"]
              == "active")
-    wait_for("the repair", lambda: native_rules(node) == 1 and check(node)[0] == 0, timeout=30)
+    wait_for("the repair", lambda: check(node)[0] == 0, timeout=30)
+    wait_for("k3s up", lambda: k3s_alive(node)["ActiveState"] == "active", timeout=30)
     assert fwgate_status(node)[0] == 0, fwgate_status(node)
 
 
@@ -399,9 +402,11 @@ def test_a_gate_that_raises_is_retried_and_k3s_starts(node: Container):
     node.run(["systemctl", "daemon-reload"])
     boot(node)
     why = logs(node)
-    assert "internal error: RuntimeError: a bug" in said(node, "fwgate.service"), why
-    assert show(node, "fwgate", "NRestarts")["NRestarts"] == "1", why
+    # Started over in place (systemd 252 fails a waiting k3s job at the gate's first exit).
+    assert "internal error: RuntimeError: a bug; starting the gate over (1/3)" in \
+        said(node, "fwgate.service"), why
     assert k3s_alive(node)["ActiveState"] == "active", why
+    assert show(node, "fwgate", "ActiveState")["ActiveState"] == "active", why
 
 
 def test_a_node_without_netbird_is_not_held(container_factory, debs):
