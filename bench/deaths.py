@@ -66,10 +66,15 @@ class KubeRouterLoop(threading.Thread):
                 self.calls.append((time.monotonic(), call[0], fatal))
 
 
-def _drain(sock: socket.socket) -> None:
+WATCHDOG_SEC = 6.0  # fwgate-guard.service's WatchdogSec=
+
+
+def _drain(sock: socket.socket, pings: list[float]) -> None:
+    """Read the notify socket as systemd does; stamp each WATCHDOG=1."""
     try:
-        while sock.recv(4096):
-            pass
+        while (message := sock.recv(4096)):
+            if b"WATCHDOG=1" in message:
+                pings.append(time.monotonic())
     except OSError:
         pass
 
@@ -81,7 +86,8 @@ def run(rules: int, reinits: int, every: float, prevented: bool) -> dict:
         notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         notify.bind(os.path.join(tmp, "notify"))
         env = dict(os.environ, NOTIFY_SOCKET=os.path.join(tmp, "notify"),
-                   RUNTIME_DIRECTORY=private_runtime_dir())
+                   RUNTIME_DIRECTORY=private_runtime_dir(),
+                   WATCHDOG_USEC=str(int(WATCHDOG_SEC * 1e6)))
         env.pop("JOURNAL_STREAM", None)
         log = open(os.path.join(tmp, "guard.log"), "w+")
         guard = subprocess.Popen([FWGATE, "--config", CONFIG, "--netns", ns, "guard"], env=env,
@@ -91,7 +97,8 @@ def run(rules: int, reinits: int, every: float, prevented: bool) -> dict:
             notify.settimeout(120)
             while b"READY=1" not in notify.recv(4096):
                 pass
-            threading.Thread(target=_drain, args=(notify,), daemon=True).start()
+            pings: list[float] = []
+            threading.Thread(target=_drain, args=(notify, pings), daemon=True).start()
             loop.start()
             agent = [PYTHON, "-m", "fwgate.programmer", "--netns", ns, "--pause", "0",
                      "--reinit", str(reinits), "--every", str(every)]
@@ -116,9 +123,13 @@ def run(rules: int, reinits: int, every: float, prevented: bool) -> dict:
     stamps = [float(line.split()[0]) for line in done.stdout.splitlines() if line.endswith("reinit")]
     fatal = [t for t, _, bad in loop.calls if bad]
     deaths = sum(1 for t in stamps if any(t - every / 2 <= f < t + every / 2 for f in fatal))
+    # Would systemd's watchdog have killed a busy guard? The longest silence between pings.
+    gaps = [b - a for a, b in zip(pings, pings[1:])]
     return {"rules": rules, "prevented": prevented, "reinits": len(stamps), "every_s": every,
             "calls": len(loop.calls), "fatal_calls": len(fatal), "deaths": deaths,
-            "deaths_per_reinit": round(deaths / max(1, len(stamps)), 3), "repairs": repairs}
+            "deaths_per_reinit": round(deaths / max(1, len(stamps)), 3), "repairs": repairs,
+            "watchdog_pings": len(pings), "watchdog_max_gap_s": round(max(gaps), 3) if gaps else None,
+            "watchdog_sec": WATCHDOG_SEC}
 
 
 def main() -> int:

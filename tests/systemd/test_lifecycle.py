@@ -343,7 +343,8 @@ def test_a_broken_config_never_costs_the_guard(node: Container):
     boot(node)
     guard = show(node, "fwgate-guard", "MainPID")["MainPID"]
     good = node.read_file("/etc/fwgate.yaml")
-    node.write_file("/etc/fwgate.yaml", good + "\nsettle: 5x\n", 0o644)
+    assert "\nsettle: 5s\n" in good
+    node.write_file("/etc/fwgate.yaml", good.replace("\nsettle: 5s\n", "\nsettle: 5x\n"), 0o644)
     # A reload checks the file first: it fails, and nothing changes.
     r = node.run(["systemctl", "reload", "fwgate-guard.service"], check=False)
     assert r.returncode != 0, r
@@ -380,6 +381,22 @@ def test_the_guard_killed_a_dozen_times_comes_back(node: Container):
     assert k3s_alive(node) == before
     reinit_netbird(node, 1)
     assert "kube-router: F:" not in said(node, "k3s"), logs(node)
+
+
+def test_a_hung_guard_is_replaced_within_seconds(node: Container):
+    boot(node)
+    before = k3s_alive(node)
+    pid = show(node, "fwgate-guard", "MainPID")["MainPID"]
+    node.run(["systemctl", "kill", "--signal=SIGSTOP", "fwgate-guard.service"])
+    hung = time.monotonic()
+    wait_for("the watchdog to replace the guard", lambda: (lambda g: g["ActiveState"] == "active"
+             and g["MainPID"] not in ("0", pid))(show(node, "fwgate-guard", "ActiveState",
+                                                     "MainPID")), timeout=20)
+    took = time.monotonic() - hung
+    assert took < 10.0, took  # WatchdogSec=6s, RestartSec=1s, the new guard's first check
+    assert show(node, "fwgate-guard", "Result")["Result"] in ("watchdog", "success"), logs(node)
+    assert k3s_alive(node) == before
+    print(f"a hung guard was replaced after {took:.1f} s")
 
 
 CRASH_ONCE = """\
