@@ -53,6 +53,9 @@ def _parser() -> argparse.ArgumentParser:
                                 help="judge for this iptables binary, in its version, and run "
                                      "what k3s runs with it (overrides compat.iptables and "
                                      "the resolution of the one k3s runs)")
+    cmds["conflicts"].add_argument("--all", action="store_true",
+                                   help="also bits shared without harm (an unknown owner, an "
+                                        "intended cooperation)")
     cmds["run"].add_argument("--watch", action="store_true",
                              help="stay running after READY and guard (after_ready: watch)")
     cmds["repair"].add_argument("--dry-run", action="store_true",
@@ -358,7 +361,8 @@ def cmd_check(args) -> int:
               "watch": [str(t) for t in config.watch],
               "compat": compat_json(probed.result, verdict, policy, _explain(probed.result)),
               # never part of the exit code: a mark conflict drops traffic, it kills no one
-              "marks": conflicts_json(probed.result.conflicts)["conflicts"]}
+              "marks": conflicts_json(probed.result.conflicts)["conflicts"],
+              "marks_shared": conflicts_json(probed.result.conflicts)["shared_count"]}
     print(json.dumps(report, indent=2) if args.json else check_text(report))
     return exit_code
 
@@ -366,15 +370,19 @@ def cmd_check(args) -> int:
 def cmd_conflicts(args) -> int:
     from .adapters.nfsock import NfSocket
     from .adapters.nft import snapshot
-    from .marks import conflict_text, conflicts_json, find_conflicts
+    from .marks import conflict_text, conflicts_json, find_conflicts, harms
     _enter_netns(args)
     with NfSocket() as sock:
         found = find_conflicts(snapshot(sock, families=("ip", "ip6", "inet")))
+    shown = found if args.all else harms(found)
     if args.json:
-        print(json.dumps(conflicts_json(found), indent=2))
+        print(json.dumps(conflicts_json(found, shared=args.all), indent=2))
     else:
-        print("\n".join(conflict_text(c) for c in found) or "no packet-mark conflicts")
-    return EXIT_FAILED if found else EXIT_OK
+        shared = len(found) - len(harms(found))
+        print("\n".join(conflict_text(c) for c in shown) or "no packet-mark conflict harms a packet")
+        if shared and not args.all:
+            print(f"({shared} mark bit(s) shared without harm: fwgate conflicts --all)")
+    return EXIT_FAILED if harms(found) else EXIT_OK
 
 
 def cmd_compat(args) -> int:

@@ -166,8 +166,10 @@ def check_text(report: dict) -> str:
         lines.append(f"  repairs: {line}")
     lines += netbird_text(compat.get("netbird"))
     marks = report.get("marks", [])
-    lines.append(f"marks: {len(marks)} packet-mark conflict(s)" if marks else
-                 "marks: no packet-mark conflicts")
+    shared = report.get("marks_shared", 0)
+    lines.append((f"marks: {len(marks)} packet-mark conflict(s) that harm packets" if marks else
+                  "marks: no packet-mark conflict harms a packet") +
+                 (f" ({shared} shared without harm: fwgate conflicts --all)" if shared else ""))
     lines += [f"  {c['mark']} {c['bits']}: {c['writer']['owner']} {c['writer']['family']} "
               f"{c['writer']['table']} {c['writer']['chain']} → {c['reader']['owner']} "
               f"{c['reader']['family']} {c['reader']['table']} {c['reader']['chain']}: "

@@ -11,9 +11,9 @@ from __future__ import annotations
 import glob
 import os
 import shutil
+import subprocess
 
 from ..errors import EnvironmentProblem, FwgateError
-from .iptables import mode_of
 from .netbird import NETBIRD_UNIT
 from .systemd import DEFAULT_SERVICE_PATH, daemon_reload
 
@@ -29,15 +29,28 @@ CANDIDATES = ("/usr/sbin/xtables-nft-multi",
 K3S_DATA_GLOB = "/var/lib/rancher/k3s/data/*/bin/aux/xtables-nft-multi"
 
 
+def _reads_nftables(path: str) -> bool:
+    """Is it an nf_tables multi-call binary? Asked as the links will call it: by the
+    name `iptables` (a multi-call binary picks its job by the name it is run as)."""
+    if not (os.path.isfile(path) and os.access(path, os.X_OK)):
+        return False
+    try:
+        out = subprocess.run([path, "iptables", "--version"], capture_output=True, text=True,
+                             timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return "nf_tables" in out.stdout
+
+
 def find_nft_iptables(asked: str | None = None) -> str:
-    """An nf_tables multi-call iptables binary, checked by its --version."""
+    """An nf_tables multi-call iptables binary (xtables-nft-multi)."""
     found = [asked] if asked else [*CANDIDATES, *sorted(glob.glob(K3S_DATA_GLOB))]
     for path in found:
-        if os.path.isfile(path) and os.access(path, os.X_OK) and mode_of(path) == "nf_tables":
+        if _reads_nftables(path):
             return path
     if asked:
-        raise FwgateError(f"--iptables {asked}: not an executable nf_tables iptables "
-                          f"(`{asked} --version` must say nf_tables)")
+        raise FwgateError(f"--iptables {asked}: not an nf_tables multi-call iptables "
+                          f"(`{asked} iptables --version` must say nf_tables)")
     raise EnvironmentProblem("no nf_tables iptables on this node to give Netbird (looked at "
                              f"{', '.join(CANDIDATES)} and k3s's data directories): install "
                              "Debian's iptables package, or start k3s once, then try again")

@@ -714,7 +714,8 @@ class Machine:
     def _note_conflicts(self, now: float, conflicts: tuple) -> None:
         """Packet-mark conflicts: each new one once in the journal (kube-router installs
         its chains after k3s starts, so they appear after READY). Never blocking."""
-        from ..marks import conflict_text
+        from ..marks import conflict_text, harms
+        conflicts = harms(conflicts)  # bits shared without harm are no alarm
         self.state.mark_conflicts = [
             {"text": conflict_text(c), "bits": f"{c.bits:#x}", "writer": c.writer.owner,
              "reader": c.reader.owner, "effect": c.effect} for c in conflicts]
