@@ -103,11 +103,6 @@ def _k3s(config: Config, override: str | None = None):
     return binaries, notes, k3s_setup(host)
 
 
-def _binaries(config: Config, override: str | None = None) -> tuple:
-    """The iptables binaries (compat.binaries.Binary) to judge for and run."""
-    return _k3s(config, override)[0]
-
-
 # --- commands ---------------------------------------------------------------------
 
 def cmd_validate_config(args) -> int:

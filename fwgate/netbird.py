@@ -13,7 +13,12 @@ from dataclasses import dataclass
 
 from .model import Rule, Snapshot, TableRef
 
-TAGS = (b"frwacceptiif", b"frwacceptoif", b"inputaccept")
+# Netbird's tags, stored as raw NFTA_RULE_USERDATA bytes on its native filter rules
+# (client/firewall/nftables): the one place fwgate spells them.
+TAG_FORWARD_IIF = b"frwacceptiif"
+TAG_FORWARD_OIF = b"frwacceptoif"
+TAG_INPUT = b"inputaccept"
+TAGS = (TAG_FORWARD_IIF, TAG_FORWARD_OIF, TAG_INPUT)
 FILTER_TABLES = (TableRef("ip", "filter"), TableRef("ip6", "filter"))
 _CHAINS = ("FORWARD", "INPUT")
 

@@ -28,6 +28,7 @@ from collections.abc import Callable
 
 from .adapters.nfsock import NfSocket
 from .model import TableRef
+from .netbird import TAG_FORWARD_IIF, TAG_FORWARD_OIF, TAG_INPUT
 from .netlink import consts as C
 from .netlink import exprs as X
 from .netlink.attrs import attr, attr_str, attr_u32, nested
@@ -37,10 +38,6 @@ from .netlink.nftables import chain_msg, del_rule_msg, del_table_msg, rule_msg, 
 CT_ESTABLISHED_RELATED = struct.pack("=I", C.CT_STATE_ESTABLISHED | C.CT_STATE_RELATED)  # host order
 IP = C.FAMILIES["ip"]
 
-# Netbird's tags, stored as raw NFTA_RULE_USERDATA bytes.
-TAG_FORWARD_IIF = b"frwacceptiif"
-TAG_FORWARD_OIF = b"frwacceptoif"
-TAG_INPUT = b"inputaccept"
 
 
 # --- Netbird's encodings -------------------------------------------------------

@@ -14,13 +14,13 @@ from __future__ import annotations
 from functools import lru_cache
 
 from ..model import Rule
+from ..netbird import TAGS as NETBIRD_TAGS
 from .model import RuleMarks, comment_of
 
 UNKNOWN = "unknown"
 
 SIGNS: tuple[tuple[str, str, str], ...] = (
-    ("netbird", "tag", "frwacceptiif"), ("netbird", "tag", "frwacceptoif"),
-    ("netbird", "tag", "inputaccept"),
+    *(("netbird", "tag", tag.decode()) for tag in NETBIRD_TAGS),
     ("netbird", "chain", "netbird-"), ("netbird", "chain", "NETBIRD-"),
     ("netbird", "table", "netbird"),
     ("kube-router", "chain", "KUBE-ROUTER-"), ("kube-router", "chain", "KUBE-POD-FW-"),
