@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING
 from .. import __version__
 from ..config import ChainExists, Config, Stage
 from ..errors import EXIT_FAILED, EXIT_INCOMPATIBLE, EXIT_OK
-from ..model import Facts, Rule
+from ..model import Facts, Rule, TableRef
 from ..netbird import explain_fallback, is_native_netbird_rule, prevention
 from ..netlink.nftables import Event
 from ..state import State
@@ -61,6 +61,7 @@ MAX_COMPAT_ROUNDS = 3  # repair conflicts before READY: settle again at most thi
 BUSY_WINDOWS = 3
 MAX_REPAIR_RETRIES = 5  # a refused repair batch is tried again on the newer generation
 HEARTBEAT = 10.0     # a running gate or guard publishes its state at least this often
+NETBIRD_TABLE = TableRef("ip", "netbird")  # made at every Netbird start
 NETBIRD_RECHECK = 300.0  # guarding: ask again what netbird.service runs with (an iptables
                          # installed or removed, a drop-in) this often
 
@@ -252,6 +253,8 @@ class Machine:
                     self.repair_genid = event.genid
                 continue
             self._forget_gone(event)  # ours too: the worker's probe may have repaired it
+            if event.kind == "NEWTABLE" and event.table == NETBIRD_TABLE:
+                self.netbird_wanted = True  # Netbird (re)started: what does it run with now?
             if event.portid in self.own_portids:
                 if event.table in self.watched or event.table in self.interest:
                     self._own_change()

@@ -143,7 +143,10 @@ def reinit_netbird(c: Container, times: int, apart: float = 3.0) -> None:
     for _ in range(times):
         before = len(programmer_changes(c))
         c.run(["systemctl", "reload", "netbird.service"])
-        wait_for("the re-init's bursts", lambda: len(programmer_changes(c)) >= before + 5)
+        try:
+            wait_for("the re-init's bursts", lambda: len(programmer_changes(c)) >= before + 5)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{logs(c)}") from None
         time.sleep(apart)
 
 
@@ -463,9 +466,10 @@ def test_fwgate_prevent_gives_netbird_an_nftables_iptables(container_factory, de
     assert "prevention: NOT in force" in text and "legacy mode" in text, text
     r = c.run(["fwgate", "prevent"])
     assert "prevention in force" in r.stdout, r.stdout
+    started = len(programmer_changes(c))
     c.run(["systemctl", "restart", "netbird.service"])
-    wait_for("netbird's rules through iptables",
-             lambda: "-o wt0 -m conntrack" in c.run([f"{AUX}/iptables-save", "-t", "filter"]).stdout)
+    wait_for("netbird's start", lambda: len(programmer_changes(c)) >= started + 4)
+    assert native_rules(c) == 0, logs(c)  # its close deleted them, its start wrote none
     before = repairs()
     reinit_netbird(c, 2, apart=1.0)
     assert repairs() == before and native_rules(c) == 0, logs(c)
