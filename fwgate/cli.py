@@ -5,7 +5,6 @@ import argparse
 import json
 import os
 import sys
-from dataclasses import asdict
 
 from . import __version__
 from .config import DEFAULT_PATH, Config, ConfigError, LinkUp, defaults, load_config
@@ -173,8 +172,8 @@ def _back_off(log, notifier, path: str) -> int:
         previous = None  # a torn or foreign file: start afresh
     streak, wait = crash_backoff(previous)
     if wait:
-        log.warning(f"the guard before this one died {streak} time(s) in a row soon after "
-                    f"starting; waiting {wait:g}s before guarding")
+        log.warning(f"the guard before this one died {streak} time(s) in a row before it "
+                    f"ever guarded; waiting {wait:g}s before trying again")
         notifier.send(STATUS=f"backing off {wait:g}s after {streak} early crash(es)",
                       EXTEND_TIMEOUT_USEC=int((wait + 30) * 1e6))
         time.sleep(wait)
@@ -435,10 +434,11 @@ def cmd_prevent(args) -> int:
     binary = P.find_nft_iptables(args.iptables)
     written = P.install(binary, env.path)
     after = prevention(netbird_environment())
+    if not after.in_force:  # never half-applied: take it away again
+        P.uninstall()
+        raise FwgateError(f"the drop-in does not take: {after.why} (an EnvironmentFile= "
+                          f"setting PATH overrides it); nothing was changed")
     print(f"wrote {', '.join(written)} (iptables: {binary})")
-    if not after.in_force:
-        raise FwgateError(f"the drop-in did not take: {after.why} (an EnvironmentFile= "
-                          f"setting PATH overrides it); `fwgate prevent --undo` removes it")
     print(f"prevention in force: {after.why}")
     print(f"restart {env.unit} to have its rules written through iptables "
           f"(fwgate-guard repairs what it wrote natively until then)")

@@ -70,7 +70,7 @@ class Daemon:
         self.tick, self.clock, self.on_status = tick, clock, on_status
         self.read_netbird = read_netbird or _read_netbird
         self.config_error = config_error  # the file was bad: `config` is a fallback
-        self.crash_streak = crash_streak  # predecessors that died soon after starting
+        self.crash_streak = crash_streak  # predecessors in a row that died before guarding
         self.ready_at: float | None = None
         self.last_change: float | None = None
         self.unsaved: A.SaveState | None = None

@@ -42,7 +42,7 @@ class State:
     config_source: str = ""        # the config running: a file, the last good one, defaults
     config_error: str | None = None  # why /etc/fwgate.yaml is not the one running
     heartbeat_every: float = 0.0   # updated_at is rewritten at least this often (0: no promise)
-    crash_streak: int = 0          # predecessors in a row that died soon after starting
+    crash_streak: int = 0          # predecessors in a row that died before they guarded
 
     MAX_KEPT = 20
 

@@ -3,9 +3,13 @@ crashed unit, and the environment a unit's processes get."""
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 from ..core.conditions import NOT_RUNNABLE
 from ..errors import EnvironmentProblem
+
+if TYPE_CHECKING:
+    from ..health import UnitView
 
 SYSTEMD = b"org.freedesktop.systemd1"
 MANAGER_PATH = b"/org/freedesktop/systemd1"
@@ -216,7 +220,7 @@ def service_environment(unit: str) -> tuple[bool, dict[str, str], str]:
     return loaded != "not-found", env, source
 
 
-def unit_views(units: list[str]) -> dict[str, "UnitView"]:
+def unit_views(units: list[str]) -> "dict[str, UnitView]":
     """What systemd says of each unit, for `fwgate status`."""
     from ..health import UnitView
     DBus, apply_signature = _dbuslib()
