@@ -1,9 +1,10 @@
-"""The .deb on a clean Debian 12 node: install, upgrade, remove, purge, and the
-packaged fwgate gating a k3s stand-in (see packaging/README.md).
+"""The .deb on clean Debian 12 and Debian 13 nodes: install, upgrade, remove,
+purge, and the packaged fwgate gating a k3s stand-in (see packaging/README.md).
 
-Each test boots a fresh container (--private-network: no network, so every
-dependency must already be in the rootfs) with the packages (debs.py) bound
-read-only, and installs with apt-get as an operator would.
+One package (Architecture: all, built here on Debian 12) for both releases. Each
+node test boots a fresh container of that release (--private-network: no
+network) with the packages (debs.py) and a local apt archive of what they depend
+on (archive.py) bound read-only, and installs with apt-get as an operator would.
 """
 from __future__ import annotations
 
@@ -12,12 +13,15 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
 
+import archive as _archive
+import rootfs as _rootfs
 from container import Container, show
-from debs import apt, exists, package_version, unusr
+from debs import apt, exists, package_version, unusr, use_archive
 
 pytestmark = pytest.mark.systemd
 
@@ -25,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[2]
 BUILD = ROOT / "packaging" / "deb" / "build"
 UNITS = "/usr/lib/systemd/system"
 GUARD_WANTS = "/etc/systemd/system/multi-user.target.wants/fwgate-guard.service"
+SITE = "/usr/lib/python3/dist-packages"
 DROP_INS = [f"{UNITS}/k3s.service.d/10-fwgate.conf", f"{UNITS}/k3s-agent.service.d/10-fwgate.conf"]
 WANTS = ["/etc/systemd/system/k3s.service.wants/fwgate.service",
          "/etc/systemd/system/k3s-agent.service.wants/fwgate.service"]
@@ -49,15 +54,29 @@ stages:
     link: lo
 """
 # What the purge test compares before install and after purge.
-SNAPSHOT = ["find", "/etc", "/opt", "/usr", "/var/lib/systemd", "-xdev",
-            "-printf", "%p %y %l\n"]
+SNAPSHOT = ["find", "/etc", "/opt", "/usr", "/var/lib/systemd", "/var/lib/prometheus",
+            "-xdev", "-printf", "%p %y %l\n"]
+
+
+@pytest.fixture(params=_rootfs.SUITES)
+def suite(request) -> str:
+    return request.param
+
+
+def boot(container_factory, debs, archives, suite: str, binds_ro=()) -> Container:
+    """A clean node of `suite` whose only apt source is the local archive."""
+    c = container_factory(rootfs=_rootfs.build(suite=suite),
+                          binds_ro=[*binds_ro, *{str(d.parent) for d in debs.values()},
+                                    f"{archives[suite]}:{_archive.MOUNT}"])
+    use_archive(c)
+    return c
 
 
 @pytest.fixture
-def node(container_factory, debs) -> Container:
+def node(container_factory, debs, archives, suite) -> Container:
     """A clean node with the packages bound in and a k3s unit already there,
     but without the checkout: the package must be self-contained."""
-    c = container_factory(binds_ro=[str(debs["X"].parent)])
+    c = boot(container_factory, debs, archives, suite)
     c.write_file("/etc/systemd/system/k3s.service", K3S_STANDIN)
     c.run(["systemctl", "daemon-reload"])
     return c
@@ -75,12 +94,44 @@ def test_lintian_no_errors(debs, tmp_path):
     assert not re.search(r"^E: ", r.stdout, re.M), r.stdout
 
 
+def test_architecture_all_nothing_compiled(debs):
+    """One package for every architecture: no ELF file, no bytecode, no .so."""
+    deb = debs["X"]
+    fields = subprocess.run(["dpkg-deb", "-f", str(deb), "Architecture", "Depends",
+                             "Recommends"], capture_output=True, text=True, check=True).stdout
+    assert "Architecture: all" in fields, fields
+    # Debian 12's versions are the floor, as in pyproject.toml.
+    for dep in ("python3-pyroute2 (>= 0.7.2)", "python3-pystemd (>= 0.11)",
+                "python3-sdnotify (>= 0.3.1)", "python3-yaml (>= 6.0)"):
+        assert dep in fields, fields
+    assert "Recommends: iptables" in fields, fields
+    with tempfile.TemporaryDirectory() as tree:
+        subprocess.run(["dpkg-deb", "-x", str(deb), tree], check=True)
+        compiled = [str(f) for f in Path(tree).rglob("*") if f.is_file() and not f.is_symlink()
+                    and (f.suffix in (".pyc", ".so") or f.read_bytes()[:4] == b"\x7fELF")]
+    assert not compiled, compiled
+
+
+def test_two_builds_are_byte_identical(debs):
+    """The same version built twice, in different temp dirs, a while apart."""
+    first, again = debs["X"].read_bytes(), debs["X again"].read_bytes()
+    assert debs["X"].name == debs["X again"].name
+    if first != again:
+        listing = [subprocess.run(["dpkg-deb", "-c", str(d)], capture_output=True,
+                                  text=True).stdout for d in (debs["X"], debs["X again"])]
+        diff = set(listing[0].splitlines()) ^ set(listing[1].splitlines())
+        pytest.fail(f"the two builds differ; contents that differ: {sorted(diff)[:20]}")
+
+
 def test_install_layout_enabled_not_started(node: Container, debs):
     deb = debs["X"]
     apt(node, "install", str(deb))
 
-    # /usr/bin/fwgate runs the package's own virtualenv, at the package's version.
-    assert node.run(["readlink", "-f", "/usr/bin/fwgate"]).stdout.strip() == "/opt/fwgate/bin/fwgate"
+    # /usr/bin/fwgate runs the release's python3 on Debian's own modules.
+    assert node.run(["head", "-1", "/usr/bin/fwgate"]).stdout.strip() == "#!/usr/bin/python3"
+    origin = node.run(["python3", "-c", "import fwgate, pyroute2, pystemd, sdnotify, yaml; "
+                       "print(fwgate.__file__, pyroute2.__file__, pystemd.__file__)"]).stdout
+    assert origin.split() == [f"{SITE}/{m}/__init__.py" for m in ("fwgate", "pyroute2", "pystemd")]
     version = node.run(["fwgate", "--version"]).stdout.strip()
     assert version == f"fwgate {package_version(deb).rsplit('-', 1)[0]}"
     out = node.run(["fwgate", "validate-config", "/etc/fwgate.yaml"]).stdout
@@ -94,11 +145,16 @@ def test_install_layout_enabled_not_started(node: Container, debs):
     for path in [f"{UNITS}/fwgate.service", f"{UNITS}/fwgate-guard.service", *DROP_INS,
                  "/usr/bin/fwgate",
                  "/usr/share/doc/fwgate/copyright", "/usr/share/doc/fwgate/changelog.Debian.gz",
-                 "/usr/share/doc/fwgate/examples/fwgate.yaml", "/usr/share/man/man1/fwgate.1.gz"]:
+                 "/usr/share/doc/fwgate/examples/fwgate.yaml", "/usr/share/man/man1/fwgate.1.gz",
+                 "/usr/share/fwgate/fwgate-alerts.yml",
+                 "/usr/share/bash-completion/completions/fwgate",
+                 "/usr/share/zsh/vendor-completions/_fwgate"]:
         assert path in files, path
     assert not [f for f in files if "__pycache__" in f or f.endswith(".pyc")]
-    # ... but the postinst byte-compiled it: the sandboxed unit could not.
-    assert exists(node, "/opt/fwgate/lib/python3.11/site-packages/fwgate/__pycache__")
+    # ... but the postinst byte-compiled it (py3compile): the sandboxed unit could not.
+    assert exists(node, f"{SITE}/fwgate/__pycache__")
+    # Recommends: iptables, an nf_tables one (prevention: section 1b of the design).
+    assert "nf_tables" in node.run(["iptables", "-V"]).stdout
 
     cat = node.run(["systemctl", "cat", "fwgate.service"]).stdout
     assert unusr(cat.split("\n", 1)[0]) == unusr(f"# {UNITS}/fwgate.service"), cat
@@ -147,7 +203,7 @@ def test_upgrade_keeps_edited_config_and_running_units(node: Container, debs):
     assert again["ActiveState"] == "active" and again["InvocationID"] != guard["InvocationID"]
     running = json.loads(node.run(["fwgate", "status", "--json"]).stdout)["guard"]
     assert running["version"] == new.rsplit("-", 1)[0] and running["running"], running
-    assert exists(node, "/opt/fwgate/lib/python3.11/site-packages/fwgate/__pycache__")
+    assert exists(node, f"{SITE}/fwgate/__pycache__")
 
 
 def test_remove_leaves_k3s_running_and_startable(node: Container, debs):
@@ -163,8 +219,9 @@ def test_remove_leaves_k3s_running_and_startable(node: Container, debs):
     assert show(node, "k3s", "InvocationID", "ActiveState") == k3s
     assert show(node, "fwgate-guard", "ActiveState")["ActiveState"] in ("inactive", "")
     assert not exists(node, f"{UNITS}/fwgate.service", f"{UNITS}/fwgate-guard.service", *DROP_INS,
-                      "/opt/fwgate", "/usr/bin/fwgate")
-    assert exists(node, "/opt")  # base-files' directory, which dpkg thought was ours
+                      f"{SITE}/fwgate", "/usr/bin/fwgate")
+    # No ghost: the gate's "active (exited)" unit went once k3s stopped requiring it.
+    assert not ghosts(node)
     # systemd was told: k3s no longer requires fwgate, and (re)starts without it.
     props = show(node, "k3s.service", "Requires", "After", "DropInPaths")
     assert "fwgate" not in props["Requires"] + props["After"] + props["DropInPaths"], props
@@ -174,36 +231,75 @@ def test_remove_leaves_k3s_running_and_startable(node: Container, debs):
     assert node.read_file("/etc/fwgate.yaml") == QUICK_CONFIG
 
 
+def ghosts(c: Container) -> str:
+    """fwgate units systemd still holds active or failed, and their PrivateTmp=
+    directories. (An inactive, not-found unit is only a name: k3s's .wants/
+    link keeps it listed until purge.)"""
+    units = c.run(["systemctl", "list-units", "--plain", "--no-legend",
+                   "--state=active,activating,deactivating,reloading,failed",
+                   "fwgate*"]).stdout.strip()
+    tmp = c.run(["sh", "-c", "ls -d /tmp/systemd-private-*-fwgate* "
+                 "/var/tmp/systemd-private-*-fwgate* 2>/dev/null || true"]).stdout.strip()
+    return "\n".join(filter(None, [units, tmp]))
+
+
+def installed(c: Container) -> set[str]:
+    return set(c.run(["dpkg-query", "-W", "-f=${Package}\\n"]).stdout.split())
+
+
 def test_purge_leaves_nothing_behind(node: Container, debs):
-    before = set(node.run(SNAPSHOT).stdout.splitlines())
+    before = set(node.run(SNAPSHOT, check=False).stdout.splitlines())
+    packages = installed(node)
     apt(node, "install", str(debs["X"]))
     files = [f for f in node.run(["dpkg", "-L", "fwgate"]).stdout.split() if f != "/."]
     shared = set(exists(node, *files)) & {line.split()[0] for line in before}
     assert exists(node, *WANTS, GUARD_WANTS) == [*WANTS, GUARD_WANTS]
+    # A node that ran: the gate passed (active, exited) and k3s runs; both left
+    # state in /run/fwgate and private /tmp directories.
+    node.write_file("/etc/fwgate.yaml", QUICK_CONFIG)
+    node.run(["systemctl", "start", "k3s.service"], timeout=60)
+    k3s = show(node, "k3s", "InvocationID", "ActiveState")
+    assert exists(node, "/run/fwgate") and ghosts(node)
 
-    apt(node, "purge", "fwgate")
+    # --autoremove: the python3-* modules fwgate pulled in go too.
+    apt(node, "purge", "--autoremove", "fwgate")
 
     # Every path dpkg listed is gone, but for directories other packages own.
     assert set(exists(node, *files)) == shared
-    assert not exists(node, "/etc/fwgate.yaml", "/opt/fwgate", *DROP_INS, *WANTS, GUARD_WANTS)
+    assert not exists(node, "/etc/fwgate.yaml", f"{SITE}/fwgate", *DROP_INS, *WANTS, GUARD_WANTS,
+                      "/run/fwgate")
+    # No unit, runtime directory or private /tmp left until the next reboot.
+    assert not ghosts(node)
     # And nothing else appeared or vanished: enable links, helper state, caches.
-    after = set(node.run(SNAPSHOT).stdout.splitlines())
+    # Apt's autoremove keeps a dependency another package suggests (trixie's
+    # libsystemd0 suggests libgcrypt20, which libxslt1.1 pulled in): its files
+    # are that package's, not fwgate's.
+    kept = installed(node) - packages
+    owned = set(node.run(["dpkg", "-L", *kept]).stdout.split()) if kept else set()
+    after = {line for line in node.run(SNAPSHOT, check=False).stdout.splitlines()
+             if line.split()[0] not in owned or line in before}
     assert after == before, {"left": sorted(after - before), "lost": sorted(before - after)}
     props = show(node, "k3s.service", "Requires", "DropInPaths")
     assert "fwgate" not in props["Requires"] + props["DropInPaths"], props
-    node.run(["systemctl", "start", "k3s.service"], timeout=30)
+    # k3s was never touched, and restarts without fwgate.
+    assert show(node, "k3s", "InvocationID", "ActiveState") == k3s
+    node.run(["systemctl", "restart", "k3s.service"], timeout=30)
 
 
 # --- the packaged fwgate doing its job ----------------------------------------
 
-def test_packaged_fwgate_gates_k3s_standin(container_factory, debs):
+def test_packaged_fwgate_gates_k3s_standin(container_factory, debs, archives, suite):
     """The e2e test's scenario with the package in place of the checkout."""
     e2e = pytest.importorskip("test_e2e", reason="tests/systemd/test_e2e.py's helpers")
-    # The default read-only binds (the checkout: the stand-ins run its programmer)
-    # plus the packages.
-    c = container_factory(binds=[str(debs["X"].parent)])
+    from conftest import project_binds
+    # The checkout (k3s's stand-in script) plus the packages.
+    c = boot(container_factory, debs, archives, suite, binds_ro=project_binds())
     apt(c, "install", str(debs["X"]))
-    e2e.install_standins(c)
+    # The stand-ins, with the Netbird-like programmer the package carries, run by
+    # the release's python3 (the checkout's .venv is Debian 12's python).
+    for unit in ("netbird.service", "k3s.service"):
+        text = (e2e.E2E / unit).read_text().replace("@ROOT@/.venv/bin/python", "/usr/bin/python3")
+        c.write_file(f"/etc/systemd/system/{unit}", text.replace("@ROOT@", str(ROOT)), mode=0o644)
     c.run(["systemctl", "daemon-reload"])
     e2e.write_config(c, e2e.CONFIG.format(policy="repair"))
 
@@ -223,6 +319,6 @@ def test_packaged_fwgate_gates_k3s_standin(container_factory, debs):
     assert "repaired" in kinds + guard, (kinds, guard)
     # It was the package's fwgate, inside its sandbox, that did it.
     assert "path=/usr/bin/fwgate " in e2e.show(c, "fwgate", "ExecStart")["ExecStart"]
-    assert c.run(["readlink", "-f", "/usr/bin/fwgate"]).stdout.strip() == "/opt/fwgate/bin/fwgate"
+    assert c.run(["dpkg", "-S", "/usr/bin/fwgate"]).stdout.startswith("fwgate: ")
     journal = c.run(["journalctl", "-u", "fwgate", "-o", "cat", "--no-pager"]).stdout
     assert "Traceback" not in journal, journal
