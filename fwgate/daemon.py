@@ -29,6 +29,7 @@ from .adapters.nfsock import DumpInterrupted, NfSocket
 from .adapters.notify import Notifier
 from .adapters.sources import Sources
 from .adapters.statefile import StateWriter
+from .config import METRICS_AUTO
 from .config import Config, ConfigError
 from .core import actions as A
 from .core import inputs as I
@@ -65,7 +66,8 @@ class Daemon:
         # The iptables binaries k3s runs, how they were found, which k3s components run:
         # asked again for every probe (an upgrade may replace them under a running guard).
         self.k3s = k3s or (lambda: ((), (), None))
-        self.state = StateWriter(state_file, metrics_file, log.warning)
+        self.state = StateWriter(state_file, metrics_file, log.warning,
+                                 metrics_if_dir=config.metrics_textfile == METRICS_AUTO)
         self.tick, self.clock, self.on_status = tick, clock, on_status
         self.explain_netbird = explain_netbird or _explain_netbird
         self.ready_at: float | None = None

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 
+from . import __version__
+
 
 @dataclass
 class State:
@@ -55,6 +57,9 @@ def render_metrics(state: State) -> str:
         for labels, value in samples:
             lines.append(f"fwgate_{name}{{{role}{labels}}} {value:.17g}")
 
+    # Always 1; the version label tells a fleet which nodes run what.
+    metric("build_info", "gauge", "The fwgate that wrote these metrics.",
+           [(f',version="{_label(state.version or __version__)}"', 1.0)])
     metric("ready", "gauge", "1 once fwgate has sent READY=1.", [("", 1.0 if state.ready_at else 0.0)])
     metric("degraded", "gauge", "1 while the last verdict is degraded (timeout or unreadable rules).",
            [("", 1.0 if "degraded" in state.status or state.incompatible else 0.0)])
