@@ -36,15 +36,16 @@ def _fields(deb: Path) -> str:
     return " ".join(out.split())
 
 
-def path(suite: str, debs: list[Path], extra: tuple[str, ...] = ()) -> Path:
+def path(suite: str, debs: list[Path], extra: tuple[str, ...] = (),
+         recommends: bool = True) -> Path:
     # What the packages ask for, not their bytes: a rebuild with the same
     # dependencies reuses the archive.
     spec = "|".join([suite, _rootfs.cache_key(suite), *map(_fields, debs), *sorted(extra),
-                     f"rev{REVISION}"])
+                     f"recommends={recommends}", f"rev{REVISION}"])
     return _rootfs.CACHE_DIR / f"archive-{suite}-{hashlib.sha256(spec.encode()).hexdigest()[:12]}"
 
 
-def _apt_env(base: Path, suite: str, status: Path) -> dict[str, str]:
+def _apt_env(base: Path, suite: str, status: Path, recommends: bool) -> dict[str, str]:
     for d in ("state/lists/partial", "cache/archives/partial", "etc/parts", "etc/preferences.d"):
         (base / d).mkdir(parents=True, exist_ok=True)
     mirror = _rootfs.host_mirror(suite)
@@ -64,7 +65,7 @@ Acquire::Languages "none";
 Acquire::Retries "2";
 APT::Architecture "amd64";
 APT::Architectures {{ "amd64"; }};
-APT::Install-Recommends "true";
+APT::Install-Recommends "{str(recommends).lower()}";
 APT::Sandbox::User "root";
 """)
     env = dict(os.environ, APT_CONFIG=str(base / "apt.conf"), LC_ALL="C",
@@ -81,9 +82,10 @@ def _run(cmd: list[str], env: dict[str, str]) -> str:
     return r.stdout
 
 
-def build(suite: str, debs: list[Path], extra: tuple[str, ...] = ()) -> Path:
+def build(suite: str, debs: list[Path], extra: tuple[str, ...] = (),
+          recommends: bool = True) -> Path:
     """The archive for `debs` (and `extra` packages) on `suite`'s test rootfs."""
-    dest = path(suite, debs, extra)
+    dest = path(suite, debs, extra, recommends)
     if dest.is_dir():
         return dest
     root = _rootfs.build(suite=suite)
@@ -93,7 +95,7 @@ def build(suite: str, debs: list[Path], extra: tuple[str, ...] = ()) -> Path:
             return dest
         work = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=_rootfs.CACHE_DIR))
         try:
-            env = _apt_env(work / "apt", suite, root / "var/lib/dpkg/status")
+            env = _apt_env(work / "apt", suite, root / "var/lib/dpkg/status", recommends)
             _run(["apt-get", "update", "-q"], env)
             # As a node would: the local packages' Depends and Recommends, from the suite.
             _run(["apt-get", "install", "-y", "-q", "--download-only",
@@ -109,6 +111,21 @@ def build(suite: str, debs: list[Path], extra: tuple[str, ...] = ()) -> Path:
         finally:
             shutil.rmtree(work, ignore_errors=True)
     return dest
+
+
+def promtool(suite: str = "bookworm") -> Path:
+    """Debian's promtool (package prometheus), unpacked once beside the archives.
+    A static Go binary: it runs on the host as it is."""
+    dest = _rootfs.CACHE_DIR / f"promtool-{suite}"
+    tool = dest / "usr/bin/promtool"
+    if not tool.is_file():
+        archive = build(suite, [], extra=("prometheus",), recommends=False)
+        deb = next(archive.glob("prometheus_*.deb"))
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=_rootfs.CACHE_DIR))
+        subprocess.run(["dpkg-deb", "-x", str(deb), str(tmp)], check=True)
+        shutil.rmtree(dest, ignore_errors=True)
+        os.rename(tmp, dest)
+    return tool
 
 
 def packages(archive: Path) -> dict[str, int]:

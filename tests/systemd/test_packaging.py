@@ -20,7 +20,7 @@ import pytest
 
 import archive as _archive
 import rootfs as _rootfs
-from container import Container, show
+from container import Container, show, wait_for
 from debs import apt, exists, package_version, unusr, use_archive
 
 pytestmark = pytest.mark.systemd
@@ -322,3 +322,62 @@ def test_packaged_fwgate_gates_k3s_standin(container_factory, debs, archives, su
     assert c.run(["dpkg", "-S", "/usr/bin/fwgate"]).stdout.startswith("fwgate: ")
     journal = c.run(["journalctl", "-u", "fwgate", "-o", "cat", "--no-pager"]).stdout
     assert "Traceback" not in journal, journal
+
+
+# --- metrics and alerts --------------------------------------------------------
+
+PROM_DIR = "/var/lib/prometheus/node-exporter"
+SCRAPE = """import sys, urllib.request
+print(urllib.request.urlopen("http://127.0.0.1:9100/metrics", timeout=5).read().decode())"""
+
+
+def scrape(c: Container) -> dict[str, float]:
+    """node_exporter's fwgate and textfile samples: {'name{labels}': value}."""
+    text = c.run(["python3", "-c", SCRAPE], check=False).stdout
+    return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+            if line.startswith(("fwgate_", "node_textfile_scrape_error"))}
+
+
+def test_metrics_by_default_through_node_exporter(container_factory, debs, archives, suite):
+    """A node with Debian's node_exporter: no edit, and fwgate's metrics of both roles
+    are scraped from its textfile directory (loopback, in the container's own netns)."""
+    c = boot(container_factory, debs, archives, suite)
+    apt(c, "install", "--no-install-recommends", "prometheus-node-exporter")
+    c.write_file("/etc/systemd/system/k3s.service", K3S_STANDIN)
+    apt(c, "install", str(debs["X"]))
+    # A quick gate (no metrics key: the shipped default, auto), then k3s.
+    c.write_file("/etc/fwgate.yaml", QUICK_CONFIG)
+    c.run(["systemctl", "start", "k3s.service"], timeout=60)
+    c.run(["systemctl", "restart", "fwgate-guard.service"], timeout=60)
+
+    version = package_version(debs["X"]).rsplit("-", 1)[0]
+    want = {f'fwgate_build_info{{role="{r}",version="{version}"}}' for r in ("gate", "guard")}
+    got = wait_for("fwgate's samples of both roles from node_exporter",
+                   lambda: (lambda m: m if want <= m.keys() else None)(scrape(c)), timeout=30)
+    assert all(got[k] == 1 for k in want), got
+    assert got['fwgate_ready{role="gate"}'] == 1, got
+    assert got['fwgate_incompatible_rules{role="guard"}'] == 0, got
+    assert got.get("node_textfile_scrape_error") == 0, got
+    # Root's files, readable by node_exporter's own user, no temp file left behind.
+    listing = c.run(["stat", "-c", "%n %U %a", *(f"{PROM_DIR}/{f}" for f in
+                                                  ("fwgate.prom", "fwgate-guard.prom"))]).stdout
+    assert listing.split("\n")[:2] == [f"{PROM_DIR}/fwgate.prom root 644",
+                                       f"{PROM_DIR}/fwgate-guard.prom root 644"], listing
+    assert not c.run(["sh", "-c", f"ls -a {PROM_DIR} | grep '^.fwgate-' || true"]).stdout
+    # Removing fwgate takes its metrics along: stale ones would page someone.
+    apt(c, "remove", "fwgate")
+    assert not exists(c, f"{PROM_DIR}/fwgate.prom", f"{PROM_DIR}/fwgate-guard.prom")
+
+
+def test_promtool_tests_the_shipped_alert_rules(debs, tmp_path):
+    """The rules as the package installs them, under Debian's promtool: they load,
+    and each alert fires on the node in trouble and not on the healthy one."""
+    tool = _archive.promtool()
+    subprocess.run(["dpkg-deb", "-x", str(debs["X"]), str(tmp_path / "pkg")], check=True)
+    shutil.copy(tmp_path / "pkg/usr/share/fwgate/fwgate-alerts.yml", tmp_path)
+    shutil.copy(ROOT / "packaging/prometheus/fwgate-alerts.test.yml", tmp_path)
+    for args in (["check", "rules", "fwgate-alerts.yml"],
+                 ["test", "rules", "fwgate-alerts.test.yml"]):
+        r = subprocess.run([str(tool), *args], cwd=tmp_path, capture_output=True, text=True,
+                           timeout=60)
+        assert r.returncode == 0, r.stdout + r.stderr
