@@ -322,6 +322,10 @@ def test_packaged_fwgate_gates_k3s_standin(container_factory, debs, archives, su
     assert c.run(["dpkg", "-S", "/usr/bin/fwgate"]).stdout.startswith("fwgate: ")
     journal = c.run(["journalctl", "-u", "fwgate", "-o", "cat", "--no-pager"]).stdout
     assert "Traceback" not in journal, journal
+    # Each entry names the line of fwgate that logged it, not a library's C file.
+    code = {(e.get("CODE_FILE"), e.get("CODE_FUNC")) for e in e2e.events(c)}
+    assert code and all(str(f).startswith(f"{SITE}/fwgate/") and not str(f).endswith("journal.py")
+                        for f, _ in code), code
 
 
 # --- metrics and alerts --------------------------------------------------------
