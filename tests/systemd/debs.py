@@ -44,6 +44,13 @@ def build_deb(dist: Path, version: str) -> Path:
     return deb
 
 
+def node_binds(debs: list[Path], suite: str = "bookworm") -> list[str]:
+    """Read-only binds for a node that installs `debs`: their directories, and the
+    local archive of what they depend on (built on first use) at archive.MOUNT."""
+    archive = _archive.build(suite, debs[:1], extra=ARCHIVE_EXTRA)
+    return [*sorted({str(d.parent) for d in debs}), f"{archive}:{_archive.MOUNT}"]
+
+
 def use_archive(c: Container) -> None:
     """The node's only apt source: the local archive bound at archive.MOUNT (what
     its mirror would serve). `apt-get update` reads it offline."""

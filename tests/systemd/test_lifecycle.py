@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from container import Container, journal, mono, programmer_changes, show, wait_for
-from debs import apt
+from debs import apt, node_binds, use_archive
 
 pytestmark = pytest.mark.systemd
 
@@ -40,9 +40,9 @@ SyslogIdentifier=netbird
 # No wireguard or dummy module in this kernel: a veth pair plays wt0.
 ExecStartPre=/bin/sh -c 'ip link show wt0 >/dev/null 2>&1 || ip link add wt0 type veth peer name wt0p; ip link set wt0p up && ip link set wt0 up'
 # Prints "CLOCK_MONOTONIC what" per committed change. SIGHUP: a firewall re-init.
-ExecStart=/opt/fwgate/bin/python -m fwgate.programmer --pause 1 --serve
+ExecStart=/usr/bin/python3 -m fwgate.programmer --pause 1 --serve
 ExecReload=/bin/sh -c 'kill -HUP $$MAINPID'
-ExecStopPost=/opt/fwgate/bin/python -m fwgate.programmer --flush
+ExecStopPost=/usr/bin/python3 -m fwgate.programmer --flush
 ExecStopPost=-/sbin/ip link del wt0
 """
 K3S_UNIT = f"""\
@@ -76,7 +76,9 @@ ExecStart=/bin/sh -c 'for c in INPUT FORWARD OUTPUT; do {AUX}/iptables -P $$c AC
 # --- the node ----------------------------------------------------------------------
 
 def plain_node(c: Container, deb: Path) -> None:
-    """The package, a plain k3s node's iptables (bundled only), the stand-ins."""
+    """The package, a plain k3s node's iptables (bundled only), the stand-ins. The
+    container binds debs.node_binds(): the package's dependencies come from there."""
+    use_archive(c)
     apt(c, "install", str(deb))
     # k3s's bundled iptables is one static multi-call binary; here Debian's, with its
     # extensions copied beside it (they belong to the iptables package removed below).
@@ -148,7 +150,7 @@ def guard_status(c: Container) -> dict:
 
 @pytest.fixture
 def node(container_factory, debs) -> Container:
-    c = container_factory(binds_ro=[str(debs["X"].parent)])
+    c = container_factory(binds_ro=node_binds([debs["X"], debs["X+1"]]))
     plain_node(c, debs["X"])
     return c
 
