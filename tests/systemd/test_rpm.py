@@ -1,6 +1,7 @@
 """The RPM, built here with Debian's rpmbuild (packaging/rpm/build) in a network
 namespace of its own, so %build and %install cannot reach any network; then
-read back with rpm and judged by rpmlint (see packaging/README.md)."""
+read back with rpm, judged by rpmlint, and installed and erased with rpm on a
+Debian 12 node running k3s under a real systemd (see packaging/README.md)."""
 from __future__ import annotations
 
 import os
@@ -107,3 +108,57 @@ def test_rpmlint_clean_with_every_filter_explained(rpm, tmp_path):
     shutil.copy(ROOT / "packaging" / "rpm" / "fwgate.spec", tmp_path)
     r = subprocess.run(["rpmlint", str(tmp_path / "fwgate.spec")], capture_output=True, text=True)
     assert " 0 errors" in r.stdout, r.stdout
+
+
+# --- the RPM's scriptlets on a running node --------------------------------------
+
+K3S_STANDIN = "[Service]\nExecStart=/bin/sleep infinity\n"
+QUICK_CONFIG = "settle: 200ms\ntimeout: 30s\nwatch:\n  - ip fwgate-test\nstages:\n  - name: lo\n    link: lo\n"
+# What the node needs beside the RPM: rpm itself and fwgate's modules (Debian's here;
+# the rpm database does not know them, hence --nodeps).
+NODE_PACKAGES = ("rpm", "python3-pyroute2", "python3-pystemd", "python3-sdnotify", "python3-yaml")
+
+
+@pytest.mark.systemd
+def test_scriptlets_on_a_running_node_never_touch_k3s(container_factory, rpm):
+    """rpm -i and rpm -e on a Debian 12 node with k3s running. An RPM system's systemd
+    package reloads units after every transaction (its %transfiletriggerin and
+    %transfiletriggerpostun); Debian's rpm has no such trigger, so the test does that
+    reload where the trigger would run."""
+    import archive as _archive
+    from container import show
+    from debs import apt, use_archive
+    repo = _archive.build("bookworm", [], extra=NODE_PACKAGES, recommends=False)
+    c = container_factory(binds_ro=[str(rpm.parent), f"{repo}:{_archive.MOUNT}"])
+    use_archive(c)
+    apt(c, "install", "--no-install-recommends", *NODE_PACKAGES)
+    c.write_file("/etc/systemd/system/k3s.service", K3S_STANDIN)
+    c.run(["systemctl", "daemon-reload"])
+
+    c.run(["rpm", "-i", "--nodeps", str(rpm)], timeout=120)
+    c.run(["systemctl", "daemon-reload"])  # the trigger
+    # %post: the preset enabled both; the guard guards; the gate waits for k3s's start.
+    assert show(c, "fwgate.service", "UnitFileState")["UnitFileState"] == "enabled"
+    guard = show(c, "fwgate-guard.service", "UnitFileState", "ActiveState")
+    assert guard == {"UnitFileState": "enabled", "ActiveState": "active"}, guard
+    assert show(c, "fwgate.service", "ActiveState")["ActiveState"] == "inactive"
+    assert "fwgate.service" in show(c, "k3s.service", "Requires")["Requires"].split()
+    c.write_file("/etc/fwgate.yaml", QUICK_CONFIG)
+    c.run(["systemctl", "start", "k3s.service"], timeout=60)  # gated
+    k3s = show(c, "k3s.service", "InvocationID", "ActiveState")
+    assert k3s["ActiveState"] == "active" and c.failed_units() == ""
+
+    c.run(["rpm", "-e", "fwgate"], timeout=120)
+
+    # k3s untouched; the guard stopped and disabled; the gate's ghost gone without
+    # stopping k3s; no runtime state, enable link or unit file left.
+    assert show(c, "k3s.service", "InvocationID", "ActiveState") == k3s
+    units = c.run(["systemctl", "list-units", "--plain", "--no-legend",
+                   "--state=active,failed", "fwgate*"]).stdout.strip()
+    assert units == "", units
+    left = c.run(["sh", "-c", "ls -d /run/fwgate /etc/systemd/system/*.wants/fwgate* "
+                  "/usr/lib/systemd/system/fwgate* 2>/dev/null || true"]).stdout.strip()
+    assert left == "", left
+    c.run(["systemctl", "daemon-reload"])  # the trigger
+    assert "fwgate" not in show(c, "k3s.service", "Requires")["Requires"]
+    c.run(["systemctl", "restart", "k3s.service"], timeout=30)
