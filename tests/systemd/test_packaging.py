@@ -385,3 +385,38 @@ def test_promtool_tests_the_shipped_alert_rules(debs, tmp_path):
         r = subprocess.run([str(tool), *args], cwd=tmp_path, capture_output=True, text=True,
                            timeout=60)
         assert r.returncode == 0, r.stdout + r.stderr
+
+
+# --- the virtualenv build (packaging/deb/build --venv) ----------------------------------
+
+def test_venv_build_installs_and_purges_cleanly(container_factory, tmp_path):
+    """The option for sites that want pinned dependencies: built from PyPI (lintian
+    errors fail the build), self-contained, so a bare Debian 12 node installs it
+    offline; purge leaves neither the venv nor the gate's ghost."""
+    env = dict(os.environ, FWGATE_DIST=str(tmp_path),
+               # Reused across sessions: the same python3.X builds the same wheels.
+               FWGATE_PIP_CACHE=str(_rootfs.CACHE_DIR / "pip-deb"), TMPDIR=str(tmp_path))
+    r = subprocess.run([str(BUILD), "--venv"], env=env, capture_output=True, text=True,
+                       timeout=900)
+    assert r.returncode == 0, r.stderr[-4000:]
+    deb = Path(r.stdout.strip().splitlines()[-1])
+    arch = subprocess.run(["dpkg", "--print-architecture"], capture_output=True, text=True).stdout
+    assert deb.name.endswith(f"_{arch.strip()}.deb"), deb
+    c = container_factory(binds_ro=[str(tmp_path)])
+    before = set(c.run(SNAPSHOT, check=False).stdout.splitlines())
+    c.write_file("/etc/systemd/system/k3s.service", K3S_STANDIN)
+    apt(c, "install", str(deb))
+    assert c.run(["readlink", "-f", "/usr/bin/fwgate"]).stdout.strip() == "/opt/fwgate/bin/fwgate"
+    assert c.run(["fwgate", "--version"]).stdout.startswith("fwgate ")
+    assert show(c, "fwgate-guard.service", "ActiveState")["ActiveState"] == "active"
+    c.write_file("/etc/fwgate.yaml", QUICK_CONFIG)
+    c.run(["systemctl", "start", "k3s.service"], timeout=60)
+    k3s = show(c, "k3s", "InvocationID", "ActiveState")
+
+    apt(c, "purge", "fwgate")
+
+    assert show(c, "k3s", "InvocationID", "ActiveState") == k3s
+    assert not ghosts(c) and not exists(c, "/opt/fwgate", "/run/fwgate")
+    c.run(["rm", "/etc/systemd/system/k3s.service"])
+    after = set(c.run(SNAPSHOT, check=False).stdout.splitlines())
+    assert after == before, {"left": sorted(after - before), "lost": sorted(before - after)}
