@@ -94,6 +94,18 @@ def test_lintian_no_errors(debs, tmp_path):
     assert not re.search(r"^E: ", r.stdout, re.M), r.stdout
 
 
+def test_lintian_no_errors_on_trixie(container_factory, debs):
+    """Debian 13's lintian (2.122) too, in a trixie container: its rules are newer."""
+    repo = _archive.build("trixie", [], extra=("lintian",), recommends=False)
+    c = container_factory(rootfs=_rootfs.build(suite="trixie"),
+                          binds_ro=[str(debs["X"].parent), f"{repo}:{_archive.MOUNT}"])
+    use_archive(c)
+    apt(c, "install", "--no-install-recommends", "lintian")
+    r = c.run(["lintian", "--fail-on", "error", str(debs["X"])], check=False, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert not re.search(r"^E: ", r.stdout, re.M), r.stdout
+
+
 def test_architecture_all_nothing_compiled(debs):
     """One package for every architecture: no ELF file, no bytecode, no .so."""
     deb = debs["X"]
