@@ -5,11 +5,11 @@ import argparse
 import json
 import os
 import sys
-from dataclasses import asdict
 
 from . import __version__
-from .config import DEFAULT_PATH, Config, LinkUp, UnitActive, defaults, load_config
-from .errors import EXIT_FAILED, EXIT_INCOMPATIBLE, EXIT_OK, EnvironmentProblem, FwgateError
+from .config import DEFAULT_PATH, Config, ConfigError, LinkUp, defaults, load_config
+from .errors import (EXIT_FAILED, EXIT_INCOMPATIBLE, EXIT_OK, EXIT_SOFTWARE, EnvironmentProblem,
+                     FwgateError)
 
 COMMANDS = {
     "run": "the boot gate: stages, settle, compat, then READY=1",
@@ -20,12 +20,13 @@ COMMANDS = {
     "status": "what the running (or last) gate and guard saw",
     "conflicts": "packet-mark bits one component changes that another tests later",
     "validate-config": "check a config file and say what it asks for",
+    "prevent": "give netbird.service an nf_tables iptables, so it never writes the native rule",
     "demo": "the gate against a Netbird-like agent in a throw-away namespace",
 }
 
 EPILOG = """exit codes: 0 ready/all good; 1 timed out (on_timeout: fail) or a check
 failed; 2 usage; 3 incompatible rules; 4 environment (permission, nf_tables,
-netns, D-Bus); 78 bad config."""
+netns, D-Bus); 70 internal error (a bug: retried); 78 bad config."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -45,18 +46,29 @@ def _parser() -> argparse.ArgumentParser:
     cmds = {name: sub.add_parser(name, parents=[common], help=text, description=text,
                                  epilog=EPILOG)
             for name, text in COMMANDS.items()}
-    for name in ("check", "compat", "repair", "status", "conflicts"):
+    for name in ("check", "compat", "repair", "status", "conflicts", "validate-config"):
         cmds[name].add_argument("--json", action="store_true", help="print one JSON object")
     cmds["compat"].add_argument("--iptables", metavar="PATH",
                                 help="judge for this iptables binary, in its version, and run "
                                      "what k3s runs with it (overrides compat.iptables and "
                                      "the resolution of the one k3s runs)")
+    cmds["conflicts"].add_argument("--all", action="store_true",
+                                   help="also bits shared without harm (an unknown owner, an "
+                                        "intended cooperation)")
     cmds["run"].add_argument("--watch", action="store_true",
                              help="stay running after READY and guard (after_ready: watch)")
     cmds["repair"].add_argument("--dry-run", action="store_true",
                                 help="say what would be re-encoded; change nothing")
     cmds["validate-config"].add_argument("path", nargs="?", metavar="PATH",
                                          help="the file to check (default: --config)")
+    cmds["validate-config"].add_argument("--quiet", action="store_true",
+                                         help="print nothing when the file is good (the units' "
+                                              "ExecReload: a bad file fails the reload)")
+    cmds["prevent"].add_argument("--undo", action="store_true",
+                                 help="take the drop-in and the links away again")
+    cmds["prevent"].add_argument("--iptables", metavar="PATH",
+                                 help="the nf_tables iptables (xtables-nft-multi) to link to "
+                                      "(default: Debian's, else k3s's bundled one)")
     cmds["demo"].add_argument("--settle", default="3s",
                               help="quiet window for the demo (default 3s)")
     return parser
@@ -90,47 +102,129 @@ def _k3s(config: Config, override: str | None = None):
     return binaries, notes, k3s_setup(host)
 
 
-def _binaries(config: Config, override: str | None = None) -> tuple:
-    """The iptables binaries (compat.binaries.Binary) to judge for and run."""
-    return _k3s(config, override)[0]
-
-
 # --- commands ---------------------------------------------------------------------
 
 def cmd_validate_config(args) -> int:
     from .core.conditions import describe
     from .timespan import format_timespan
     path = args.path or getattr(args, "config", None) or DEFAULT_PATH
-    config = load_config(path)
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        if args.json:
+            print(json.dumps({"ok": False, "path": path, "error": str(exc)}, indent=2))
+        raise
+    if args.json:
+        print(json.dumps({"ok": True, "path": path, "stages": [
+            {"name": s.name, "conditions": [describe(c) for c in s.conditions],
+             "if_installed": s.if_installed} for s in config.stages]}, indent=2))
+        return EXIT_OK
+    if args.quiet:
+        return EXIT_OK
     print(f"{path}: ok: settle {format_timespan(config.settle)}, timeout "
           f"{format_timespan(config.timeout) if config.timeout else 'none'} "
           f"(then {config.on_timeout}), compat {config.compat.on_incompatible}, "
           f"after READY: {config.after_ready.mode}")
     for i, stage in enumerate(config.stages, 1):
         print(f"  stage {i}/{len(config.stages)} {stage.name}: "
-              + "; ".join(describe(c) for c in stage.conditions))
+              + "; ".join(describe(c) for c in stage.conditions)
+              + (f" (skipped where {stage.if_installed} is not installed)"
+                 if stage.if_installed else ""))
     print(f"  watched: {', '.join(map(str, config.watch))}")
     return EXIT_OK
+
+
+def _config_kept(args) -> Config:
+    """The config file, which parsed: kept as the last good one (guard)."""
+    from .adapters.statefile import keep_last_good
+    config = _config(args)
+    keep_last_good(config.source)
+    return config
+
+
+def _guard_config(args, log) -> tuple[Config, str | None]:
+    """The guard never stops guarding for a bad file: it runs on the last good copy,
+    else the built-in defaults, and says so (journal, status, metric)."""
+    from .adapters.statefile import last_good_path
+    try:
+        return _config_kept(args), None
+    except ConfigError as exc:
+        problem = str(exc)
+    kept = last_good_path()
+    try:
+        fallback = load_config(kept) if kept and os.path.exists(kept) else defaults()
+    except ConfigError:
+        fallback = defaults()
+    log.error(f"{problem}; guarding with {fallback.source} instead: fix the file, then "
+              f"`systemctl reload fwgate-guard`")
+    return fallback, problem
+
+
+def _back_off(log, notifier, path: str) -> int:
+    """A guard crash-looping at start waits 1, 2, 4 ... 60 s before each try: never
+    giving up, never spinning (systemd 252 has no RestartSteps=)."""
+    import time
+    from .adapters.statefile import read_state
+    from .health import crash_backoff
+    try:
+        previous = read_state(path)
+    except (ValueError, TypeError, OSError):
+        previous = None  # a torn or foreign file: start afresh
+    streak, wait = crash_backoff(previous)
+    if wait:
+        log.warning(f"the guard before this one died {streak} time(s) in a row before it "
+                    f"ever guarded; waiting {wait:g}s before trying again")
+        notifier.send(STATUS=f"backing off {wait:g}s after {streak} early crash(es)",
+                      EXTEND_TIMEOUT_USEC=int((wait + 30) * 1e6))
+        time.sleep(wait)
+    return streak
 
 
 def _serve(args, role) -> int:
     from .adapters.journal import Log
     from .adapters.notify import Notifier
     from .adapters.statefile import metrics_path, state_path
+    from .core.machine import Role
     from .daemon import Daemon
-    config = _config(args)
     log = Log()
+    config, problem = _guard_config(args, log) if role is Role.GUARD else (_config(args), None)
     notifier = Notifier(log)  # before entering the netns: the notify socket lives outside
+    streak = _back_off(log, notifier, state_path(_netns(args), role.value)) \
+        if role is Role.GUARD else 0
     _enter_netns(args)
     daemon = Daemon(config, log, notifier, role,
                     keep_guarding=True if getattr(args, "watch", False) else None,
-                    k3s=lambda: _k3s(daemon.config), reload=lambda: _config(args),
+                    k3s=lambda: _k3s(daemon.config), reload=lambda: _config_kept(args),
                     netns=_netns(args), state_file=state_path(_netns(args), role.value),
-                    metrics_file=metrics_path(config.metrics_textfile, role.value))
-    result = daemon.run()
+                    metrics_file=metrics_path(config.metrics_textfile, role.value),
+                    config_error=problem, crash_streak=streak)
+    try:
+        result = daemon.run()
+    except Exception as exc:
+        if role is not Role.GATE or os.environ.get("FWGATE_DEBUG"):
+            raise  # exit 70: systemd restarts the guard at once
+        _start_over(log, exc)
     if result.exit_code:
         log.error(result.status)
     return result.exit_code
+
+
+GATE_RETRIES = 3  # in place, before exit 70
+
+
+def _start_over(log, exc: Exception) -> None:
+    """A bug in the gate: run it again in place, the same process (exec), a few times.
+    On systemd 252 a k3s start job waiting on the gate fails at the gate's first exit, and
+    a restart by systemd would not start k3s; an exec keeps the job waiting. Then exit 70."""
+    import time
+    tries = int(os.environ.get("FWGATE_GATE_RETRY", "0")) + 1
+    if tries > GATE_RETRIES:
+        raise exc
+    log.error(f"internal error: {type(exc).__name__}: {exc}; starting the gate over "
+              f"({tries}/{GATE_RETRIES})")
+    time.sleep(1.0)
+    os.environ["FWGATE_GATE_RETRY"] = str(tries)
+    os.execv(sys.executable, [sys.executable, "-m", "fwgate", *sys.argv[1:]])
 
 
 def cmd_run(args) -> int:
@@ -144,27 +238,42 @@ def cmd_guard(args) -> int:
 
 
 def cmd_status(args) -> int:
+    import time
+    from . import health
     from .adapters.statefile import pid_alive, read_state, state_path
     from .report import status_text
-    found = {}
-    for role in ("gate", "guard"):
-        path = state_path(_netns(args), role)
+    units = {}
+    if not _netns(args):  # the units guard this namespace only
+        from .adapters.systemd import unit_views
+        try:
+            units = unit_views(list(health.UNITS.values()))
+        except EnvironmentProblem as exc:
+            print(f"fwgate: {exc}; judging by the state files alone", file=sys.stderr)
+    roles = {}
+    for name, unit in health.UNITS.items():
+        path = state_path(_netns(args), name)
         state = read_state(path)
-        if state is not None:
-            alive = pid_alive(state.pid) and state.phase in ("waiting", "guarding")
-            found[role] = (state, alive, path)
-    if not found:
-        raise FwgateError(f"no fwgate state at {state_path(_netns(args))}: "
+        roles[name] = health.Role(name, state, state is not None and pid_alive(state.pid),
+                                  units.get(unit), path)
+    if not any(r.state or r.unit for r in roles.values()):
+        raise FwgateError(f"no fwgate state at {state_path(_netns(args))} and no fwgate units: "
                           f"fwgate has not run since boot")
-    if args.json:
-        out = {}
-        for role, (state, alive, _) in found.items():
-            entry = {**asdict(state), "running": alive}
-            out = {**entry, **out} if role == "gate" else {**out, "guard": entry}
-        print(json.dumps(out, indent=2, sort_keys=True))
-    else:
-        print("\n\n".join(status_text(*entry) for entry in found.values()))
-    return EXIT_OK if any(state.ready_at for state, _, _ in found.values()) else EXIT_FAILED
+    now = time.time()
+    guarding, _ = health.judge_guard(roles["guard"], now)
+    prevention = roles["guard"].state.prevention if guarding else _prevention(args)
+    found = health.judge(roles["gate"], roles["guard"], now, prevention)
+    report = health.status_json(roles["gate"], roles["guard"], found, prevention)
+    print(json.dumps(report, indent=2) if args.json else status_text(report))
+    return found.exit_code
+
+
+def _prevention(args) -> dict | None:
+    """Asked live (the guard's word is not to be had): None inside a --netns."""
+    if _netns(args):
+        return None
+    from .adapters.netbird import netbird_environment
+    from .netbird import prevention
+    return prevention(netbird_environment()).json()
 
 
 def _gather_facts(config: Config, sock, snap=None):
@@ -179,7 +288,7 @@ def _gather_facts(config: Config, sock, snap=None):
         watch = LinkWatch()
         links = watch.links
         watch.close()
-    wanted = [c.unit for c in conditions if isinstance(c, UnitActive)]
+    wanted = list(config.units_watched())
     if wanted:
         from .adapters.systemd import unit_states
         try:
@@ -204,7 +313,7 @@ def cmd_check(args) -> int:
     from .adapters.nfsock import NfSocket
     from .compat.policy import judge
     from .compat.probe import begin_probe
-    from .core.conditions import describe, evaluate
+    from .core.conditions import describe, evaluate, skipped
     from .marks import conflicts_json
     from .report import check_text, compat_json
     config = _config(args)
@@ -223,6 +332,11 @@ def cmd_check(args) -> int:
         probed = pending.finish()
     stages, all_ok = [], True
     for i, stage in enumerate(config.stages):
+        why = skipped(stage, facts)
+        if why:
+            stages.append({"index": i + 1, "name": stage.name, "ok": True, "skipped": why,
+                           "conditions": []})
+            continue
         conds = []
         for cond in stage.conditions:
             holds, note = evaluate(cond, facts)
@@ -232,14 +346,17 @@ def cmd_check(args) -> int:
         ok = all(c["ok"] for c in conds)
         all_ok &= ok
         stages.append({"index": i + 1, "name": stage.name, "ok": ok, "conditions": conds})
-    verdict = judge(probed.result, policy)
-    exit_code = EXIT_FAILED if not all_ok else verdict.exit_code
+    # The live ruleset, whatever the policy: a rule k3s dies on is there until repaired.
+    verdict = judge(probed.result, policy, read_only=True)
+    exit_code = verdict.exit_code or (EXIT_FAILED if not all_ok else EXIT_OK)
     report = {"ok": exit_code == EXIT_OK, "exit_code": exit_code, "stages": stages,
+              "prevention": _prevention(args),
               "genid": snap.genid, "digest": digest,
               "watch": [str(t) for t in config.watch],
               "compat": compat_json(probed.result, verdict, policy, _explain(probed.result)),
               # never part of the exit code: a mark conflict drops traffic, it kills no one
-              "marks": conflicts_json(probed.result.conflicts)["conflicts"]}
+              "marks": conflicts_json(probed.result.conflicts)["conflicts"],
+              "marks_shared": conflicts_json(probed.result.conflicts)["shared_count"]}
     print(json.dumps(report, indent=2) if args.json else check_text(report))
     return exit_code
 
@@ -247,15 +364,19 @@ def cmd_check(args) -> int:
 def cmd_conflicts(args) -> int:
     from .adapters.nfsock import NfSocket
     from .adapters.nft import snapshot
-    from .marks import conflict_text, conflicts_json, find_conflicts
+    from .marks import conflict_text, conflicts_json, find_conflicts, harms
     _enter_netns(args)
     with NfSocket() as sock:
         found = find_conflicts(snapshot(sock, families=("ip", "ip6", "inet")))
+    shown = found if args.all else harms(found)
     if args.json:
-        print(json.dumps(conflicts_json(found), indent=2))
+        print(json.dumps(conflicts_json(found, shared=args.all), indent=2))
     else:
-        print("\n".join(conflict_text(c) for c in found) or "no packet-mark conflicts")
-    return EXIT_FAILED if found else EXIT_OK
+        shared = len(found) - len(harms(found))
+        print("\n".join(conflict_text(c) for c in shown) or "no packet-mark conflict harms a packet")
+        if shared and not args.all:
+            print(f"({shared} mark bit(s) shared without harm: fwgate conflicts --all)")
+    return EXIT_FAILED if harms(found) else EXIT_OK
 
 
 def cmd_compat(args) -> int:
@@ -291,6 +412,39 @@ def cmd_repair(args) -> int:
     return EXIT_INCOMPATIBLE if repair_exit_blocking(probed.result) else EXIT_OK
 
 
+def cmd_prevent(args) -> int:
+    from .adapters import prevent as P
+    from .adapters.netbird import netbird_environment
+    from .netbird import prevention
+    if args.undo:
+        gone = P.uninstall()
+        print(f"removed {', '.join(gone)}" if gone else "nothing to undo: fwgate prevent "
+                                                         "had not been run")
+        print(f"prevention: {prevention(netbird_environment()).why}")
+        return EXIT_OK
+    env = netbird_environment()
+    now = prevention(env)
+    if not env.installed:
+        raise FwgateError(f"{env.unit} is not installed: nothing to prevent")
+    if env.path is None:
+        raise EnvironmentProblem(env.error or f"cannot read {env.unit}'s environment")
+    if now.in_force:
+        print(f"prevention already in force: {now.why}")
+        return EXIT_OK
+    binary = P.find_nft_iptables(args.iptables)
+    written = P.install(binary, env.path)
+    after = prevention(netbird_environment())
+    if not after.in_force:  # never half-applied: take it away again
+        P.uninstall()
+        raise FwgateError(f"the drop-in does not take: {after.why} (an EnvironmentFile= "
+                          f"setting PATH overrides it); nothing was changed")
+    print(f"wrote {', '.join(written)} (iptables: {binary})")
+    print(f"prevention in force: {after.why}")
+    print(f"restart {env.unit} to have its rules written through iptables "
+          f"(fwgate-guard repairs what it wrote natively until then)")
+    return EXIT_OK
+
+
 def cmd_demo(args) -> int:
     from .demo import demo
     return demo(args.settle)
@@ -319,7 +473,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"fwgate: internal error: {type(exc).__name__}: {exc} "
               f"(FWGATE_DEBUG=1 shows the traceback)", file=sys.stderr)
-        return 1
+        return EXIT_SOFTWARE  # a crash, not a verdict: systemd tries again
 
 
 def _os_error_text(exc: OSError) -> str:

@@ -62,6 +62,9 @@ class Stage:
     conditions: tuple[Condition, ...]
     settle: float | None = None   # None: the gate's own
     timeout: float | None = None  # None: no stage limit; the gate's timeout still applies
+    # The unit whose work the stage waits for: when systemd does not know it (not
+    # installed) or it is masked, the stage is skipped, never waited for.
+    if_installed: str | None = None
 
 
 @dataclass(frozen=True)
@@ -97,6 +100,12 @@ class Config:
         """The tunnel interfaces the stages wait for (Netbird's wt0 by default)."""
         links = {c.link for s in self.stages for c in s.conditions if isinstance(c, LinkUp)}
         return frozenset(links or {"wt0"})
+
+    def units_watched(self) -> tuple[str, ...]:
+        """The units the stages ask systemd about: to be active, or to be installed."""
+        units = [c.unit for s in self.stages for c in s.conditions if isinstance(c, UnitActive)]
+        units += [s.if_installed for s in self.stages if s.if_installed]
+        return tuple(dict.fromkeys(units))
 
     def tables_of_interest(self) -> tuple[TableRef, ...]:
         """Watched tables plus tables that rule conditions name."""
@@ -244,7 +253,8 @@ def _read_rules(r: _Reader, path: str, node) -> list[Condition]:
 
 
 def _read_stage(r: _Reader, path: str, node) -> Stage:
-    keys = r.mapping(path, node, ("name", "unit", "link", "rules", "settle", "timeout"))
+    keys = r.mapping(path, node, ("name", "unit", "link", "rules", "settle", "timeout",
+                                  "if_installed"))
     if "name" not in keys:
         raise r.fail(path, node, "a stage needs a name:")
     name = r.string(f"{path}.name", keys["name"], "a stage name")
@@ -261,7 +271,10 @@ def _read_stage(r: _Reader, path: str, node) -> Stage:
         raise r.fail(path, node, "a stage needs at least one of unit:, link:, rules:")
     settle = r.timespan(f"{path}.settle", keys["settle"]) if "settle" in keys else None
     timeout = r.timespan(f"{path}.timeout", keys["timeout"]) if "timeout" in keys else None
-    return Stage(name, tuple(conditions), settle, timeout or None)
+    installed = r.string(f"{path}.if_installed", keys["if_installed"],
+                         "a systemd unit name such as netbird.service", _UNIT) \
+        if "if_installed" in keys else None
+    return Stage(name, tuple(conditions), settle, timeout or None, installed)
 
 
 def parse_config(text: str, source: str = "<config>", base: Config | None = None) -> Config:

@@ -36,7 +36,7 @@ from .core import inputs as I
 from .core.machine import Machine, Role
 from .errors import EnvironmentProblem, FwgateError
 from .model import Facts
-from .netbird import explain_fallback
+from .netbird import NetbirdEnvironment
 
 KEEPALIVE = 2.0        # seconds between EXTEND_TIMEOUT_USEC/STATUS ticks while working
 EXTEND_BY = 4 * KEEPALIVE
@@ -60,7 +60,8 @@ class Daemon:
                  state_file: str | None = None, metrics_file: str | None = None,
                  tick: float = KEEPALIVE, clock: Callable[[], float] = time.monotonic,
                  on_status: Callable[[str], None] | None = None,
-                 explain_netbird: Callable[[], tuple[str, ...]] | None = None):
+                 read_netbird: Callable[[], NetbirdEnvironment] | None = None,
+                 config_error: str | None = None, crash_streak: int = 0):
         self.config, self.log, self.notifier, self.role = config, log, notifier, role
         self.keep_guarding, self.reload, self.netns = keep_guarding, reload, netns
         # The iptables binaries k3s runs, how they were found, which k3s components run:
@@ -69,7 +70,9 @@ class Daemon:
         self.state = StateWriter(state_file, metrics_file, log.warning,
                                  metrics_if_dir=config.metrics_textfile == METRICS_AUTO)
         self.tick, self.clock, self.on_status = tick, clock, on_status
-        self.explain_netbird = explain_netbird or _explain_netbird
+        self.read_netbird = read_netbird or _read_netbird
+        self.config_error = config_error  # the file was bad: `config` is a fallback
+        self.crash_streak = crash_streak  # predecessors in a row that died before guarding
         self.ready_at: float | None = None
         self.last_change: float | None = None
         self.unsaved: A.SaveState | None = None
@@ -107,7 +110,8 @@ class Daemon:
         self.machine = Machine(self.config, now, self.role, own_portids=self.own_portids,
                                keep_guarding=self.keep_guarding,
                                wall_offset=time.time() - time.monotonic(), pid=os.getpid(),
-                               netns=self.netns, facts=facts)
+                               netns=self.netns, facts=facts, config_error=self.config_error,
+                               crash_streak=self.crash_streak)
         queue: deque[I.Input] = deque()
         done = self._execute(self.machine.start(now), queue)
         next_tick = now
@@ -165,7 +169,7 @@ class Daemon:
                 try:
                     self.config = self.reload()
                 except ConfigError as exc:
-                    self.log.error(f"SIGHUP: keeping the running config: {exc}")
+                    out.append(I.ConfigRejected(now, str(exc)))
                     continue
                 found = self._watch()
                 out += [I.LinksChanged(now, found["links"])] if "links" in found else []
@@ -225,15 +229,15 @@ class Daemon:
                     self.on_status(str(fields["STATUS"]))
             case A.Journal():
                 self.log.event(action.kind, action.stage, action.message, action.elapsed_ms,
-                               action.genid, action.digest)
+                               action.genid, action.digest, action.level)
             case A.Log():
                 self.log(action.level, action.message)
             case A.SaveState():  # the latest wins; written before the loop sleeps
                 self.unsaved = action
             case A.RestartUnit():
                 return [self._restart(action.unit)]
-            case A.ExplainNetbird():
-                return [I.NetbirdExplained(now(), self.explain_netbird())]
+            case A.ReadNetbird():
+                return [I.NetbirdRead(now(), self.read_netbird())]
         return []
 
     def _save(self) -> None:
@@ -276,6 +280,6 @@ def _warm_up() -> bool:
     return True
 
 
-def _explain_netbird() -> tuple[str, ...]:
+def _read_netbird() -> NetbirdEnvironment:
     from .adapters.netbird import netbird_environment
-    return explain_fallback(netbird_environment())
+    return netbird_environment()

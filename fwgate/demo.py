@@ -19,9 +19,12 @@ from .adapters.notify import Notifier
 from .config import UnitActive, defaults
 from .daemon import Daemon
 from .errors import EnvironmentProblem, UsageError
+from .netbird import NetbirdEnvironment
 from .programmer import NetbirdProgrammer, iptables_filter_table
 from .timespan import format_timespan, parse_timespan
 
+# What the demo's agent runs with: no iptables on its PATH, so it writes natively.
+DEMO_AGENT = NetbirdEnvironment("the demo's Netbird-like agent", "(none)", "the demo")
 TUNNEL_AFTER = 1.0   # the agent brings wt0 up this long after the gate starts
 BURST_PAUSE = 1.0    # and pauses this long between its bursts of rules
 
@@ -79,7 +82,9 @@ def demo(settle_text: str = "3s") -> int:
     # The shipped defaults, minus the unit stage (there is no netbird.service here),
     # repairing what iptables-nft cannot read, so the run ends the way k3s needs.
     shipped = defaults()
-    stages = tuple(s for s in shipped.stages if not any(isinstance(c, UnitActive) for c in s.conditions))
+    # No systemd here: the agent is a thread of the demo, not netbird.service.
+    stages = tuple(replace(s, if_installed=None) for s in shipped.stages
+                   if not any(isinstance(c, UnitActive) for c in s.conditions))
     config = replace(shipped, settle=settle, timeout=60.0, stages=stages, source="<demo>",
                      compat=replace(shipped.compat, on_incompatible="repair", iptables="none"))
     agent = None
@@ -102,7 +107,7 @@ def demo(settle_text: str = "3s") -> int:
             agent.start()
             daemon = Daemon(config, log, Notifier.disabled(), keep_guarding=False,
                             on_status=lambda s: log.info(f"STATUS {s}"), tick=1.0,
-                            explain_netbird=lambda: ())
+                            read_netbird=lambda: DEMO_AGENT)
             result = daemon.run()
             agent.stop.set()
             agent.join()

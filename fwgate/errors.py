@@ -5,6 +5,7 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INCOMPATIBLE = 3
 EXIT_ENVIRONMENT = 4
+EXIT_SOFTWARE = 70  # EX_SOFTWARE: a bug; not a verdict, so systemd restarts the unit
 EXIT_CONFIG = 78  # EX_CONFIG, so systemd's RestartPreventExitStatus can name it
 
 

@@ -13,7 +13,12 @@ from dataclasses import dataclass
 
 from .model import Rule, Snapshot, TableRef
 
-TAGS = (b"frwacceptiif", b"frwacceptoif", b"inputaccept")
+# Netbird's tags, stored as raw NFTA_RULE_USERDATA bytes on its native filter rules
+# (client/firewall/nftables): the one place fwgate spells them.
+TAG_FORWARD_IIF = b"frwacceptiif"
+TAG_FORWARD_OIF = b"frwacceptoif"
+TAG_INPUT = b"inputaccept"
+TAGS = (TAG_FORWARD_IIF, TAG_FORWARD_OIF, TAG_INPUT)
 FILTER_TABLES = (TableRef("ip", "filter"), TableRef("ip6", "filter"))
 _CHAINS = ("FORWARD", "INPUT")
 
@@ -53,6 +58,33 @@ def _accept_shape(rule: Rule, ifaces: frozenset[str]) -> tuple | None:
 class NetbirdRules:
     native: tuple[Rule, ...]       # tagged: Netbird fell back to writing them itself
     untagged_copies: int           # accept rules of Netbird's shapes beyond the one it needs
+    dead: tuple[Rule, ...] = ()    # untagged copies no packet reaches: safe to delete
+
+
+def _identity(rule: Rule) -> tuple:
+    """What a rule does, without its counter's values (they change with traffic)."""
+    return tuple((e.name, b"" if e.name == "counter" else e.raw) for e in rule.exprs)
+
+
+def dead_copies(snapshot: Snapshot, ifaces: frozenset[str] = frozenset({"wt0"})) -> tuple[Rule, ...]:
+    """Untagged copies of Netbird's accept rules that follow an identical rule in the
+    same chain. Their matches are stateless (interface, conntrack state) and their
+    verdict ends the chain, so every packet they match was accepted by the first one:
+    never reached, deleting them changes no packet's fate. Left: a tagged rule (Netbird
+    deletes it by its tag), and a copy with no identical rule before it (it may be the
+    one that accepts)."""
+    dead: list[Rule] = []
+    for ref in FILTER_TABLES:
+        table = snapshot.table(ref)
+        seen: set[tuple] = set()
+        for rule in sorted(table.rules if table else (), key=lambda r: (r.chain, r.position)):
+            if _accept_shape(rule, ifaces) is None:
+                continue
+            key = (rule.chain, _identity(rule))
+            if key in seen and not is_native_netbird_rule(rule):
+                dead.append(rule)
+            seen.add(key)
+    return tuple(dead)
 
 
 def survey(snapshot: Snapshot, ifaces: frozenset[str] = frozenset({"wt0"})) -> NetbirdRules:
@@ -73,7 +105,7 @@ def survey(snapshot: Snapshot, ifaces: frozenset[str] = frozenset({"wt0"})) -> N
         untagged = tags.count(False)
         # Without a tagged one, one untagged rule is Netbird's own (written through iptables).
         extra += untagged if any(tags) else max(0, untagged - 1)
-    return NetbirdRules(tuple(native), extra)
+    return NetbirdRules(tuple(native), extra, dead_copies(snapshot, ifaces))
 
 
 @dataclass(frozen=True)
@@ -91,6 +123,50 @@ class NetbirdEnvironment:
     path_source: str              # "Environment= of netbird.service", "systemd's default", ...
     found: tuple[IptablesOnPath, ...] = ()
     error: str | None = None
+    installed: bool = True        # systemd knows the unit (LoadState is not not-found)
+    firewall_disabled: bool = False  # NB_DISABLE_FIREWALL=true: Netbird writes no rules
+
+
+@dataclass(frozen=True)
+class Prevention:
+    """Whether Netbird can write its native rule at all: prevention is the only zero,
+    repair (however fast) races kube-router."""
+
+    in_force: bool
+    state: str   # iptables | firewall-disabled | no-netbird | no-iptables | legacy-iptables | unknown
+    why: str
+
+    def json(self) -> dict:
+        return {"in_force": self.in_force, "state": self.state, "why": self.why}
+
+
+def prevention(env: NetbirdEnvironment) -> Prevention:
+    """Prevention is in force when Netbird finds an nf_tables iptables first on its PATH
+    (it writes its ip filter rules through it, in a form iptables reads), when its
+    firewall is off, or when there is no Netbird."""
+    unit = env.unit
+    if not env.installed:
+        return Prevention(True, "no-netbird", f"{unit} is not installed: nothing writes "
+                                              f"Netbird's rules")
+    if env.firewall_disabled:
+        return Prevention(True, "firewall-disabled", f"{unit} runs with NB_DISABLE_FIREWALL=true: "
+                                                     f"Netbird writes no rules")
+    if env.path is None:
+        return Prevention(False, "unknown", f"cannot tell what {unit} finds on its PATH "
+                                            f"({env.error})")
+    exposed = ("Netbird writes its native ct rule at every firewall re-init and only "
+               "repair, racing kube-router, keeps k3s alive")
+    if not env.found:
+        return Prevention(False, "no-iptables", f"no iptables on {unit}'s PATH ({env.path}): "
+                                                f"{exposed}")
+    first = env.found[0]
+    if first.mode != "nf_tables":
+        return Prevention(False, "legacy-iptables" if first.mode == "legacy" else "unknown",
+                          f"the iptables first on {unit}'s PATH ({first.path}) runs in "
+                          f"{first.mode or 'an unknown'} mode: {exposed}")
+    return Prevention(True, "iptables", f"{unit} finds an nf_tables iptables on its PATH "
+                                        f"({first.path}): it writes its rules through it, "
+                                        f"never natively")
 
 
 def explain_fallback(env: NetbirdEnvironment) -> tuple[str, ...]:

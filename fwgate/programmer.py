@@ -1,7 +1,9 @@
 """A Netbird-like rule programmer: Netbird's exact nf_tables encodings over netlink.
 
 It plays a Netbird agent that found no iptables on its PATH, for the demo, the
-tests and the benchmarks: tables and chains first, then ACL sets and rules, then
+tests and the benchmarks (with --iptables-from-path, one that looks, as Netbird
+does: an `iptables` on its PATH writes its filter-table rules, in iptables' own
+encoding, and deletes them by content): tables and chains first, then ACL sets and rules, then
 the "allow wt0" rules in iptables' `filter` tables (inserted at the top, raw
 userdata tags, the conntrack test as a native `ct` expression: the crash-prone
 form), in bursts with pauses between them. Like Netbird it writes into `ip
@@ -10,19 +12,23 @@ a firewall re-init first deletes its tagged rules, then writes them again.
 
     python -m fwgate.programmer [--netns NS] [--pause 0.5] [--with-filter-table]
         [--ip6] [--churn SECONDS] [--reinit N --every SECONDS] [--flush]
+        [--iptables-from-path]
 """
 from __future__ import annotations
 
 import argparse
 import ipaddress
+import shutil
 import signal
 import struct
+import subprocess
 import sys
 import time
 from collections.abc import Callable
 
 from .adapters.nfsock import NfSocket
 from .model import TableRef
+from .netbird import TAG_FORWARD_IIF, TAG_FORWARD_OIF, TAG_INPUT
 from .netlink import consts as C
 from .netlink import exprs as X
 from .netlink.attrs import attr, attr_str, attr_u32, nested
@@ -32,10 +38,6 @@ from .netlink.nftables import chain_msg, del_rule_msg, del_table_msg, rule_msg, 
 CT_ESTABLISHED_RELATED = struct.pack("=I", C.CT_STATE_ESTABLISHED | C.CT_STATE_RELATED)  # host order
 IP = C.FAMILIES["ip"]
 
-# Netbird's tags, stored as raw NFTA_RULE_USERDATA bytes.
-TAG_FORWARD_IIF = b"frwacceptiif"
-TAG_FORWARD_OIF = b"frwacceptoif"
-TAG_INPUT = b"inputaccept"
 
 
 # --- Netbird's encodings -------------------------------------------------------
@@ -70,14 +72,22 @@ def iptables_filter_table(family: int = IP) -> list[Msg]:
 FILTER_RULES = (("FORWARD", TAG_FORWARD_IIF, iif_accept_rule),
                 ("FORWARD", TAG_FORWARD_OIF, forward_oif_rule),
                 ("INPUT", TAG_INPUT, iif_accept_rule))
+# The same rules as Netbird writes them through an iptables binary (DESIGN 1b:
+# client/firewall/nftables, v0.30.2-v0.77): the conntrack test as `-m conntrack`,
+# which every iptables-nft reads.
+IPTABLES_RULES = (("FORWARD", "-i {iface} -j ACCEPT"),
+                  ("FORWARD", "-o {iface} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"),
+                  ("INPUT", "-i {iface} -j ACCEPT"))
 
 
 class NetbirdProgrammer:
     """Writes a Netbird agent's rules in the order and shape Netbird does."""
 
     def __init__(self, sock: NfSocket, iface: str = "wt0", peers: int = 8,
-                 families: tuple[str, ...] = ("ip",), create_filter: bool = False):
+                 families: tuple[str, ...] = ("ip",), create_filter: bool = False,
+                 iptables_from_path: bool = False):
         self.sock, self.iface, self.peers = sock, iface, peers
+        self.iptables_from_path = iptables_from_path  # Netbird's lookup of `iptables`
         self.families = families          # "ip6" too: Netbird 0.71+ with the IPv6 overlay
         self.create_filter = create_filter  # a node where something made iptables' table
         self.last_change = 0.0  # time.monotonic() of our last committed change
@@ -135,10 +145,47 @@ class NetbirdProgrammer:
                                              append=False))
         return messages
 
+    def _binary(self, family: str) -> str | None:
+        """The iptables Netbird would find on its PATH for this family, if it looks: one
+        in nf_tables mode (with a legacy one its rules would land where nothing that
+        reads nf_tables sees them; Netbird 0.71+ then falls back to native rules)."""
+        found = shutil.which("iptables" if family == "ip" else "ip6tables") \
+            if self.iptables_from_path else None
+        if found is None:
+            return None
+        version = subprocess.run([found, "--version"], capture_output=True, text=True)
+        return found if "nf_tables" in version.stdout else None
+
+    def _through_iptables(self, binary: str, verb: str) -> bool:
+        """Each rule with -C first, then `verb` (-I: insert at the top, -D: delete by
+        content) where -C says so; False when the binary fails otherwise."""
+        changed = False
+        for chain, spec in IPTABLES_RULES:
+            args = spec.format(iface=self.iface).split()
+            present = subprocess.run([binary, "-w", "-t", "filter", "-C", chain, *args],
+                                     capture_output=True).returncode == 0
+            if present == (verb == "-D"):
+                done = subprocess.run([binary, "-w", "-t", "filter", verb, chain, *args],
+                                      capture_output=True)
+                if done.returncode:
+                    return False
+                changed = True
+        if changed:
+            self.last_change = time.monotonic()
+        return True
+
     def burst_filter(self) -> None:
         # One transaction per family: each family's rule is a change (and an exposure) of its own.
         for family in self.families:
+            binary = self._binary(family)
+            if binary and self._filter_exists(family) and self._through_iptables(binary, "-I"):
+                continue  # written through iptables: nothing native
             self.commit(self.missing_filter_messages((family,)))
+
+    def _filter_exists(self, family: str) -> bool:
+        from .adapters.nft import snapshot
+        table = snapshot(self.sock, [TableRef(family, "filter")]).table(TableRef(family, "filter"))
+        return table is not None and {"INPUT", "FORWARD"} <= {c.name for c in table.chains}
 
     def burst_routing(self) -> None:
         iface = X.ifname_bytes(self.iface, padded=True)
@@ -191,6 +238,9 @@ class NetbirdProgrammer:
         messages = [del_table_msg(IP, "netbird")] if snap.table(TableRef("ip", "netbird")) else []
         ours = {tag for _, tag, _ in FILTER_RULES}
         for ref in filters:
+            binary = self._binary(ref.family)
+            if binary and snap.table(ref):
+                self._through_iptables(binary, "-D")
             table = snap.table(ref)
             for rule in table.rules if table else ():
                 if rule.userdata is not None and bytes(rule.userdata) in ours:
@@ -221,6 +271,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="create iptables' filter table(s) if missing, as on a node where "
                              "iptables is in use at boot (Netbird itself never does)")
     parser.add_argument("--ip6", action="store_true", help="also ip6 filter (IPv6 overlay)")
+    parser.add_argument("--iptables-from-path", action="store_true",
+                        help="as Netbird: write the filter-table rules through the iptables "
+                             "on PATH when there is one (natively only without one)")
     parser.add_argument("--reinit", type=int, default=0, metavar="N",
                         help="after the bursts, N firewall re-inits, --every SECONDS apart")
     parser.add_argument("--every", type=float, default=2.0, metavar="SECONDS")
@@ -234,7 +287,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     with NfSocket() as sock:
         prog = NetbirdProgrammer(sock, args.iface, families=("ip", "ip6") if args.ip6 else ("ip",),
-                                 create_filter=args.with_filter_table)
+                                 create_filter=args.with_filter_table,
+                                 iptables_from_path=args.iptables_from_path)
         if args.flush:
             prog.flush()
             return 0

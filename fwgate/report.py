@@ -10,7 +10,6 @@ from .compat.policy import ProbeResult, Verdict
 from .compat.reader import finding_json, report_json
 from .compat.repair import Repair
 from .netbird import NetbirdRules
-from .state import State
 
 
 def repair_json(r: Repair) -> dict:
@@ -141,6 +140,10 @@ def check_text(report: dict) -> str:
     lines = []
     total = len(report["stages"])
     for stage in report["stages"]:
+        if stage.get("skipped"):
+            lines.append(f"stage {stage['index']}/{total} {stage['name']}: skipped: "
+                         f"{stage['skipped']}")
+            continue
         lines.append(f"stage {stage['index']}/{total} {stage['name']}: "
                      f"{'ok' if stage['ok'] else 'NOT YET'}")
         for cond in stage["conditions"]:
@@ -163,14 +166,23 @@ def check_text(report: dict) -> str:
         lines.append(f"  repairs: {line}")
     lines += netbird_text(compat.get("netbird"))
     marks = report.get("marks", [])
-    lines.append(f"marks: {len(marks)} packet-mark conflict(s)" if marks else
-                 "marks: no packet-mark conflicts")
+    shared = report.get("marks_shared", 0)
+    lines.append((f"marks: {len(marks)} packet-mark conflict(s) that harm packets" if marks else
+                  "marks: no packet-mark conflict harms a packet") +
+                 (f" ({shared} shared without harm: fwgate conflicts --all)" if shared else ""))
     lines += [f"  {c['mark']} {c['bits']}: {c['writer']['owner']} {c['writer']['family']} "
               f"{c['writer']['table']} {c['writer']['chain']} → {c['reader']['owner']} "
               f"{c['reader']['family']} {c['reader']['table']} {c['reader']['chain']}: "
               f"{c['effect']}" for c in marks]
-    lines.append("result: " + {0: "all good", 1: "a stage does not hold yet",
-                               3: "incompatible rules nothing can repair"}[report["exit_code"]])
+    prevention = report.get("prevention")
+    if prevention:
+        lines.append(f"prevention: {'in force' if prevention['in_force'] else 'NOT in force'}: "
+                     f"{prevention['why']}")
+    exposed = prevention is not None and not prevention["in_force"]
+    lines.append("result: " + {
+        0: "ok for now, relying on repair alone" if exposed else "all good",
+        1: "a stage does not hold yet",
+        3: "k3s dies on a rule in the ruleset now (see blocks)"}[report["exit_code"]])
     return "\n".join(lines)
 
 
@@ -184,7 +196,10 @@ def repair_text(report: dict) -> str:
     for f in report["left"]:
         lines.append(f"left alone {f['family']} {f['table']} {f['chain']} handle {f['handle']}: "
                      f"{f['reason']} (no known equivalent)")
-    if not report["repaired"] and not report["left"]:
+    for ref in report.get("removed", []):
+        lines.append(f"deleted {ref}: a dead copy of Netbird's accept rule (after an identical "
+                     f"rule: no packet reached it)")
+    if not report["repaired"] and not report["left"] and not report.get("removed"):
         lines.append("nothing to repair: iptables-nft can read every rule")
     return "\n".join(lines)
 
@@ -192,7 +207,8 @@ def repair_text(report: dict) -> str:
 def repair_report(result: ProbeResult, dry_run: bool) -> dict:
     return {"dry_run": dry_run, "conflict": result.conflict, "attempts": result.attempts,
             "repaired": [repair_json(r) for r in (result.planned if dry_run else result.repaired)],
-            "left": [finding_json(f) for f in result.left]}
+            "left": [finding_json(f) for f in result.left],
+            "removed": [r.ref for r in result.removed]}
 
 
 def repair_exit_blocking(result: ProbeResult) -> bool:
@@ -200,45 +216,72 @@ def repair_exit_blocking(result: ProbeResult) -> bool:
     return any(f.blocking for f in result.left)
 
 
-def _judged_for(state: State) -> str:
+def _judged_for(role: dict) -> str:
     """` for /usr/sbin/iptables (1.8.9, nf_tables)`: the binaries the verdict is for."""
-    if not state.compat_binaries:
-        return f" for iptables {', '.join(state.compat_versions)}" if state.compat_versions else ""
+    if not role.get("compat_binaries"):
+        versions = role.get("compat_versions")
+        return f" for iptables {', '.join(versions)}" if versions else ""
     return " for " + ", ".join(f"{b['path']} ({', '.join(x for x in (b.get('version'), b.get('mode')) if x)})"
-                               for b in state.compat_binaries)
+                               for b in role["compat_binaries"])
 
 
-def status_text(state: State, alive: bool, path: str) -> str:
-    def when(t):
-        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if t else "never"
+def _when(t: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if t else "never"
 
-    running = f"running (pid {state.pid})" if alive else \
-        f"not running (pid {state.pid} {'exited' if state.phase != 'stopped' else 'was stopped'})"
-    where = f" in network namespace {state.netns}" if state.netns else ""
-    lines = [f"fwgate {state.role}: {running}, {state.phase}{where}",
-             f"status: {state.status}",
-             f"ready: {when(state.ready_at)}",
-             *(["stages: " + (", ".join(f"{k} {v:g}s" for k, v in state.stage_seconds.items())
-                              or "none settled")] if state.role == "gate" else []),
-             f"rules: genid {state.genid}, digest {(state.digest or '')[:16]}, "
-             f"{state.changes_total} change(s), last {when(state.last_change_at)}, "
-             f"{state.resyncs_total} resync(s)",
-             "compat" + _judged_for(state) + ": " + (
-                 "not checked yet" if state.compat_checked_at is None else
-                 f"checked {when(state.compat_checked_at)}: {len(state.incompatible)} blocking, "
-                 f"{len(state.compat_warnings)} warning(s)" +
-                 (f", {state.compat_disagreements} disagreement(s) with a real iptables"
-                  if state.compat_disagreements else ""))]
-    lines += [f"  blocks: {line}" for line in state.incompatible[:5]]
-    lines += [f"  warns: {line}" for line in state.compat_warnings[:5]]
-    lines.append(f"repairs: {state.repairs_total}")
-    lines += [f"  {when(r['at'])} {r['rule']}" for r in state.repairs[-5:]]
-    if state.netbird_fallback:
-        lines.append("netbird: " + " ".join(state.netbird_fallback))
-    if state.netbird_untagged_copies:
-        lines.append(f"netbird: {state.netbird_untagged_copies} untagged copies of its accept rules")
-    if state.mark_conflicts:
-        lines.append(f"marks: {len(state.mark_conflicts)} conflict(s)")
-        lines += [f"  {c['text']}" for c in state.mark_conflicts[:5]]
-    lines.append(f"(from {path}, written {when(state.updated_at)})")
+
+def _role_text(name: str, role: dict) -> list[str]:
+    unit = role.get("unit")
+    head = f"fwgate {name}"
+    if unit:
+        head += f" ({unit['name']}: {unit['active']}" + (f"/{unit['sub']}" if unit["sub"] else "") + \
+            (f", {unit['result']}" if unit["result"] not in ("", "success") else "") + \
+            (f", {unit['restarts']} restart(s)" if unit["restarts"] else "") + ")"
+    if "pid" not in role:
+        return [f"{head}: no state written since boot"]
+    running = f"running (pid {role['pid']})" if role["running"] else f"not running (pid {role['pid']})"
+    where = f" in network namespace {role['netns']}" if role.get("netns") else ""
+    lines = [f"{head}: {running}, {role['phase']}{where}",
+             f"  status: {role['status']}",
+             f"  ready: {_when(role.get('ready_at'))}"]
+    if name == "gate":  # in stage order: the state file keeps it
+        lines.append("  stages: " + (", ".join(f"{k} {v:g}s" for k, v in role["stage_seconds"].items())
+                                     or "none settled"))
+    lines.append(f"  rules: genid {role['genid']}, {role['changes_total']} change(s), last "
+                 f"{_when(role.get('last_change_at'))}, {role['resyncs_total']} resync(s)")
+    checked = role.get("compat_checked_at")
+    lines.append("  compat" + _judged_for(role) + ": " + (
+        "not checked yet" if checked is None else
+        f"checked {_when(checked)}: {len(role['incompatible'])} blocking, "
+        f"{len(role['compat_warnings'])} warning(s)" +
+        (f", {role['compat_disagreements']} disagreement(s) with a real iptables"
+         if role["compat_disagreements"] else "")))
+    lines += [f"    blocks: {line}" for line in role["incompatible"][:5]]
+    lines += [f"    warns: {line}" for line in role["compat_warnings"][:5]]
+    lines.append(f"  repairs: {role['repairs_total']}")
+    lines += [f"    {_when(r['at'])} {r['rule']}" for r in role["repairs"][-5:]]
+    if role.get("netbird_fallback"):
+        lines.append("  netbird: " + " ".join(role["netbird_fallback"]))
+    if role.get("netbird_untagged_copies"):
+        lines.append(f"  netbird: {role['netbird_untagged_copies']} untagged copies of its "
+                     f"accept rules")
+    if role.get("mark_conflicts"):
+        lines.append(f"  marks: {len(role['mark_conflicts'])} conflict(s)")
+        lines += [f"    {c['text']}" for c in role["mark_conflicts"][:5]]
+    lines.append(f"  config: {role.get('config_source') or 'unknown'}" +
+                 (f" (the file is bad: {role['config_error']})" if role.get("config_error") else ""))
+    lines.append(f"  (from {role['state_file']}, written {_when(role['updated_at'])})")
+    return lines
+
+
+def status_text(report: dict) -> str:
+    """`fwgate status`: the verdict first, then what each role saw."""
+    lines = [f"PROBLEM: {p}" for p in report["problems"]]
+    lines += [f"warning: {w}" for w in report["warnings"]]
+    prevention = report.get("prevention")
+    if prevention and prevention["in_force"]:
+        lines.append(f"prevention in force: {prevention['why']}")
+    lines.append("result: " + ("all good" if report["ok"] else f"exit {report['exit_code']}"))
+    for name in ("gate", "guard"):
+        if report.get(name):
+            lines += [""] + _role_text(name, report[name])
     return "\n".join(lines)

@@ -37,12 +37,20 @@ class State:
     restarts: list[dict] = field(default_factory=list)  # units restarted after a repair
     netbird_fallback: list[str] = field(default_factory=list)  # why Netbird wrote native rules
     netbird_untagged_copies: int = 0  # Netbird's accept rules kube-router's restores re-wrote
+    netbird_copies_removed_total: int = 0  # ... deleted: each after an identical rule, dead
     mark_conflicts: list[dict] = field(default_factory=list)  # {text, bits, writer, reader, effect}
+    # Can Netbird write its native rule at all? {in_force, state, why}; None: not asked yet
+    prevention: dict | None = None
+    config_source: str = ""        # the config running: a file, the last good one, defaults
+    config_error: str | None = None  # why /etc/fwgate.yaml is not the one running
+    heartbeat_every: float = 0.0   # updated_at is rewritten at least this often (0: no promise)
+    crash_streak: int = 0          # predecessors in a row that died before they guarded
 
     MAX_KEPT = 20
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
+        # Not sorted: stage_seconds keeps the stages' order.
+        return json.dumps(asdict(self), indent=2) + "\n"
 
 
 def render_metrics(state: State) -> str:
@@ -57,9 +65,6 @@ def render_metrics(state: State) -> str:
         for labels, value in samples:
             lines.append(f"fwgate_{name}{{{role}{labels}}} {value:.17g}")
 
-    # Always 1; the version label tells a fleet which nodes run what.
-    metric("build_info", "gauge", "The fwgate that wrote these metrics.",
-           [(f',version="{_label(state.version or __version__)}"', 1.0)])
     metric("ready", "gauge", "1 once fwgate has sent READY=1.", [("", 1.0 if state.ready_at else 0.0)])
     metric("degraded", "gauge", "1 while the last verdict is degraded (timeout or unreadable rules).",
            [("", 1.0 if "degraded" in state.status or state.incompatible else 0.0)])
@@ -93,6 +98,9 @@ def render_metrics(state: State) -> str:
     metric("netbird_untagged_copies", "gauge",
            "Copies of Netbird's accept rules left behind by kube-router's restores.",
            [("", float(state.netbird_untagged_copies))])
+    metric("netbird_copies_removed_total", "counter",
+           "Dead copies of Netbird's accept rules deleted (each after an identical rule).",
+           [("", float(state.netbird_copies_removed_total))])
     pairs: dict[tuple[str, str], int] = {}
     for c in state.mark_conflicts:
         pairs[(c["writer"], c["reader"])] = pairs.get((c["writer"], c["reader"]), 0) + 1
@@ -100,6 +108,22 @@ def render_metrics(state: State) -> str:
            "Packet-mark bits one component changes that another tests later, at the last check.",
            [(f',writer="{_label(w)}",reader="{_label(r)}"', float(n))
             for (w, r), n in sorted(pairs.items())])
+    # A state from before versions were recorded: the running fwgate's own.
+    metric("build_info", "gauge", "The fwgate that wrote this file.",
+           [(f',version="{_label(state.version or __version__)}"', 1.0)])
+    metric("heartbeat_timestamp_seconds", "gauge",
+           "When the process last showed it is alive (Unix time); rewritten at least every "
+           f"{state.heartbeat_every:g}s while it runs.", [("", state.updated_at)])
+    metric("config_ok", "gauge", "0 while a bad config file is ignored: the last good config "
+                                 "or the built-in defaults run instead.",
+           [("", 0.0 if state.config_error else 1.0)])
+    if state.prevention is not None:
+        metric("prevention_in_force", "gauge",
+               "1 when Netbird cannot write its native rule (an nf_tables iptables on its PATH, "
+               "its firewall off, or no Netbird); 0: the node relies on repair alone.",
+               [("", 1.0 if state.prevention["in_force"] else 0.0)])
+        metric("prevention_info", "gauge", "Why prevention is or is not in force.",
+               [(f',state="{_label(state.prevention["state"])}"', 1.0)])
     if state.last_change_at:
         metric("last_change_timestamp_seconds", "gauge", "Last change to the watched tables (Unix time).",
                [("", state.last_change_at)])

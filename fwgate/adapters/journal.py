@@ -18,6 +18,7 @@ JOURNAL_SOCKET = "/run/systemd/journal/socket"
 MESSAGE_IDS = {
     "stage-start": "35eb3ab380cd4f7faf5fadd791b727ed",
     "stage-held": "a65db84bb8fc42fd93d643b1e7103df9",
+    "stage-skipped": "b137db49fcec4fbba88ebcaa0009d2f2",
     "settled": "bcebbd898fc64d8d84137849eb1d6b86",
     "ready": "572251d123524041b2b7d05ae8053c07",
     "timeout": "3957fe30e0c3421dbdb1464ebf9691e9",
@@ -25,6 +26,8 @@ MESSAGE_IDS = {
     "repaired": "dc88dbce3b1b4e7aa74073695a5a5d75",
     "native-fallback": "c291404aca2c47d7a558f022ce51aab4",
     "conflict": "6016cfbd955140deb327038958d9ec0c",
+    "removed": "d809cb412d124df19ea78b62b790ab89",
+    "prevention": "874d66e73aa94c4e8055ad6f891f8544",
 }
 PRIORITY = {"error": 3, "warning": 4, "notice": 5, "info": 6, "debug": 7}
 EVENT_PRIORITY = {"timeout": "warning", "incompatible": "warning", "repaired": "notice",
@@ -97,8 +100,9 @@ class Log:
         self("error", message, **fields)
 
     def event(self, kind: str, stage: str, message: str, elapsed_ms: int,
-              genid: int | None = None, digest: str | None = None) -> None:
+              genid: int | None = None, digest: str | None = None,
+              level: str | None = None) -> None:
         """One gate event with DESIGN's structured fields."""
-        self(EVENT_PRIORITY.get(kind, "info"), message, MESSAGE_ID=MESSAGE_IDS.get(kind),
+        self(level or EVENT_PRIORITY.get(kind, "info"), message, MESSAGE_ID=MESSAGE_IDS.get(kind),
              FWGATE_EVENT=kind, FWGATE_STAGE=stage, FWGATE_ELAPSED_MS=elapsed_ms,
              FWGATE_GENID=genid, FWGATE_DIGEST=digest)

@@ -18,6 +18,25 @@ def state_path(netns: str | None = None, role: str = "gate") -> str:
     return os.path.join(directory, f"{name}-{netns}.json" if netns else f"{name}.json")
 
 
+def last_good_path() -> str | None:
+    """Where the guard keeps the last config file that parsed: systemd's StateDirectory=
+    ($STATE_DIRECTORY); None outside systemd (nothing is kept)."""
+    directory = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
+    return os.path.join(directory, "last-good.yaml") if directory else None
+
+
+def keep_last_good(source: str) -> None:
+    """Copy a config file that parsed, for a later start with a broken one."""
+    kept = last_good_path()
+    if kept is None or not source.startswith("/") or source == kept:
+        return
+    try:
+        with open(source, encoding="utf-8") as fh:
+            write_atomically(kept, fh.read(), 0o600)
+    except OSError:
+        pass  # only a fallback: the running config is what counts
+
+
 def metrics_path(textfile: str | None, role: str = "gate") -> str | None:
     """The gate writes metrics.textfile; the guard writes NAME-guard.prom beside it, so
     node_exporter's textfile collector reads both. auto: fwgate.prom in node_exporter's

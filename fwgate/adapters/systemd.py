@@ -3,8 +3,13 @@ crashed unit, and the environment a unit's processes get."""
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
+from ..core.conditions import NOT_RUNNABLE
 from ..errors import EnvironmentProblem
+
+if TYPE_CHECKING:
+    from ..health import UnitView
 
 SYSTEMD = b"org.freedesktop.systemd1"
 MANAGER_PATH = b"/org/freedesktop/systemd1"
@@ -12,6 +17,8 @@ MANAGER = b"org.freedesktop.systemd1.Manager"
 UNIT = b"org.freedesktop.systemd1.Unit"
 SERVICE = b"org.freedesktop.systemd1.Service"
 PROPERTIES = b"org.freedesktop.DBus.Properties"
+# What systemd gives a service without PATH of its own (split-/usr builds add /sbin:/bin).
+DEFAULT_SERVICE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 def _text(value) -> str:
@@ -43,7 +50,7 @@ def _unit_path(bus, apply_signature, unit: str) -> bytes:
 
 
 class UnitWatch:
-    """ActiveState of a few units. Signals only tell us *that* something changed;
+    """ActiveState of a few units (or "not-found" / "masked"). Signals only tell us *that* something changed;
     the state itself is always read back, so a coalesced or odd signal cannot
     leave us with a wrong answer."""
 
@@ -95,8 +102,15 @@ class UnitWatch:
     def _read_states(self) -> None:
         while self._drain():
             for unit, path in self.paths.items():
-                self.states[unit] = _text(self.bus.get_property(SYSTEMD, path, UNIT,
-                                                                b"ActiveState", b"s"))
+                self.states[unit] = self._state(path)
+
+    def _state(self, path: bytes) -> str:
+        """ActiveState, or the LoadState when the unit cannot run at all:
+        "not-found" (not installed) or "masked"."""
+        loaded = _text(self.bus.get_property(SYSTEMD, path, UNIT, b"LoadState", b"s"))
+        if loaded in NOT_RUNNABLE:
+            return loaded
+        return _text(self.bus.get_property(SYSTEMD, path, UNIT, b"ActiveState", b"s"))
 
     def process(self) -> bool:
         """Handle pending bus traffic; True if a watched unit's state changed."""
@@ -177,13 +191,15 @@ def _environment_file(path: str) -> dict[str, str]:
     return out
 
 
-def service_path(unit: str) -> tuple[str, str]:
-    """The PATH a service's processes get, and where it comes from: its Environment=,
-    an EnvironmentFile=, or the manager's default environment."""
+def service_environment(unit: str) -> tuple[bool, dict[str, str], str]:
+    """(installed, the environment a service's processes get, where its PATH comes
+    from). systemd's order: the manager's environment, then Environment=, then
+    EnvironmentFile= (which overrides Environment=)."""
     DBus, apply_signature = _dbuslib()
     try:
         with DBus() as bus:
             path = _unit_path(bus, apply_signature, unit)
+            loaded = _text(bus.get_property(SYSTEMD, path, UNIT, b"LoadState", b"s"))
             own = _assignments(bus.get_property(SYSTEMD, path, SERVICE, b"Environment", b"as"))
             files = bus.get_property(SYSTEMD, path, SERVICE, b"EnvironmentFiles", b"a(sb)")
             manager = _assignments(bus.get_property(SYSTEMD, MANAGER_PATH, MANAGER,
@@ -191,11 +207,47 @@ def service_path(unit: str) -> tuple[str, str]:
     except Exception as exc:
         raise EnvironmentProblem(f"cannot read {unit}'s environment over D-Bus: "
                                  f"{_reason(exc)}") from None
+    env = {"PATH": DEFAULT_SERVICE_PATH, **manager}
+    source = "systemd's default for services"
     if "PATH" in own:
-        return own["PATH"], f"Environment= of {unit}"
+        source = f"Environment= of {unit}"
+    env.update(own)
     for name, _optional in files or ():
-        found = _environment_file(_text(name)).get("PATH")
-        if found:
-            return found, f"EnvironmentFile={_text(name)} of {unit}"
-    return manager.get("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin"), \
-        "systemd's default for services"
+        found = _environment_file(_text(name))
+        if "PATH" in found:
+            source = f"EnvironmentFile={_text(name)} of {unit}"
+        env.update(found)
+    return loaded != "not-found", env, source
+
+
+def unit_views(units: list[str]) -> "dict[str, UnitView]":
+    """What systemd says of each unit, for `fwgate status`."""
+    from ..health import UnitView
+    DBus, apply_signature = _dbuslib()
+    out = {}
+    try:
+        with DBus() as bus:
+            for unit in units:
+                path = _unit_path(bus, apply_signature, unit)
+                get = lambda iface, name, sig: bus.get_property(SYSTEMD, path, iface, name, sig)  # noqa: E731
+                if _text(get(UNIT, b"LoadState", b"s")) == "not-found":
+                    out[unit] = UnitView("not-found")
+                    continue
+                out[unit] = UnitView(
+                    _text(get(UNIT, b"ActiveState", b"s")), _text(get(UNIT, b"SubState", b"s")),
+                    _text(get(SERVICE, b"Result", b"s")), int(get(SERVICE, b"MainPID", b"u")),
+                    int(get(SERVICE, b"NRestarts", b"u")), _text(get(SERVICE, b"StatusText", b"s")))
+    except Exception as exc:
+        raise EnvironmentProblem(f"cannot ask systemd about {', '.join(units)} over D-Bus: "
+                                 f"{_reason(exc)}") from None
+    return out
+
+
+def daemon_reload() -> None:
+    """`systemctl daemon-reload`: unit files and drop-ins read again."""
+    DBus, apply_signature = _dbuslib()
+    try:
+        with DBus() as bus:
+            bus.call_method(SYSTEMD, MANAGER_PATH, MANAGER, b"Reload", [])
+    except Exception as exc:
+        raise EnvironmentProblem(f"cannot reload systemd over D-Bus: {_reason(exc)}") from None

@@ -1,7 +1,7 @@
 """The link and unit watchers the stage conditions ask about, opened as needed."""
 from __future__ import annotations
 
-from ..config import Config, LinkUp, UnitActive
+from ..config import Config, LinkUp
 from ..model import LinkState
 
 
@@ -18,7 +18,7 @@ class Watchers:
             from .links import LinkWatch
             self.links = LinkWatch()
             out["links"] = self.links.links
-        units = [c.unit for c in conditions if isinstance(c, UnitActive)]
+        units = list(config.units_watched())
         if units and (self.units is None or set(units) - set(self.units.units)):
             from .systemd import UnitWatch
             if self.units is not None:

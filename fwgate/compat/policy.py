@@ -42,6 +42,8 @@ class ProbeResult:
     notes: tuple[str, ...] = ()               # how they were found
     conflicts: tuple = ()                     # packet-mark conflicts (fwgate.marks.Conflict)
     setup: Setup | None = None                # which k3s components run, as the probe saw
+    removed: tuple[Rule, ...] = ()            # dead copies of Netbird's rules, deleted in
+                                              # the same batch as the repairs
 
     @property
     def left(self) -> tuple[Finding, ...]:
@@ -50,7 +52,7 @@ class ProbeResult:
 
     @property
     def produced_genid(self) -> int | None:
-        return self.genid + 1 if self.repaired else None
+        return self.genid + 1 if self.repaired or self.removed else None
 
     @property
     def profiles(self) -> tuple[Profile, ...]:
@@ -118,10 +120,14 @@ def repair_line(r: Repair) -> str:
     return f"{r.rule.ref}: was {r.reason}; now {r.equivalent.text}"
 
 
-def judge(result: ProbeResult, on_incompatible: str) -> Verdict:
+NOT_YET = " — not re-encoded yet (the guard does it at once; `fwgate repair` does it now)"
+
+
+def judge(result: ProbeResult, on_incompatible: str, *, read_only: bool = False) -> Verdict:
     """The verdict on what the probe saw. With `repair`, a rule of a repairable shape
-    counts as resolved whether this probe re-encoded it (run, the guard) or only
-    looked (check): what is left is what nothing can repair."""
+    this probe re-encoded (run, the guard) counts as resolved. A read-only look (`check`,
+    health) judges the live ruleset: a rule k3s dies on is there until someone repairs
+    it, so it blocks whatever the policy (exit 3), with what repair would do."""
     resolved, blocking, warnings = [], [], []
     judged = result.report.versions
     line = lambda f: finding_line(f, judged)  # noqa: E731
@@ -131,7 +137,9 @@ def judge(result: ProbeResult, on_incompatible: str) -> Verdict:
     if len(ran) < max(len(readers), 1) or len(ran) < len(result.crosschecks):
         ran = []
     for f in result.report.findings:
-        if on_incompatible == "repair" and f.repairable:
+        if on_incompatible == "repair" and f.repairable and read_only:
+            (blocking if f.blocking else warnings).append(line(f) + NOT_YET)
+        elif on_incompatible == "repair" and f.repairable:
             resolved.append(f)
         elif f.blocking and not f.uncertain and ran and all(
                 all(c.refutes(i.command) for c in ran) for i in f.impacts if i.fatal):
@@ -139,15 +147,16 @@ def judge(result: ProbeResult, on_incompatible: str) -> Verdict:
             warnings.append(line(f) + f" — but {ran[0].verdict.binary} reads it: not blocking")
         else:
             (blocking if f.blocking else warnings).append(line(f))
-    warnings += [line(f) for f in result.report.misread
-                 if not (on_incompatible == "repair" and f.repairable)]
+    pending = NOT_YET if on_incompatible == "repair" else ""
+    warnings += [line(f) + (pending if f.repairable else "") for f in result.report.misread
+                 if not (on_incompatible == "repair" and f.repairable and not read_only)]
     # Where a real binary failed a call k3s dies on that the reader thought fine, believe it.
     blocking += [line for check in result.crosschecks for line in check.missed()]
     warnings += [f"disagreement: {line}" for check in result.crosschecks for line in check.lines()
                  if line not in check.missed()]
     done = [repair_line(r) for r in result.repaired or result.planned] or [line(f) for f in resolved]
     # `warn` lets them through: still counted as what they are (metrics, status).
-    code = EXIT_INCOMPATIBLE if blocking and on_incompatible != "warn" else EXIT_OK
+    code = EXIT_INCOMPATIBLE if blocking and (read_only or on_incompatible != "warn") else EXIT_OK
     return Verdict(code, tuple(blocking), tuple(warnings), tuple(done))
 
 

@@ -11,10 +11,10 @@ from dataclasses import dataclass, replace
 from ..adapters.iptables import Running, version_of
 from ..adapters.nfsock import NetlinkError, NfSocket
 from ..adapters.nft import snapshot as take_snapshot
-from ..model import Snapshot, Table, TableRef
+from ..model import Rule, Snapshot, Table, TableRef
 from ..netlink.attrs import as_str
 from ..netlink.consts import FAMILIES, GETCHAIN, GETTABLE, NFTA_TABLE_NAME
-from ..netlink.nftables import parse_chain
+from ..netlink.nftables import del_rule_msg, parse_chain
 from ..marks import find_conflicts
 from ..netbird import survey
 from .binaries import Binary, asked
@@ -38,12 +38,14 @@ class Probed:
     snapshot: Snapshot
 
 
-def commit_repairs(sock: NfSocket, repairs: Iterable[Repair], genid: int) -> int | None:
-    """Commit repairs in one batch if the ruleset is still at `genid`. Returns the
-    generation the batch produced, or None when the kernel refused it: something
-    committed since (ERESTART), or a rule to replace is gone already (ENOENT)."""
+def commit_repairs(sock: NfSocket, repairs: Iterable[Repair], genid: int,
+                   remove: Iterable[Rule] = ()) -> int | None:
+    """Commit repairs (and delete `remove`) in one batch if the ruleset is still at
+    `genid`. Returns the generation the batch produced, or None when the kernel refused
+    it: something committed since (ERESTART), or a rule to replace is gone (ENOENT)."""
+    deletes = [del_rule_msg(FAMILIES[r.family], r.table, r.chain, r.handle) for r in remove]
     try:
-        sock.batch(batch_messages(repairs), genid=genid)
+        sock.batch(batch_messages(repairs) + deletes, genid=genid)
     except NetlinkError as exc:
         if exc.errno in (errno.ERESTART, errno.ENOENT):
             return None
@@ -155,9 +157,11 @@ def begin_probe(sock: NfSocket, *, repair: bool = False, dry_run: bool = False,
             checks.moved = True
         report = analyse(snap, profiles, setup)
         plan = tuple(plan_repairs(snap, report)) if repair else ()
+        netbird = survey(snap, ifaces)
+        dead = netbird.dead if repair else ()
         genid = snap.genid
-        if plan and not dry_run:
-            if commit_repairs(sock, plan, snap.genid) is None:
+        if (plan or dead) and not dry_run:
+            if commit_repairs(sock, plan, snap.genid, dead) is None:
                 checks.finish(report, snap, True)
                 continue  # something committed since the snapshot: look again
             genid += 1
@@ -168,8 +172,12 @@ def begin_probe(sock: NfSocket, *, repair: bool = False, dry_run: bool = False,
             checks.start(later)
         else:  # the chains holding findings: known only now
             checks.start([c for c in later if c.kind == "list" and c.component == ""])
+        removed = () if dry_run else dead
+        if removed:  # what is left of the copies once the dead ones are gone
+            netbird = replace(netbird, untagged_copies=max(0, netbird.untagged_copies -
+                                                           len(removed)), dead=())
         result = ProbeResult(report, snap.genid, () if dry_run else plan, (), planned=plan,
-                             netbird=survey(snap, ifaces), attempts=attempt,
+                             netbird=netbird, attempts=attempt, removed=removed,
                              binaries=binaries, notes=notes, conflicts=_conflicts(snap),
                              setup=setup)
         return Pending(sock, result, snap, checks, now_report, genid)

@@ -54,6 +54,7 @@ class Journal:
     elapsed_ms: int
     genid: int | None = None
     digest: str | None = None
+    level: str | None = None   # None: the kind's own priority
 
 
 @dataclass(frozen=True)
@@ -77,8 +78,9 @@ class RestartUnit:
 
 
 @dataclass(frozen=True)
-class ExplainNetbird:
-    """Find out why Netbird wrote native rules; answer NetbirdExplained."""
+class ReadNetbird:
+    """Ask systemd what netbird.service runs with (its PATH's iptables, its firewall
+    switch); answer NetbirdRead."""
 
 
 @dataclass(frozen=True)
@@ -88,4 +90,4 @@ class Exit:
 
 
 Action = (Dump | QueryGeneration | RunCompat | RepairRules | Notify | Journal | Log | SaveState
-          | RestartUnit | ExplainNetbird | Exit)
+          | RestartUnit | ReadNetbird | Exit)

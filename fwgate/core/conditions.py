@@ -1,8 +1,23 @@
 """Stage conditions: whether each holds on the facts, and words for it. Pure."""
 from __future__ import annotations
 
-from ..config import ChainExists, Condition, LinkUp, TableExists, UnitActive
+from ..config import ChainExists, Condition, LinkUp, Stage, TableExists, UnitActive
 from ..model import Facts
+
+NOT_RUNNABLE = ("not-found", "masked")  # what systemd says of a unit that never starts
+
+
+def _words(state: str) -> str:
+    return "not installed" if state == "not-found" else state
+
+
+def skipped(stage: Stage, facts: Facts) -> str | None:
+    """Why the stage is skipped (its if_installed unit is not installed or masked), or
+    None when it applies."""
+    state = facts.units.get(stage.if_installed) if stage.if_installed else None
+    if state in NOT_RUNNABLE:
+        return f"{stage.if_installed} is {_words(state)}: nothing to wait for"
+    return None
 
 
 def evaluate(cond: Condition, facts: Facts) -> tuple[bool, str]:
@@ -10,13 +25,17 @@ def evaluate(cond: Condition, facts: Facts) -> tuple[bool, str]:
     for a condition that holds because its chain is absent, why)."""
     if isinstance(cond, UnitActive):
         state = facts.units.get(cond.unit)
-        return state == "active", (f"waiting for {cond.unit} to become active"
-                                   + (f" (now {state})" if state else ""))
+        if state in NOT_RUNNABLE:
+            return False, f"waiting for {cond.unit}, which is {_words(state)}"
+        if state == "active":
+            return True, ""
+        return False, (f"waiting for {cond.unit} to become active"
+                       + (f" (now {state})" if state else ""))
     if isinstance(cond, LinkUp):
         link = facts.links.get(cond.link)
         if link is None:
             return False, f"waiting for {cond.link} to appear"
-        return link.up, f"waiting for {cond.link} to come up"
+        return link.up, "" if link.up else f"waiting for {cond.link} to come up"
     snap = facts.snapshot
     table = snap.table(cond.table) if snap else None
     if isinstance(cond, TableExists):

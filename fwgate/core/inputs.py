@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from ..config import Config
 from ..model import LinkState, Snapshot
+from ..netbird import NetbirdEnvironment
 from ..netlink.nftables import Event
 
 if TYPE_CHECKING:  # the compat package is imported when first needed
@@ -95,10 +96,17 @@ class UnitRestarted:
 
 
 @dataclass(frozen=True)
-class NetbirdExplained:
-    """Answer to ExplainNetbird: why Netbird wrote native rules, in a person's words."""
+class NetbirdRead:
+    """Answer to ReadNetbird: what netbird.service runs with."""
     now: float
-    lines: tuple[str, ...]
+    env: NetbirdEnvironment
+
+
+@dataclass(frozen=True)
+class ConfigRejected:
+    """SIGHUP with a config file that did not parse: the running config stays."""
+    now: float
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -121,4 +129,5 @@ class Reload:
 
 
 Input = (NftEvents | EventsLost | Dumped | DumpFailed | Generation | LinksChanged | UnitsChanged
-         | CompatDone | CompatFailed | RepairDone | UnitRestarted | NetbirdExplained | Tick | Stop | Reload)
+         | CompatDone | CompatFailed | RepairDone | UnitRestarted | NetbirdRead | ConfigRejected | Tick | Stop
+         | Reload)

@@ -36,14 +36,14 @@ from typing import TYPE_CHECKING
 from .. import __version__
 from ..config import ChainExists, Config, Stage
 from ..errors import EXIT_FAILED, EXIT_INCOMPATIBLE, EXIT_OK
-from ..model import Facts, Rule
-from ..netbird import is_native_netbird_rule
+from ..model import Facts, Rule, TableRef
+from ..netbird import explain_fallback, is_native_netbird_rule, prevention
 from ..netlink.nftables import Event
 from ..state import State
 from ..timespan import format_timespan
 from . import actions as A
 from . import inputs as I
-from .conditions import evaluate, reads_rules
+from .conditions import evaluate, reads_rules, skipped
 from .window import QuietWindow
 
 if TYPE_CHECKING:
@@ -60,6 +60,10 @@ MAX_COMPAT_ROUNDS = 3  # repair conflicts before READY: settle again at most thi
 # never be quiet: check anyway once the oldest unchecked change is this many windows old.
 BUSY_WINDOWS = 3
 MAX_REPAIR_RETRIES = 5  # a refused repair batch is tried again on the newer generation
+HEARTBEAT = 10.0     # a running gate or guard publishes its state at least this often
+NETBIRD_TABLE = TableRef("ip", "netbird")  # made at every Netbird start
+NETBIRD_RECHECK = 300.0  # guarding: ask again what netbird.service runs with (an iptables
+                         # installed or removed, a drop-in) this often
 
 
 class Role(enum.Enum):
@@ -79,7 +83,8 @@ class Machine:
                  own_portids: frozenset[int] | set[int] = frozenset(),
                  keep_guarding: bool | None = None,
                  wall_offset: float = 0.0, pid: int = 0, netns: str | None = None,
-                 facts: Facts | None = None, setup: "Setup | None" = None):
+                 facts: Facts | None = None, setup: "Setup | None" = None,
+                 config_error: str | None = None, crash_streak: int = 0):
         self.role = role
         self.own_portids = frozenset(own_portids) - {0}  # what our own transactions' events carry
         self.wall_offset = wall_offset    # time.time() - time.monotonic(), for the state file
@@ -87,7 +92,8 @@ class Machine:
             config.after_ready.mode == "watch" if keep_guarding is None else keep_guarding)
         self.started = now
         self.state = State(pid, netns, role=role.value, version=__version__,
-                           started_at=self._wall(now))
+                           started_at=self._wall(now), heartbeat_every=HEARTBEAT,
+                           config_error=config_error, crash_streak=crash_streak)
         self.facts = facts or Facts()  # links and units as the watchers first saw them
         self.setup = setup             # which k3s components run: what breaks matters
         self.compat_profiles = None    # the readers to judge a new rule for: every version
@@ -97,6 +103,10 @@ class Machine:
         self.last_verdict: "Verdict | None" = None
         self.last_restart = -math.inf
         self.explained_netbird = self.explain_wanted = False
+        self.netbird_wanted = True       # what netbird.service runs with: asked at start
+        self.next_netbird_read = math.inf
+        self.next_heartbeat = now + HEARTBEAT
+        self.heartbeat_due = False
         self.announce_start = False
         self.seen_conflicts: set[tuple] = set()
         self.last_seen_genid: int | None = None
@@ -116,6 +126,7 @@ class Machine:
         """(Re)start with `config`: before READY the gate starts over; after it the
         watched tables settle and are checked again."""
         self.config = config
+        self.state.config_source = config.source
         self.stages: tuple[Stage, ...] = config.stages if self.role is Role.GATE else ()
         self.watched = frozenset(config.watch)
         self.interest = config.tables_of_interest() if self.stages else tuple(config.watch)
@@ -170,9 +181,10 @@ class Machine:
         return self._out
 
     def _ask_last(self) -> None:
-        if self.explain_wanted and self.phase is not Phase.DONE:
-            self.explain_wanted, self.explained_netbird = False, True
-            self._out.append(A.ExplainNetbird())
+        """D-Bus round trips go last in their batch: nothing waits on them."""
+        if (self.netbird_wanted or self.explain_wanted) and self.phase is not Phase.DONE:
+            self.netbird_wanted = False
+            self._out.append(A.ReadNetbird())
 
     # -- questions --------------------------------------------------------------------
 
@@ -180,7 +192,8 @@ class Machine:
         """When to call handle(Tick) if nothing arrives first (math.inf: never)."""
         if self.phase is Phase.DONE:
             return math.inf
-        times = [math.inf]
+        times = [self.next_heartbeat if self.keep_guarding or self.before_ready else math.inf,
+                 self.next_netbird_read]
         if self.stale and not self.dump_in_flight and self.phase is not Phase.GUARDING:
             times.append(self._dump_due())
         # A window's end matters once its baseline is in: a pending dump comes first.
@@ -240,6 +253,8 @@ class Machine:
                     self.repair_genid = event.genid
                 continue
             self._forget_gone(event)  # ours too: the worker's probe may have repaired it
+            if event.kind == "NEWTABLE" and event.table == NETBIRD_TABLE:
+                self.netbird_wanted = True  # Netbird (re)started: what does it run with now?
             if event.portid in self.own_portids:
                 if event.table in self.watched or event.table in self.interest:
                     self._own_change()
@@ -363,6 +378,12 @@ class Machine:
         self.compat_profiles = result.profiles
         self.setup = result.setup or self.setup
         self._note_repairs(now, result.repaired)
+        if result.removed:
+            self.state.netbird_copies_removed_total += len(result.removed)
+            self._journal("removed", now, f"deleted {len(result.removed)} dead copies of "
+                                          f"Netbird's accept rules (each after an identical "
+                                          f"rule: no packet reached it): "
+                                          f"{', '.join(r.ref for r in result.removed)}")
         self._note_conflicts(now, result.conflicts)
         if result.netbird is not None:
             self.state.netbird_untagged_copies = result.netbird.untagged_copies
@@ -416,10 +437,25 @@ class Machine:
             self.state.restarts = (self.state.restarts + [
                 {"at": self._wall(inp.now), "unit": inp.unit, "was": inp.was}])[-State.MAX_KEPT:]
 
-    def _on_NetbirdExplained(self, inp: I.NetbirdExplained) -> None:
-        if inp.lines:
-            self.state.netbird_fallback = list(inp.lines)
-            self._journal("native-fallback", inp.now, " ".join(inp.lines))
+    def _on_NetbirdRead(self, inp: I.NetbirdRead) -> None:
+        found = prevention(inp.env)
+        if self.keep_guarding:
+            self.next_netbird_read = inp.now + NETBIRD_RECHECK
+        if found.json() != self.state.prevention:
+            self.state.prevention = found.json()
+            self._journal("prevention", inp.now,
+                          f"prevention {'in force' if found.in_force else 'NOT in force'}: "
+                          f"{found.why}", level=None if found.in_force else "warning")
+        if self.explain_wanted:
+            self.explain_wanted, self.explained_netbird = False, True
+            lines = explain_fallback(inp.env)
+            self.state.netbird_fallback = list(lines)
+            self._journal("native-fallback", inp.now, " ".join(lines))
+
+    def _on_ConfigRejected(self, inp: I.ConfigRejected) -> None:
+        self.state.config_error = inp.reason
+        self._log("error", f"SIGHUP: keeping the running config ({self.config.source}): "
+                           f"{inp.reason}")
 
     def _on_Tick(self, inp: I.Tick) -> None:
         pass  # _step looks at the clock
@@ -433,6 +469,8 @@ class Machine:
         self._exit(code, f"stopped by {inp.signal}")
 
     def _on_Reload(self, inp: I.Reload) -> None:
+        self.state.config_error = None
+        self.netbird_wanted = True
         if self.ready_sent:
             self._log("info", f"SIGHUP: reloaded {inp.config.source}; checking the rules again")
         else:
@@ -445,6 +483,11 @@ class Machine:
     # -- what happens next --------------------------------------------------------------
 
     def _step(self, now: float) -> None:
+        if now >= self.next_netbird_read:
+            self.next_netbird_read, self.netbird_wanted = math.inf, True
+        if now >= self.next_heartbeat:
+            self.next_heartbeat = now + HEARTBEAT
+            self.heartbeat_due = True
         if self.pending_repairs and self.repair_genid is not None and not self.repair_in_flight:
             self._emit_repair()
         if self.stale and not self.dump_in_flight and now >= self._dump_due() and \
@@ -474,6 +517,11 @@ class Machine:
             return
         if self.announce_start:
             return  # nothing else to decide before the first snapshot is in
+        while (why := skipped(self.stages[self.index], self.facts)) is not None:
+            self._journal("stage-skipped", now, f"{self._stage_intro()}: skipped: {why}")
+            self._next_stage(now)
+            if self.phase is not Phase.GATING:
+                return
         stage = self.stages[self.index]
         keys = [(self.index, ci) for ci in range(len(stage.conditions))]
         if any(k not in self.held_since for k in keys):
@@ -506,6 +554,9 @@ class Machine:
         # rebound, not changed in place: a published State is never written to again
         self.state.stage_seconds = {**self.state.stage_seconds,
                                     stage.name: round(now - self.stage_started, 3)}
+        self._next_stage(now)
+
+    def _next_stage(self, now: float) -> None:
         self.index += 1
         self.stage_started = now
         self.announced_held = False
@@ -666,7 +717,8 @@ class Machine:
     def _note_conflicts(self, now: float, conflicts: tuple) -> None:
         """Packet-mark conflicts: each new one once in the journal (kube-router installs
         its chains after k3s starts, so they appear after READY). Never blocking."""
-        from ..marks import conflict_text
+        from ..marks import conflict_text, harms
+        conflicts = harms(conflicts)  # bits shared without harm are no alarm
         self.state.mark_conflicts = [
             {"text": conflict_text(c), "bits": f"{c.bits:#x}", "writer": c.writer.owner,
              "reader": c.reader.owner, "effect": c.effect} for c in conflicts]
@@ -750,14 +802,15 @@ class Machine:
     def _wall(self, now: float) -> float:
         return now + self.wall_offset
 
-    def _journal(self, kind: str, now: float, message: str, stage: str | None = None) -> None:
+    def _journal(self, kind: str, now: float, message: str, stage: str | None = None,
+                 level: str | None = None) -> None:
         """With the quiet window's baseline, else what was last seen (the guard keeps
         no baseline: its checks read everything afresh)."""
         baseline = self.window.baseline
         self._out.append(A.Journal(kind, stage or self._stage_name(), message,
                                    int((now - self.started) * 1000),
                                    baseline.genid if baseline else self.state.genid,
-                                   baseline.digest if baseline else self.state.digest))
+                                   baseline.digest if baseline else self.state.digest, level))
 
     def _log(self, level: str, message: str) -> None:
         self._out.append(A.Log(level, message))
@@ -771,9 +824,11 @@ class Machine:
         self._out.append(A.Exit(code, status))
 
     def _publish(self, now: float, force: bool = False) -> None:
-        """STATUS when it changed; the state file with every transition."""
+        """STATUS when it changed; the state file with every transition, and at least
+        every HEARTBEAT seconds (status calls a state older than a few of them stale)."""
         status = self.status(now) if self.phase is not Phase.DONE else self.last_status
         journaled = any(isinstance(a, (A.Journal, A.Log, A.Exit)) for a in self._out)
+        force, self.heartbeat_due = force or self.heartbeat_due, False
         if status != self.last_status and self.phase is not Phase.DONE:
             self.last_status = status
             self._notify(STATUS=status)
@@ -783,4 +838,5 @@ class Machine:
         self.state.stage = self.stages[self.index].name if \
             self.phase is Phase.GATING and self.index < len(self.stages) else None
         self.state.updated_at = self._wall(now)
+        self.next_heartbeat = now + HEARTBEAT
         self._out.append(A.SaveState(replace(self.state)))  # rendered only if written

@@ -20,7 +20,7 @@ packet has.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..model import Rule, Snapshot
 from ..netlink.consts import (
@@ -37,6 +37,17 @@ _L3 = {"ip": (4,), "ip6": (6,), "inet": (4, 6)}
 MAX_CUBES = 64   # beyond this, the cubes merge into one (coarser, still sound)
 
 BEFORE, TIE, LATER_PACKETS = "before", "tie", "later packets"
+# Severity: a harm is an alarm (exit 1, the metric, a journal warning); a shared bit is
+# information (`fwgate conflicts --all`), never counted.
+HARM, SHARED = "harm", "shared"
+# Bits two components share on purpose: (writer, reader, mark, bits) -> why, with its
+# upstream source. Not an alarm, whatever the order.
+COOPERATIONS = {
+    ("kube-proxy", "flannel", META, 0x4000):
+        "flannel skips masquerading what kube-proxy marked 0x4000, so kube-proxy's own "
+        "KUBE-POSTROUTING masquerades it once (flannel pkg/trafficmngr/iptables/iptables.go "
+        "MasqRules: \"will not masquerade traffic marked by the kube-proxy\")",
+}
 # A test whose rule only counts or logs changes nothing of the packet's fate.
 _NO_DECISION = ("", "log")
 
@@ -65,6 +76,12 @@ class Conflict:
     order: str            # BEFORE, TIE (registration order decides) or LATER_PACKETS
     effect: str           # what the reader then does: "accept missed", "masquerade skipped", ...
     then: str | None = None   # what follows in its chain: "drop by ip netbird ... handle 15"
+    severity: str = HARM  # HARM or SHARED
+    why_shared: str | None = None
+
+    @property
+    def harm(self) -> bool:
+        return self.severity == HARM
 
     @property
     def ident(self) -> tuple:
@@ -286,6 +303,7 @@ def find_conflicts(snapshot: Snapshot) -> tuple[Conflict, ...]:
             for l3 in l3s:
                 hit = _check(model, cubes, w, r, l3, bits)
                 if hit is not None:
+                    hit = _classify(hit)
                     k = (id(hit.writer.rule), id(hit.reader.rule), hit.key, hit.bits)
                     found.setdefault(k, hit)
                     break
@@ -328,6 +346,23 @@ def _check(model: MarkModel, cubes: _Cubes, w: _Group, r: _Group, l3: int, bits:
     return None
 
 
+def _classify(c: Conflict) -> Conflict:
+    """Harm, or bits shared without an alarm: a side fwgate cannot name is never an
+    alarm on its own, nor is a cooperation the components intend."""
+    unknown = [s.owner for s in (c.writer, c.reader) if s.owner == UNKNOWN]
+    if unknown:
+        return replace(c, severity=SHARED, why_shared="one side's owner is unknown: no alarm "
+                                                      "on its own")
+    why = COOPERATIONS.get((c.writer.owner, c.reader.owner, c.key, c.bits))
+    if why:
+        return replace(c, severity=SHARED, why_shared=f"intended: {why}")
+    return c
+
+
+def harms(conflicts: tuple[Conflict, ...]) -> tuple[Conflict, ...]:
+    return tuple(c for c in conflicts if c.harm)
+
+
 def _sort_key(c: Conflict) -> tuple:
     r, w = c.reader.rule, c.writer.rule
     return (r.family, r.table, r.chain, r.handle, w.family, w.table, w.chain, w.handle, c.key,
@@ -348,12 +383,15 @@ def _side_json(side: Side) -> dict:
 def conflict_json(c: Conflict) -> dict:
     return {"bits": f"{c.bits:#x}", "mark": f"{c.key} mark",
             "writer": _side_json(c.writer), "reader": _side_json(c.reader),
-            "path": list(c.path), "order": c.order, "effect": c.effect, "then": c.then}
+            "path": list(c.path), "order": c.order, "effect": c.effect, "then": c.then,
+            "severity": c.severity, "why_shared": c.why_shared}
 
 
-def conflicts_json(conflicts: tuple[Conflict, ...]) -> dict:
-    """The document `fwgate conflicts --json` prints."""
-    return {"conflicts": [conflict_json(c) for c in conflicts]}
+def conflicts_json(conflicts: tuple[Conflict, ...], shared: bool = False) -> dict:
+    """The document `fwgate conflicts --json` prints: the harms, and with `shared` the
+    bits shared without harm too; `shared_count` says how many of those there are."""
+    return {"conflicts": [conflict_json(c) for c in conflicts if shared or c.harm],
+            "shared_count": sum(1 for c in conflicts if not c.harm)}
 
 
 def conflict_text(c: Conflict) -> str:
@@ -365,5 +403,6 @@ def conflict_text(c: Conflict) -> str:
     order = {TIE: "; same hook and priority: whichever registered last runs first",
              LATER_PACKETS: "; on the connection's later packets"}.get(c.order, "")
     then = f", {c.then}" if c.then else ""
+    shared = f" (shared, no alarm: {c.why_shared})" if not c.harm else ""
     return (f"{c.key} mark {c.bits:#x}: {side(c.writer)} → {side(c.reader)}: {c.effect}{then} "
-            f"[{' → '.join(c.path)}{order}]")
+            f"[{' → '.join(c.path)}{order}]{shared}")

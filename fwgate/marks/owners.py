@@ -14,22 +14,28 @@ from __future__ import annotations
 from functools import lru_cache
 
 from ..model import Rule
+from ..netbird import TAGS as NETBIRD_TAGS
 from .model import RuleMarks, comment_of
 
 UNKNOWN = "unknown"
 
 SIGNS: tuple[tuple[str, str, str], ...] = (
-    ("netbird", "tag", "frwacceptiif"), ("netbird", "tag", "frwacceptoif"),
-    ("netbird", "tag", "inputaccept"),
+    *(("netbird", "tag", tag.decode()) for tag in NETBIRD_TAGS),
     ("netbird", "chain", "netbird-"), ("netbird", "chain", "NETBIRD-"),
     ("netbird", "table", "netbird"),
     ("kube-router", "chain", "KUBE-ROUTER-"), ("kube-router", "chain", "KUBE-POD-FW-"),
     ("kube-router", "chain", "KUBE-NWPLCY-"), ("kube-router", "comment", "kube-router netpol"),
+    # kube-router's own rules in the built-in chains (network_policy_controller.go
+    # ensureExplicitAccept; k3s's fork words it "KUBE-ROUTER rule to ...").
+    ("kube-router", "comment", "KUBE-ROUTER rule to"),
+    ("kube-router", "comment", "rule to explicitly ACCEPT traffic that comply to network"),
+    ("kube-router", "comment", "rule to mark traffic matching a network policy"),
     ("kubelet", "chain", "KUBE-FIREWALL"), ("kubelet", "chain", "KUBE-MARK-DROP"),
     ("kubelet", "chain", "KUBE-KUBELET-CANARY"),
     ("kube-proxy", "chain", "KUBE-"), ("kube-proxy", "comment", "kubernetes "),
     ("kube-proxy", "table", "kube-proxy"),
     ("flannel", "chain", "FLANNEL-"), ("flannel", "comment", "flanneld "),
+    ("flannel", "table", "flannel-"),   # its nftables mode: flannel-ipv4, flannel-ipv6
     ("cni-portmap", "chain", "CNI-HOSTPORT-"), ("cni-portmap", "chain", "CNI-DN-"),
     ("calico", "chain", "cali-"), ("calico", "comment", "cali:"),
     ("cilium", "chain", "CILIUM_"), ("cilium", "chain", "OLD_CILIUM_"),

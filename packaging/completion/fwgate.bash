@@ -6,7 +6,7 @@ _fwgate()
     local cur prev words cword
     _init_completion || return
 
-    local commands="run guard check compat repair status conflicts validate-config demo"
+    local commands="run guard check compat repair status conflicts validate-config prevent demo"
     local common="--config --netns --help"
 
     case $prev in
@@ -38,10 +38,12 @@ _fwgate()
     case $command in
         "") opts="$common --version" ;;
         run) opts="$common --watch" ;;
-        check | status | conflicts) opts="$common --json" ;;
+        check | status) opts="$common --json" ;;
+        conflicts) opts="$common --json --all" ;;
         compat) opts="$common --json --iptables" ;;
         repair) opts="$common --json --dry-run" ;;
-        validate-config) opts="$common --json" ;;
+        validate-config) opts="$common --json --quiet" ;;
+        prevent) opts="$common --undo --iptables" ;;
         demo) opts="$common --settle" ;;
         *) opts="$common" ;;
     esac

@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from helpers import delete_netns, in_netns, new_netns, sh
+from helpers import delete_netns, fwgate_cmd, in_netns, new_netns, sh
 from fwgate.marks import Conflict, conflict_text, find_conflicts
 
 NODE_WT0, PEER_WT0, POD = "100.64.0.1", "100.64.0.2", "10.42.0.5"
@@ -326,3 +326,78 @@ def test_disjoint_masked_bits_no_alarm_and_traffic_passes(lab):
     assert found == (), "\n".join(conflict_text(c) for c in found)
     send(peer, HOSTPORT)
     assert (dropped_by_netbird(node), arrived(pod), masqueraded(pod)) == (0, 3, 0)
+
+
+# --- a plain k3s node: no alarm ------------------------------------------------------
+
+# k3s's kube-router puts its explicit accept into the built-in chains too, in its own
+# words (k3s-io/kube-router pkg/controllers/netpol network_policy_controller.go,
+# ensureExplicitAccept, as seen in `iptables-save` on k3s nodes).
+K3S_EXPLICIT_ACCEPT = "\n".join(
+    f'-A {chain} -m comment --comment "KUBE-ROUTER rule to explicitly ACCEPT traffic that '
+    f'comply to network policies" -m mark --mark 0x20000/0x20000 -j ACCEPT'
+    for chain in ("INPUT", "FORWARD", "OUTPUT"))
+# flannel (flannel-io/flannel pkg/trafficmngr/iptables/iptables.go, MasqRules and
+# ForwardRules, v0.25): it leaves what kube-proxy marked 0x4000 to kube-proxy's masquerade.
+FLANNEL = """*nat
+:POSTROUTING ACCEPT [0:0]
+:FLANNEL-POSTRTG - [0:0]
+-A POSTROUTING -m comment --comment "flanneld masq" -j FLANNEL-POSTRTG
+-A FLANNEL-POSTRTG -m mark --mark 0x4000/0x4000 -m comment --comment "flanneld masq" -j RETURN
+-A FLANNEL-POSTRTG -s 10.42.0.0/24 -d 10.42.0.0/16 -m comment --comment "flanneld masq" -j RETURN
+-A FLANNEL-POSTRTG -s 10.42.0.0/16 -d 10.42.0.0/24 -m comment --comment "flanneld masq" -j RETURN
+-A FLANNEL-POSTRTG ! -s 10.42.0.0/16 -d 10.42.0.0/24 -m comment --comment "flanneld masq" -j RETURN
+-A FLANNEL-POSTRTG -s 10.42.0.0/16 ! -d 224.0.0.0/4 -m comment --comment "flanneld masq" -j MASQUERADE --random-fully
+-A FLANNEL-POSTRTG ! -s 10.42.0.0/16 -d 10.42.0.0/16 -m comment --comment "flanneld masq" -j MASQUERADE --random-fully
+COMMIT
+*filter
+:FORWARD ACCEPT [0:0]
+:FLANNEL-FWD - [0:0]
+-A FORWARD -m comment --comment "flanneld forward" -j FLANNEL-FWD
+-A FLANNEL-FWD -s 10.42.0.0/16 -m comment --comment "flanneld forward" -j ACCEPT
+-A FLANNEL-FWD -d 10.42.0.0/16 -m comment --comment "flanneld forward" -j ACCEPT
+COMMIT
+"""
+
+
+def test_a_plain_k3s_node_raises_no_alarm(lab):
+    """kube-router's network policy, kube-proxy (iptables mode), flannel and portmap, as
+    they write their rules: every bit they share is their own or shared on purpose."""
+    node, peer, pod = lab
+    sh(node, "iptables-restore", "-n", input=PORTMAP)
+    sh(node, "iptables-restore", "-n", input=KUBE_PROXY)
+    sh(node, "iptables-restore", "-n", input=FLANNEL)
+    sh(node, "iptables-restore", "-n", input=KUBE_ROUTER.replace(
+        "COMMIT", K3S_EXPLICIT_ACCEPT + "\nCOMMIT"))
+
+    found = conflicts_of(node)
+    assert not [c for c in found if c.harm], "\n".join(conflict_text(c) for c in found)
+    shared = [c for c in found if not c.harm]
+    assert [(c.writer.owner, c.reader.owner, c.bits) for c in shared] == \
+        [("kube-proxy", "flannel", 0x4000)] * len(shared) and shared
+    assert all("intended" in c.why_shared for c in shared)
+    out = sh(node, *fwgate_cmd(), "conflicts", check=False)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "no packet-mark conflict harms a packet" in out.stdout, out.stdout
+    everything = json.loads(sh(node, *fwgate_cmd(), "conflicts", "--all", "--json").stdout)
+    assert everything["shared_count"] == len(shared) and everything["conflicts"]
+    # ... and packets through the hostPort and the service arrive.
+    send(peer, HOSTPORT)
+    send(peer, SERVICE_PORT)
+    assert arrived(pod) == 6
+
+
+def test_an_unknown_owner_is_never_an_alarm_on_its_own(lab):
+    node, peer, pod = lab
+    sh(node, "nft", "-f", "-", input=netbird())
+    # kube-proxy's masquerade bit, written after Netbird's mangle by a rule nothing names:
+    # it can break Netbird's exact test, but who wrote it is unknown
+    sh(node, "nft", "-f", "-", input="""table ip mystery {
+  chain pre {
+    type filter hook prerouting priority -100; policy accept;
+    meta mark set meta mark | 0x4000
+  }
+}""")
+    found = conflicts_of(node)
+    assert found and not [c for c in found if c.harm], "\n".join(conflict_text(c) for c in found)
+    assert sh(node, *fwgate_cmd(), "conflicts", check=False).returncode == 0

@@ -77,11 +77,11 @@ def test_netbird_restart_after_ready_is_repaired_live(netns, tmp_path, notify):
     gate, prom = start_watching(netns, tmp_path, notify, "repair")
     try:
         assert sh(netns, *KUBE_ROUTER_CHECK, check=False).returncode == 0
-        assert status(netns)["running"] is True
+        assert status(netns)["gate"]["running"] is True
         netbird_restarts(netns)
         # Repaired as the event was read: kube-router's check works right after.
         assert sh(netns, *KUBE_ROUTER_CHECK, check=False).returncode == 0
-        state = wait_for(lambda: (lambda s: s if s["repairs_total"] >= 2 else None)(status(netns)),
+        state = wait_for(lambda: (lambda s: s if s["repairs_total"] >= 2 else None)(status(netns)["gate"]),
                          5, "the state file to count both repairs")
         assert state["phase"] == "guarding" and state["incompatible"] == []
         assert "frwacceptoif" in state["repairs"][-1]["rule"]
@@ -92,7 +92,7 @@ def test_netbird_restart_after_ready_is_repaired_live(netns, tmp_path, notify):
         err = stop(gate)
     assert gate.returncode == 0, err
     assert notify.first("STOPPING", "1")
-    assert status(netns)["running"] is False
+    assert status(netns)["gate"]["running"] is False
 
 
 def test_warn_names_the_rule_after_ready(netns, tmp_path, notify):

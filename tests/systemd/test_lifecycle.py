@@ -40,7 +40,8 @@ SyslogIdentifier=netbird
 # No wireguard or dummy module in this kernel: a veth pair plays wt0.
 ExecStartPre=/bin/sh -c 'ip link show wt0 >/dev/null 2>&1 || ip link add wt0 type veth peer name wt0p; ip link set wt0p up && ip link set wt0 up'
 # Prints "CLOCK_MONOTONIC what" per committed change. SIGHUP: a firewall re-init.
-ExecStart=/usr/bin/python3 -m fwgate.programmer --pause 1 --serve
+# As Netbird: through the iptables on its PATH when there is one, natively without.
+ExecStart=/usr/bin/python3 -m fwgate.programmer --pause 1 --serve --iptables-from-path
 ExecReload=/bin/sh -c 'kill -HUP $$MAINPID'
 ExecStopPost=/usr/bin/python3 -m fwgate.programmer --flush
 ExecStopPost=-/sbin/ip link del wt0
@@ -75,9 +76,11 @@ ExecStart=/bin/sh -c 'for c in INPUT FORWARD OUTPUT; do {AUX}/iptables -P $$c AC
 
 # --- the node ----------------------------------------------------------------------
 
-def plain_node(c: Container, deb: Path) -> None:
-    """The package, a plain k3s node's iptables (bundled only), the stand-ins. The
-    container binds debs.node_binds(): the package's dependencies come from there."""
+def plain_node(c: Container, deb: Path, netbird: bool = True,
+               host_iptables: bool = False) -> None:
+    """The package, a plain k3s node's iptables (bundled only, unless host_iptables:
+    Debian's, as the package's Recommends: installs it), the stand-ins. The container
+    binds debs.node_binds(): the package's dependencies come from there."""
     use_archive(c)
     apt(c, "install", str(deb))
     # k3s's bundled iptables is one static multi-call binary; here Debian's, with its
@@ -91,17 +94,19 @@ def plain_node(c: Container, deb: Path) -> None:
                 $t > {AUX}/$t
             chmod 0755 {AUX}/$t
         done
-        # k3s brings its own iptables: the host has none (Netbird finds none).
-        dpkg --remove --force-depends iptables >/dev/null 2>&1
         mkdir -p /usr/local/lib/fwgate-tests
     """
+    if not host_iptables:  # k3s brings its own iptables: the host has none (Netbird finds none)
+        script += "dpkg --remove --force-depends iptables >/dev/null 2>&1\n"
     c.run(["sh", "-c", script])
     c.write_file("/usr/local/lib/fwgate-tests/kube-router-standin.sh",
                  (ROOT / "tests/systemd/e2e/kube-router-standin.sh").read_text())
-    c.write_file("/etc/systemd/system/netbird.service", NETBIRD_UNIT)
+    if netbird:
+        c.write_file("/etc/systemd/system/netbird.service", NETBIRD_UNIT)
     c.write_file("/etc/systemd/system/k3s.service", K3S_UNIT)
     c.run(["systemctl", "daemon-reload"])
-    assert c.run(["sh", "-c", "command -v iptables"], check=False).returncode != 0
+    found = c.run(["sh", "-c", "command -v iptables"], check=False).returncode == 0
+    assert found == host_iptables
 
 
 def boot(c: Container) -> dict:
@@ -140,12 +145,27 @@ def reinit_netbird(c: Container, times: int, apart: float = 3.0) -> None:
     for _ in range(times):
         before = len(programmer_changes(c))
         c.run(["systemctl", "reload", "netbird.service"])
-        wait_for("the re-init's bursts", lambda: len(programmer_changes(c)) >= before + 5)
+        try:
+            wait_for("the re-init's bursts", lambda: len(programmer_changes(c)) >= before + 5)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{logs(c)}") from None
         time.sleep(apart)
 
 
 def guard_status(c: Container) -> dict:
-    return json.loads(c.run(["fwgate", "status", "--json"]).stdout)["guard"]
+    return fwgate_status(c)[1]["guard"]
+
+
+def fwgate_status(c: Container) -> tuple[int, dict]:
+    """`fwgate status --json`: its exit code and its report."""
+    r = c.run(["fwgate", "status", "--json"], check=False)
+    return r.returncode, json.loads(r.stdout)
+
+
+def native_rules(c: Container) -> int:
+    """Rules in ip filter carrying Netbird's raw tag: written natively."""
+    out = c.run(["nft", "--debug=netlink", "list", "table", "ip", "filter"], check=False).stdout
+    return sum(out.count(tag) for tag in ("frwacceptiif", "frwacceptoif", "inputaccept"))
 
 
 @pytest.fixture
@@ -218,11 +238,14 @@ def test_netbird_reinits_never_kill_k3s(node: Container):
     state = guard_status(node)
     assert state["running"] and state["phase"] == "guarding", state
     assert state["repairs_total"] >= 5 and state["netbird_fallback"], state
-    # kube-router's restores strip Netbird's tags: copies pile up, reported, not deleted.
-    # (ip filter changes at every sync: the guard checks within 3 windows anyway.)
-    state = wait_for("the guard to count the untagged copies",
-                     lambda: (lambda s: s if s["netbird_untagged_copies"] >= 1 else None)(
+    # kube-router's restores strip Netbird's tags; the copies left behind the next
+    # tagged rule are never reached, and the guard deletes them (ip filter changes at
+    # every sync: the guard checks within 3 windows anyway).
+    state = wait_for("the guard to delete dead copies",
+                     lambda: (lambda s: s if s["netbird_copies_removed_total"] >= 1 else None)(
                          guard_status(node)), timeout=3 * SETTLE + 10)
+    removed = [e for e in events(node, "fwgate-guard.service") if e["FWGATE_EVENT"] == "removed"]
+    assert removed and "dead copies" in removed[0]["MESSAGE"], why
 
 
 def test_a_crashing_guard_leaves_k3s_alone(node: Container):
@@ -259,3 +282,202 @@ def test_upgrade_and_removal_leave_k3s_untouched(node: Container, debs):
     assert show(node, "fwgate-guard", "ActiveState")["ActiveState"] == "inactive"
     props = show(node, "k3s.service", "Requires", "After")
     assert "fwgate" not in props["Requires"], props
+
+
+# --- prevention and honest health (never report healthy while k3s is exposed) ------
+
+def check(c: Container) -> tuple[int, str]:
+    r = c.run(["fwgate", "check"], check=False)
+    return r.returncode, r.stdout + r.stderr
+
+
+def test_default_install_prevents_the_native_rule(container_factory, debs):
+    """Installed the default way (Recommends: iptables), the Netbird-like agent finds an
+    nf_tables iptables on its PATH and writes through it, as Netbird does: no native
+    rule, no repair, no untagged copy, after 10 re-inits under kube-router's syncs."""
+    c = container_factory(binds_ro=node_binds([debs["X"]]))
+    plain_node(c, debs["X"], host_iptables=True)
+    boot(c)
+    before = k3s_alive(c)
+    reinit_netbird(c, 10, apart=1.0)
+    why = logs(c)
+    assert native_rules(c) == 0, why
+    assert "kube-router: F:" not in said(c, "k3s") and k3s_alive(c) == before, why
+    guard = events(c, "fwgate-guard.service")
+    assert not [e for e in guard if e["FWGATE_EVENT"] in ("repaired", "native-fallback")], why
+    saved = c.run(["iptables-save", "-t", "filter"]).stdout
+    assert saved.count("-A FORWARD -o wt0 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT") == 1, saved
+    assert saved.count("-A INPUT -i wt0 -j ACCEPT") == 1, saved
+    prevented = [e["MESSAGE"] for e in guard if e["FWGATE_EVENT"] == "prevention"]
+    assert prevented and prevented[0].startswith("prevention in force"), why
+    code, report = fwgate_status(c)
+    assert code == 0 and report["prevention"]["in_force"], report
+    assert report["guard"]["netbird_untagged_copies"] == 0, report["guard"]
+    code, text = check(c)
+    assert code == 0 and "prevention: in force" in text and "result: all good" in text, text
+
+
+def test_guard_stopped_then_a_reinit_is_no_longer_all_good(node: Container):
+    boot(node)
+    node.run(["systemctl", "stop", "k3s.service"])  # so nothing restarts the guard meanwhile
+    node.run(["systemctl", "stop", "fwgate-guard.service"])
+    reinit_netbird(node, 1, apart=0.5)
+    assert native_rules(node) >= 1, logs(node)
+    code, text = check(node)
+    assert code == 3, text
+    assert "not re-encoded yet" in text and "all good" not in text, text
+    assert "prevention: NOT in force" in text, text
+    code, report = fwgate_status(node)
+    assert code == 1 and not report["ok"], report
+    assert any("fwgate-guard.service is inactive" in p for p in report["problems"]), report
+    assert not report["prevention"]["in_force"], report
+    text = node.run(["fwgate", "status"], check=False).stdout
+    assert text.startswith("PROBLEM: fwgate-guard.service is inactive"), text
+    # Starting k3s starts the guard (Wants=), which repairs at once. k3s does not wait for
+    # it (no After=: boots are not delayed by the guard's first check), so this start may
+    # meet the rule first and crash once; k3s's Restart= brings it back, repaired.
+    node.run(["systemctl", "start", "k3s.service"], check=False, timeout=120)
+    wait_for("the guard back", lambda: show(node, "fwgate-guard", "ActiveState")["ActiveState"]
+             == "active")
+    wait_for("the repair", lambda: check(node)[0] == 0, timeout=30)
+    wait_for("k3s up", lambda: k3s_alive(node)["ActiveState"] == "active", timeout=30)
+    assert fwgate_status(node)[0] == 0, fwgate_status(node)
+
+
+def test_a_broken_config_never_costs_the_guard(node: Container):
+    boot(node)
+    guard = show(node, "fwgate-guard", "MainPID")["MainPID"]
+    good = node.read_file("/etc/fwgate.yaml")
+    assert "\nsettle: 5s\n" in good
+    node.write_file("/etc/fwgate.yaml", good.replace("\nsettle: 5s\n", "\nsettle: 5x\n"), 0o644)
+    # A reload checks the file first: it fails, and nothing changes.
+    r = node.run(["systemctl", "reload", "fwgate-guard.service"], check=False)
+    assert r.returncode != 0, r
+    assert show(node, "fwgate-guard", "MainPID", "ActiveState") == \
+        {"MainPID": guard, "ActiveState": "active"}
+    assert node.run(["systemctl", "reload", "fwgate.service"], check=False).returncode != 0
+    # A restart (an upgrade's try-restart, say) still guards: with the last good config.
+    node.run(["systemctl", "restart", "fwgate-guard.service"], timeout=120)
+    assert show(node, "fwgate-guard", "ActiveState")["ActiveState"] == "active"
+    said_ = said(node, "fwgate-guard.service")
+    assert "settle: '5x'" in said_ and "guarding with /var/lib/fwgate/last-good.yaml" in said_, said_
+    code, report = fwgate_status(node)
+    assert code == 1 and any("ignores a bad config" in p for p in report["problems"]), report
+    before = k3s_alive(node)
+    reinit_netbird(node, 1)
+    assert "kube-router: F:" not in said(node, "k3s") and k3s_alive(node) == before, logs(node)
+    # Fixed: a reload takes it, status is whole again; the gate, long exited, reloads too.
+    node.write_file("/etc/fwgate.yaml", good, 0o644)
+    node.run(["systemctl", "reload", "fwgate-guard.service"])
+    node.run(["systemctl", "reload", "fwgate.service"])
+    wait_for("status to be whole", lambda: fwgate_status(node)[0] == 0, timeout=15)
+
+
+def test_the_guard_killed_a_dozen_times_comes_back(node: Container):
+    boot(node)
+    before = k3s_alive(node)
+    for _ in range(12):
+        pid = show(node, "fwgate-guard", "MainPID")["MainPID"]
+        node.run(["systemctl", "kill", "--signal=SIGKILL", "fwgate-guard.service"])
+        wait_for("a new guard", lambda: (lambda g: g["ActiveState"] == "active" and
+                                         g["MainPID"] not in ("0", pid))(
+            show(node, "fwgate-guard", "ActiveState", "MainPID")), timeout=15)
+    assert int(show(node, "fwgate-guard", "NRestarts")["NRestarts"]) >= 12
+    assert k3s_alive(node) == before
+    reinit_netbird(node, 1)
+    assert "kube-router: F:" not in said(node, "k3s"), logs(node)
+
+
+def test_a_hung_guard_is_replaced_within_seconds(node: Container):
+    boot(node)
+    before = k3s_alive(node)
+    pid = show(node, "fwgate-guard", "MainPID")["MainPID"]
+    node.run(["systemctl", "kill", "--signal=SIGSTOP", "fwgate-guard.service"])
+    hung = time.monotonic()
+    wait_for("the watchdog to replace the guard", lambda: (lambda g: g["ActiveState"] == "active"
+             and g["MainPID"] not in ("0", pid))(show(node, "fwgate-guard", "ActiveState",
+                                                     "MainPID")), timeout=20)
+    took = time.monotonic() - hung
+    assert took < 10.0, took  # WatchdogSec=6s, RestartSec=1s, the new guard's first check
+    assert show(node, "fwgate-guard", "Result")["Result"] in ("watchdog", "success"), logs(node)
+    assert k3s_alive(node) == before
+    print(f"a hung guard was replaced after {took:.1f} s")
+
+
+CRASH_ONCE = """\
+# Test only: the gate raises once (an internal error), then runs as it should.
+import os
+MARK = "/run/fwgate/crashed-once"
+if not os.path.exists(MARK):
+    import fwgate.daemon
+    def crash(self):
+        open(MARK, "w").close()
+        raise RuntimeError("a bug")
+    fwgate.daemon.Daemon.run = crash
+"""
+
+
+def test_a_gate_that_raises_is_retried_and_k3s_starts(node: Container):
+    node.write_file("/usr/local/lib/fwgate-crash/sitecustomize.py", CRASH_ONCE)
+    node.write_file("/etc/systemd/system/fwgate.service.d/crash.conf",
+                    "[Service]\nEnvironment=PYTHONPATH=/usr/local/lib/fwgate-crash\n")
+    node.run(["systemctl", "daemon-reload"])
+    boot(node)
+    why = logs(node)
+    # Started over in place (systemd 252 fails a waiting k3s job at the gate's first exit).
+    assert "internal error: RuntimeError: a bug; starting the gate over (1/3)" in \
+        said(node, "fwgate.service"), why
+    assert k3s_alive(node)["ActiveState"] == "active", why
+    assert show(node, "fwgate", "ActiveState")["ActiveState"] == "active", why
+
+
+def test_a_node_without_netbird_is_not_held(container_factory, debs):
+    c = container_factory(binds_ro=node_binds([debs["X"]]))
+    plain_node(c, debs["X"], netbird=False)
+    started = time.monotonic()
+    times = boot(c)
+    why = logs(c)
+    gate_start = mono(c, "fwgate", "ExecMainStartTimestampMonotonic")
+    assert times["k3s"] - gate_start < 1.0, (times, gate_start, why)
+    assert time.monotonic() - started < 10, why
+    skipped = [e["MESSAGE"] for e in events(c, "fwgate.service")
+               if e["FWGATE_EVENT"] == "stage-skipped"]
+    assert len(skipped) == 3 and "netbird.service is not installed" in skipped[0], why
+    code, report = fwgate_status(c)
+    assert code == 0 and report["prevention"]["state"] == "no-netbird", report
+
+
+def test_fwgate_prevent_gives_netbird_an_nftables_iptables(container_factory, debs):
+    """Where the host's iptables is legacy (its alternative) Netbird cannot use it and
+    writes natively: `fwgate prevent` links an nf_tables iptables first on its PATH,
+    reversibly."""
+    c = container_factory(binds_ro=node_binds([debs["X"]]))
+    plain_node(c, debs["X"], host_iptables=True)
+    c.run(["update-alternatives", "--set", "iptables", "/usr/sbin/iptables-legacy"])
+    # k3s keeps to its bundled nf_tables iptables (--prefer-bundled-bin).
+    c.write_file("/etc/systemd/system/k3s.service.d/bundled.conf",
+                 f"[Service]\nEnvironment=PATH={AUX}:/usr/sbin:/usr/bin:/sbin:/bin\n")
+    c.run(["systemctl", "daemon-reload"])
+    boot(c)
+    reinit_netbird(c, 1, apart=1.0)
+
+    def repairs() -> int:
+        return len([e for e in events(c, "fwgate-guard.service") if e["FWGATE_EVENT"] == "repaired"])
+    assert repairs() >= 1, logs(c)  # native, repaired
+    code, text = check(c)
+    assert "prevention: NOT in force" in text and "legacy mode" in text, text
+    r = c.run(["fwgate", "prevent"])
+    assert "prevention in force" in r.stdout, r.stdout
+    started = len(programmer_changes(c))
+    c.run(["systemctl", "restart", "netbird.service"])
+    wait_for("netbird's start", lambda: len(programmer_changes(c)) >= started + 4)
+    assert native_rules(c) == 0, logs(c)  # its close deleted them, its start wrote none
+    before = repairs()
+    reinit_netbird(c, 2, apart=1.0)
+    assert repairs() == before and native_rules(c) == 0, logs(c)
+    assert "kube-router: F:" not in said(c, "k3s"), logs(c)
+    assert fwgate_status(c)[1]["prevention"]["in_force"]
+    r = c.run(["fwgate", "prevent", "--undo"])
+    assert "removed" in r.stdout and "legacy mode" in r.stdout, r.stdout
+    assert c.run(["test", "-e", "/etc/systemd/system/netbird.service.d/50-fwgate-iptables.conf"],
+                 check=False).returncode == 1

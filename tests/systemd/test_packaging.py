@@ -267,11 +267,13 @@ def test_purge_leaves_nothing_behind(node: Container, debs):
     shared = set(exists(node, *files)) & {line.split()[0] for line in before}
     assert exists(node, *WANTS, GUARD_WANTS) == [*WANTS, GUARD_WANTS]
     # A node that ran: the gate passed (active, exited) and k3s runs; both left
-    # state in /run/fwgate and private /tmp directories.
+    # state in /run/fwgate and private /tmp directories, the guard its last good
+    # config in /var/lib/fwgate.
     node.write_file("/etc/fwgate.yaml", QUICK_CONFIG)
     node.run(["systemctl", "start", "k3s.service"], timeout=60)
     k3s = show(node, "k3s", "InvocationID", "ActiveState")
-    assert exists(node, "/run/fwgate") and ghosts(node)
+    assert exists(node, "/run/fwgate", "/var/lib/fwgate") == ["/run/fwgate", "/var/lib/fwgate"]
+    assert ghosts(node)
 
     # --autoremove: the python3-* modules fwgate pulled in go too.
     apt(node, "purge", "--autoremove", "fwgate")
@@ -279,7 +281,7 @@ def test_purge_leaves_nothing_behind(node: Container, debs):
     # Every path dpkg listed is gone, but for directories other packages own.
     assert set(exists(node, *files)) == shared
     assert not exists(node, "/etc/fwgate.yaml", f"{SITE}/fwgate", *DROP_INS, *WANTS, GUARD_WANTS,
-                      "/run/fwgate")
+                      "/run/fwgate", "/var/lib/fwgate")
     # No unit, runtime directory or private /tmp left until the next reboot.
     assert not ghosts(node)
     # And nothing else appeared or vanished: enable links, helper state, caches.
@@ -428,7 +430,7 @@ def test_venv_build_installs_and_purges_cleanly(container_factory, tmp_path):
     apt(c, "purge", "fwgate")
 
     assert show(c, "k3s", "InvocationID", "ActiveState") == k3s
-    assert not ghosts(c) and not exists(c, "/opt/fwgate", "/run/fwgate")
+    assert not ghosts(c) and not exists(c, "/opt/fwgate", "/run/fwgate", "/var/lib/fwgate")
     c.run(["rm", "/etc/systemd/system/k3s.service"])
     after = set(c.run(SNAPSHOT, check=False).stdout.splitlines())
     assert after == before, {"left": sorted(after - before), "lost": sorted(before - after)}

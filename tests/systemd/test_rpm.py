@@ -156,7 +156,7 @@ def test_scriptlets_on_a_running_node_never_touch_k3s(container_factory, rpm):
     units = c.run(["systemctl", "list-units", "--plain", "--no-legend",
                    "--state=active,failed", "fwgate*"]).stdout.strip()
     assert units == "", units
-    left = c.run(["sh", "-c", "ls -d /run/fwgate /etc/systemd/system/*.wants/fwgate* "
+    left = c.run(["sh", "-c", "ls -d /run/fwgate /var/lib/fwgate /etc/systemd/system/*.wants/fwgate* "
                   "/usr/lib/systemd/system/fwgate* 2>/dev/null || true"]).stdout.strip()
     assert left == "", left
     c.run(["systemctl", "daemon-reload"])  # the trigger

@@ -15,7 +15,7 @@ import fwgate
 # Pure: every module of these packages, and these modules.
 PURE_PACKAGES = ("fwgate.netlink.", "fwgate.core.", "fwgate.compat.", "fwgate.marks.")
 PURE_MODULES = {"fwgate.errors", "fwgate.timespan", "fwgate.model", "fwgate.config",
-                "fwgate.state", "fwgate.netbird", "fwgate.report"}
+                "fwgate.state", "fwgate.netbird", "fwgate.report", "fwgate.health"}
 # The edges, which may do I/O: the adapters, and these.
 EDGES = {"fwgate.__main__", "fwgate.cli", "fwgate.daemon", "fwgate.demo", "fwgate.programmer",
          "fwgate.compat.probe"}

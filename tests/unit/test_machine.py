@@ -2,6 +2,8 @@
 small model of the kernel: every input it gets is what the executor would feed it."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import math
 
 from hypothesis import given, settings, strategies as st
@@ -36,8 +38,9 @@ class World:
     links and tables; actions are carried out at once, answers fed back."""
 
     def __init__(self, config: Config, role: Role = Role.GATE, keep_guarding: bool = False,
-                 compat=None):
+                 compat=None, units: dict[str, str] | None = None):
         self.config = config
+        self.units = units or {}
         self.genid, self.version, self.table_handle = 1, 0, 0
         self.link_up, self.table = False, False
         self.filter_rules: dict[int, Rule] = {}
@@ -68,7 +71,8 @@ class World:
 
     def facts_now(self):
         from fwgate.model import Facts
-        return Facts(links={"wt0": LinkState(self.link_up)}, snapshot=None)
+        return Facts(units=dict(self.units), links={"wt0": LinkState(self.link_up)},
+                     snapshot=None)
 
     def commit(self, now: float, events: list[Event], notify: bool, portid: int,
                before: str | None = None) -> None:
@@ -195,6 +199,30 @@ def test_link_going_down_sends_the_gate_back():
     assert world.ready_at == 14.0  # stage 1 again from 9.0, the last change at 8.0
     assert any(isinstance(a, A.Journal) and a.message.startswith("back to stage 1/2")
                for a in world.actions)
+
+
+def test_stages_of_a_unit_that_is_not_installed_are_skipped_at_once():
+    stages = tuple(replace(s, if_installed="netbird.service") for s in STAGES)
+    world = World(config(stages=stages), units={"netbird.service": "not-found"})
+    world.run([])
+    assert world.exit.code == 0 and world.ready_at == 0.0  # no window: nothing to wait for
+    skipped = [a.message for a in world.actions
+               if isinstance(a, A.Journal) and a.kind == "stage-skipped"]
+    assert skipped == ["stage 1/2 tunnel: skipped: netbird.service is not installed: nothing "
+                       "to wait for", "stage 2/2 rules: skipped: netbird.service is not "
+                       "installed: nothing to wait for"]
+    installed = World(config(stages=stages), units={"netbird.service": "inactive"})
+    installed.run([(1.0, "link_up", True), (2.0, "table_add", True)])
+    assert installed.ready_at == 7.0
+
+
+def test_the_state_is_published_at_least_every_heartbeat():
+    world = World(config(stages=()), Role.GUARD)
+    world.run([], horizon=61.0)
+    saved = [a for a in world.actions if isinstance(a, A.SaveState)]
+    times = [a.state.updated_at for a in saved]
+    assert max(b - a for a, b in zip(times, times[1:])) <= 10.0 and times[-1] >= 50.0
+    assert saved[-1].state.heartbeat_every == 10.0
 
 
 def test_change_nobody_told_us_about_is_caught_by_the_digest():
