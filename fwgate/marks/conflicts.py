@@ -214,6 +214,14 @@ class _Group:
     places: list[Placed]
     first: int = 0    # the earliest any of them runs in the base chain's walk
     last: int = 0     # the latest
+    iif: str | None = None   # the packets its rules apply to (None: any interface)
+    oif: str | None = None
+
+
+def _meet(a: _Group, b: _Group) -> bool:
+    """Can one packet pass both? Not when they require different interfaces."""
+    return (a.iif is None or b.iif is None or a.iif == b.iif) and \
+        (a.oif is None or b.oif is None or a.oif == b.oif)
 
 
 def _groups(model: MarkModel) -> tuple[list[_Group], list[_Group]]:
@@ -227,10 +235,11 @@ def _groups(model: MarkModel) -> tuple[list[_Group], list[_Group]]:
             owner = owners[id(rule)] = owner_of(rule, marks)
         for ops, found in ((marks.writes, writers), (marks.reads, readers)):
             for op in ops:
-                key = (owner, base, op, marks.action)
+                key = (owner, base, op, marks.action, marks.iif, marks.oif)
                 group = found.get(key)
                 if group is None:
-                    group = found[key] = _Group(owner, base, op, marks.action, [])
+                    group = found[key] = _Group(owner, base, op, marks.action, [],
+                                                iif=marks.iif, oif=marks.oif)
                 group.places.append(p)
     for group in (*writers.values(), *readers.values()):
         group.first = min(p.first for p in group.places)
@@ -275,12 +284,13 @@ class _Cubes:
     def seen_by(self, path: tuple[int, ...], l3: int, g: _Group) -> set[Cube]:
         if g.op.key == CT:
             return self.ct
-        cache_key = (path, l3, g.base)
+        cache_key = (path, l3, g.base, g.iif, g.oif)
         cubes = self.cache.get(cache_key)
         if cubes is None:
+            # Only writes a packet of the writer's own class can have met.
             before = [w for w in self.writers
                       if w.op.key == META and l3 in _L3[w.base.family] and w.base != g.base
-                      and _order(path, w, g) in (BEFORE, TIE)]
+                      and _meet(w, g) and _order(path, w, g) in (BEFORE, TIE)]
             before.sort(key=lambda w: (path.index(w.base.hook), w.base.priority))
             cubes = self.cache[cache_key] = _close({(0, 0)}, [w.op for w in before])
         return cubes
@@ -299,6 +309,8 @@ def find_conflicts(snapshot: Snapshot) -> tuple[Conflict, ...]:
             bits = w.op.bits & r.op.mask
             if not bits or w.op.key != r.op.key or _same_owner(w, r):
                 continue
+            if w.op.key == META and not _meet(w, r):
+                continue  # a packet mark lives one packet; a ct mark, the connection's
             l3s = [v for v in _L3[w.base.family] if v in _L3[r.base.family]]
             for l3 in l3s:
                 hit = _check(model, cubes, w, r, l3, bits)

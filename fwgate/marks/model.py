@@ -114,6 +114,10 @@ class RuleMarks(NamedTuple):
     action: str = ""                           # accept, drop, jump X, masquerade, mark, ... or ""
     jumps: tuple[str, ...] = ()                # chains it jumps or goes to
     vmap: bool = False                         # a verdict map: jumps we cannot see
+    # The packets it applies to, by interface: the name it requires for iifname and for
+    # oifname (None: any). One VPN's rules touch only its own interface's traffic.
+    iif: str | None = None
+    oif: str | None = None
 
 
 _NOTHING = RuleMarks()
@@ -152,6 +156,8 @@ _Reg = tuple
 _FIELDS: dict[str, dict[bytes, dict]] = {}
 _FIELDS_MAX_BYTES, _FIELDS_ENTRIES = 256, 16384
 _ALWAYS = {META, CT, "immediate", "match", "target", "lookup", "nat"}   # may matter on their own
+_IFACE_KEYS = {META_IIFNAME: "iif", META_OIFNAME: "oif"}   # which packets a rule applies to
+_IFACES = ("iif", "oif")
 _NO_FIELDS = {"counter", "masq", "reject", "redir", "queue", "log", "limit", "notrack", "quota"}
 
 
@@ -214,6 +220,7 @@ def rule_marks(rule: Rule) -> RuleMarks:
     reads: list[Read] = []
     jumps: list[str] = []
     action, vmap = "", False
+    ifaces: dict[str, str] = {}   # "iif"/"oif" -> the name a cmp == requires
     try:
         blob, elements = _elements(rule.expressions_payload)
     except ValueError:
@@ -239,6 +246,8 @@ def rule_marks(rule: Rule) -> RuleMarks:
                     regs[word] = (name, ALL, 0)
                 else:
                     _clobber(regs, word, _load_words(name, f))
+                    if name == META and f.get("key") in _IFACE_KEYS:
+                        regs[word] = (_IFACE_KEYS[f["key"]], 0, 0)
             elif f.get("key") == mark_key and "sreg" in f:
                 writes.append(_write_from(name, regs.get(_word(f["sreg"]))))
         elif name == "immediate":
@@ -261,7 +270,11 @@ def rule_marks(rule: Rule) -> RuleMarks:
                 regs[word] = _bitwise(src, f)
         elif name == "cmp":
             src = regs.get(_word(f.get("sreg", 0)))
-            if src is not None:
+            if src is not None and src[0] in _IFACES:
+                data = f.get("data")
+                if f.get("op") == CMP_EQ and isinstance(data, bytes) and not data.endswith(b"*"):
+                    ifaces[src[0]] = data.split(b"\0", 1)[0].decode(errors="replace")
+            elif src is not None:
                 read = _compare(src, f)
                 if read is not None:
                     reads.append(read)
@@ -293,7 +306,8 @@ def rule_marks(rule: Rule) -> RuleMarks:
         action = "mark"
     if not (writes or reads or jumps or vmap or action):
         return _NOTHING
-    return RuleMarks(tuple(writes), tuple(reads), action, tuple(jumps), vmap)
+    return RuleMarks(tuple(writes), tuple(reads), action, tuple(jumps), vmap,
+                     ifaces.get("iif"), ifaces.get("oif"))
 
 
 def _clobber(regs: dict[int, _Reg], word: int, count: int) -> None:
@@ -509,7 +523,7 @@ def _walk(base: BaseChain, start: str, by_chain: dict, placed: list[Placed], ord
             rule, marks = rules[pos]
             pos += 1
             counter += 1
-            writes, reads, _, jumps, vmap = marks
+            writes, reads, jumps, vmap = marks.writes, marks.reads, marks.jumps, marks.vmap
             has_vmap |= vmap
             if writes or reads:
                 found.append((rule, marks, chain, counter))

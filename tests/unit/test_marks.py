@@ -359,6 +359,30 @@ def test_kube_proxy_or_mark_breaks_netbirds_exact_tests():
     assert not [c for c in found if c.reader.owner == "kube-proxy"]
 
 
+def tailscale(interface: bool = True):
+    """Tailscale's subnet-route mark in ts-forward, as util/linuxfw/iptables_runner.go
+    writes it: `-i tailscale0 -j MARK --set-mark 0x40000/0xff0000` (interface=False: the
+    same rule for any interface, which no Tailscale writes)."""
+    chains = [base("FORWARD", C.NF_INET_FORWARD, 0), regular("ts-forward")]
+    only = [X.meta_load(C.META_IIFNAME), X.cmp(C.CMP_EQ, X.ifname_bytes("tailscale0", True))]
+    rules = [rule("FORWARD", verdict("jump", "ts-forward")),
+             rule("ts-forward", *(only if interface else []), xt_mark(0x40000, 0xff0000))]
+    return ("ip", "filter", chains, rules)
+
+
+def test_packets_that_can_never_meet_do_not_conflict():
+    # Tailscale marks what comes in on tailscale0, Netbird what comes in on wt0: no packet
+    # carries Netbird's 0x1bd20 into Tailscale's write.
+    found = find_conflicts(snapshot(netbird(), tailscale()))
+    assert not [c for c in found if c.writer.owner == "tailscale"], [conflict_text(c) for c in found]
+    # The same write on every interface's traffic would rewrite bits 16-23 of 0x1bd20.
+    found = find_conflicts(snapshot(netbird(), tailscale(interface=False)))
+    assert ("tailscale", "netbird", 0xff0000, "accept missed", TIE) in summary(found)
+    # And an interface in a rule is read as such.
+    marks = rule_marks(tailscale()[3][1])
+    assert (marks.iif, marks.oif) == ("tailscale0", None)
+
+
 def test_disjoint_masked_bits_do_not_conflict():
     assert find_conflicts(snapshot(netbird(masked=True), kube_router(), kube_proxy_nat())) == ()
 
