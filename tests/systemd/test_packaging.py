@@ -376,6 +376,12 @@ def test_metrics_by_default_through_node_exporter(container_factory, debs, archi
     assert all(got[k] == 1 for k in want), got
     assert got['fwgate_ready{role="gate"}'] == 1, got
     assert got['fwgate_incompatible_rules{role="guard"}'] == 0, got
+    # What the alert rules read (packaging/prometheus/fwgate-alerts.yml), live: the
+    # guard's heartbeat is fresh, its config good, prevention known (no Netbird here).
+    now = float(c.run(["date", "+%s"]).stdout)
+    assert now - got['fwgate_heartbeat_timestamp_seconds{role="guard"}'] < 60, got
+    assert got['fwgate_config_ok{role="guard"}'] == 1, got
+    assert 'fwgate_prevention_in_force{role="guard"}' in got, got
     assert got.get("node_textfile_scrape_error") == 0, got
     # Root's files, readable by node_exporter's own user, no temp file left behind.
     listing = c.run(["stat", "-c", "%n %U %a", *(f"{PROM_DIR}/{f}" for f in
