@@ -29,8 +29,7 @@ from .adapters.nfsock import DumpInterrupted, NfSocket
 from .adapters.notify import Notifier
 from .adapters.sources import Sources
 from .adapters.statefile import StateWriter
-from .config import METRICS_AUTO
-from .config import Config, ConfigError
+from .config import METRICS_AUTO, Config, ConfigError
 from .core import actions as A
 from .core import inputs as I
 from .core.machine import Machine, Role
