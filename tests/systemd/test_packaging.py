@@ -359,15 +359,18 @@ def scrape(c: Container) -> dict[str, float]:
 
 def test_metrics_by_default_through_node_exporter(container_factory, debs, archives, suite):
     """A node with Debian's node_exporter: no edit, and fwgate's metrics of both roles
-    are scraped from its textfile directory (loopback, in the container's own netns)."""
+    are scraped from its textfile directory (loopback, in the container's own netns).
+    node_exporter comes after fwgate: the guard already runs, and its sandbox opens the
+    new directory only at start; the package's dpkg trigger restarts it."""
     c = boot(container_factory, debs, archives, suite)
-    apt(c, "install", "--no-install-recommends", "prometheus-node-exporter")
     c.write_file("/etc/systemd/system/k3s.service", K3S_STANDIN)
     apt(c, "install", str(debs["X"]))
+    guard = show(c, "fwgate-guard.service", "InvocationID")
+    apt(c, "install", "--no-install-recommends", "prometheus-node-exporter")
+    assert show(c, "fwgate-guard.service", "InvocationID") != guard  # the trigger
     # A quick gate (no metrics key: the shipped default, auto), then k3s.
     c.write_file("/etc/fwgate.yaml", QUICK_CONFIG)
     c.run(["systemctl", "start", "k3s.service"], timeout=60)
-    c.run(["systemctl", "restart", "fwgate-guard.service"], timeout=60)
 
     version = package_version(debs["X"]).rsplit("-", 1)[0]
     want = {f'fwgate_build_info{{role="{r}",version="{version}"}}' for r in ("gate", "guard")}

@@ -94,6 +94,17 @@ def test_scriptlets_expanded_and_shaped_for_a_running_node(rpm):
         "rm -rf /run/fwgate")
 
 
+def test_node_exporter_arriving_later_restarts_the_guard(rpm):
+    """The RPM's side of metrics.textfile: auto (the .deb has a dpkg trigger, tested
+    on a node in test_packaging.py): a file trigger on node_exporter's directory."""
+    out = rpmq(rpm, "--filetriggers")
+    assert "filetriggerin scriptlet (using /bin/sh) -- /var/lib/prometheus/node-exporter" in out
+    assert "try-restart fwgate-guard.service" in out and "fwgate.service" not in \
+        out.replace("fwgate-guard.service", "")
+    r = subprocess.run(["sh", "-n"], input=out.split("\n", 1)[1], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+
+
 @pytest.mark.skipif(not shutil.which("rpmlint"), reason="rpmlint missing (apt-get install rpmlint)")
 def test_rpmlint_clean_with_every_filter_explained(rpm, tmp_path):
     r = subprocess.run(["rpmlint", "-r", str(RPMLINTRC), str(rpm)], capture_output=True,
