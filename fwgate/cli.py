@@ -200,6 +200,8 @@ def _serve(args, role) -> int:
                     config_error=problem, crash_streak=streak)
     try:
         result = daemon.run()
+    except (FwgateError, OSError):
+        raise  # expected failures: main() makes them their exit codes
     except Exception as exc:
         if role is not Role.GATE or os.environ.get("FWGATE_DEBUG"):
             raise  # exit 70: systemd restarts the guard at once

@@ -29,7 +29,7 @@ def issue_6022(netns: str) -> None:
 
 def test_conflicts_command_exit_codes_and_json(netns):
     quiet = fwgate("--netns", netns, "conflicts")
-    assert (quiet.returncode, quiet.stdout.strip()) == (0, "no packet-mark conflicts"), quiet
+    assert (quiet.returncode, quiet.stdout.strip()) == (0, "no packet-mark conflict harms a packet"), quiet
     issue_6022(netns)
     found = fwgate("--netns", netns, "conflicts", "--json")
     assert found.returncode == 1, found.stderr

@@ -77,6 +77,12 @@ def install_standins(c: Container) -> None:
         c.write_file(f"/etc/systemd/system/{unit}", text, mode=0o644)
 
 
+def without_guard(c: Container) -> None:
+    """Only the gate: k3s Wants= the guard, which would repair what these tests watch the
+    gate alone meet (tests/systemd/test_lifecycle.py has the guard)."""
+    c.run(["systemctl", "mask", "fwgate-guard.service"])
+
+
 def write_config(c: Container, text: str) -> None:
     c.write_file("/etc/fwgate.yaml", text, mode=0o644)  # root-owned: fwgate insists
 
@@ -106,8 +112,9 @@ def logs(c: Container) -> str:
 
 
 def status(c: Container) -> dict:
-    """`fwgate status --json`: what fwgate left in /run/fwgate (RuntimeDirectory=)."""
-    return json.loads(c.run(["fwgate", "status", "--json"], check=False).stdout)
+    """The gate's part of `fwgate status --json`: what it left in /run/fwgate
+    (RuntimeDirectory=) and what fwgate makes of it."""
+    return json.loads(c.run(["fwgate", "status", "--json"], check=False).stdout)["gate"]
 
 
 def said(c: Container, unit: str = "fwgate.service") -> str:
@@ -153,13 +160,16 @@ def test_units_load_clean_and_hook_into_k3s(node: Container):
     assert "netbird.service" in props["Wants"].split()
     assert props["UnitFileState"] == "enabled"
     assert set(props["WantedBy"].split()) == {"k3s.service", "k3s-agent.service"}
-    # The guard: nothing of k3s depends on it, it depends on nothing, it starts late.
+    # The guard: k3s wants it (starting k3s starts it) and nothing more, it depends on
+    # nothing, it starts late, and it is never given up on.
     guard = show(node, "fwgate-guard.service", "After", "Requires", "Wants", "RequiredBy",
-                 "WantedBy", "Restart")
+                 "WantedBy", "Restart", "StartLimitIntervalUSec")
     assert {"fwgate.service", "netbird.service"} <= set(guard["After"].split()), guard
     assert (guard["RequiredBy"], guard["Restart"]) == ("", "always"), guard
+    assert guard["StartLimitIntervalUSec"] in ("0", "infinity"), guard
     for unit in ("k3s.service", "k3s-agent.service"):
         props = show(node, unit, "Requires", "Wants", "BindsTo", "PartOf", "After")
+        assert "fwgate-guard.service" in props.pop("Wants").split(), props
         assert "fwgate-guard" not in " ".join(props.values()), props
     # The sandboxes as systemd itself rates the loaded units (docs/systemd.md quotes them).
     for unit in ("fwgate.service", "fwgate-guard.service"):
@@ -309,6 +319,7 @@ def test_bad_config_exits_78_and_is_not_restarted(node: Container):
 
 def test_netbird_restart_after_ready_leaves_the_gate_and_k3s_alone(node: Container):
     """The gate alone (no guard here): its job ended at READY."""
+    without_guard(node)
     write_config(node, CONFIG.format(policy="repair"))
     node.run(["systemctl", "start", "k3s.service"])
     wait_changes(node, BURSTS)
@@ -336,6 +347,7 @@ WATCH = "after_ready:\n  mode: watch\n"
 
 
 def test_watch_mode_repairs_again_and_brings_crashed_k3s_back(node: Container):
+    without_guard(node)  # the gate guards itself here
     write_config(node, CONFIG.format(policy="repair") + WATCH +
                  "  restart_after_repair: k3s.service\n")
     node.run(["systemctl", "start", "k3s.service"])
@@ -366,6 +378,7 @@ def test_watch_mode_repairs_again_and_brings_crashed_k3s_back(node: Container):
 
 
 def test_watch_mode_crash_restarts_fwgate_and_regates_k3s(node: Container):
+    without_guard(node)
     write_config(node, CONFIG.format(policy="repair") + WATCH)
     node.run(["systemctl", "start", "k3s.service"])
     k3s_before = show(node, "k3s", "InvocationID")["InvocationID"]
