@@ -26,7 +26,7 @@ from container import Container, programmer_changes  # noqa: E402
 
 
 def one(deb: Path, kind: str) -> float:
-    with Container(rootfs.build(), binds_ro=[str(deb.parent)]) as c:
+    with Container(rootfs.build(), binds_ro=debs.node_binds([deb])) as c:
         node.plain_node(c, deb)
         if kind == "filter-table-at-boot":
             c.write_file("/etc/systemd/system/filter-at-boot.service", node.FILTER_AT_BOOT)

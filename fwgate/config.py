@@ -15,6 +15,10 @@ from .model import TableRef
 from .timespan import parse_timespan
 
 DEFAULT_PATH = "/etc/fwgate.yaml"
+# metrics.textfile: auto writes into node_exporter's textfile directory (Debian's
+# prometheus-node-exporter) whenever that directory exists; none when it does not.
+METRICS_AUTO = "auto"
+METRICS_AUTO_DIR = "/var/lib/prometheus/node-exporter"
 MAX_CONFIG_BYTES = 1 << 20
 FAMILIES = ("ip", "ip6", "inet", "arp", "bridge", "netdev")
 _IFNAME = re.compile(r"^[^\s/:]{1,15}$")
@@ -344,10 +348,12 @@ def parse_config(text: str, source: str = "<config>", base: Config | None = None
     if "metrics" in keys:
         mkeys = r.mapping("metrics", keys["metrics"], ("textfile",))
         if "textfile" in mkeys:
-            path = r.string("metrics.textfile", mkeys["textfile"], "none or an absolute path")
-            if path != "none" and not (path.startswith("/") and path.endswith(".prom")):
+            path = r.string("metrics.textfile", mkeys["textfile"],
+                            "auto, none or an absolute path")
+            if path not in ("none", METRICS_AUTO) and not (path.startswith("/")
+                                                           and path.endswith(".prom")):
                 raise r.fail("metrics.textfile", mkeys["textfile"],
-                             "expected none or an absolute path ending in .prom")
+                             "expected auto, none or an absolute path ending in .prom")
             metrics = None if path == "none" else path
     return Config(settle, timeout, on_timeout, watch, stages, compat, after_ready, metrics, source)
 

@@ -29,7 +29,7 @@ from .adapters.nfsock import DumpInterrupted, NfSocket
 from .adapters.notify import Notifier
 from .adapters.sources import Sources
 from .adapters.statefile import StateWriter
-from .config import Config, ConfigError
+from .config import METRICS_AUTO, Config, ConfigError
 from .core import actions as A
 from .core import inputs as I
 from .core.machine import Machine, Role
@@ -66,7 +66,8 @@ class Daemon:
         # The iptables binaries k3s runs, how they were found, which k3s components run:
         # asked again for every probe (an upgrade may replace them under a running guard).
         self.k3s = k3s or (lambda: ((), (), None))
-        self.state = StateWriter(state_file, metrics_file, log.warning)
+        self.state = StateWriter(state_file, metrics_file, log.warning,
+                                 metrics_if_dir=config.metrics_textfile == METRICS_AUTO)
         self.tick, self.clock, self.on_status = tick, clock, on_status
         self.read_netbird = read_netbird or _read_netbird
         self.config_error = config_error  # the file was bad: `config` is a fallback

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 
+from . import __version__
+
 
 @dataclass
 class State:
@@ -106,8 +108,9 @@ def render_metrics(state: State) -> str:
            "Packet-mark bits one component changes that another tests later, at the last check.",
            [(f',writer="{_label(w)}",reader="{_label(r)}"', float(n))
             for (w, r), n in sorted(pairs.items())])
+    # A state from before versions were recorded: the running fwgate's own.
     metric("build_info", "gauge", "The fwgate that wrote this file.",
-           [(f',version="{_label(state.version)}"', 1.0)])
+           [(f',version="{_label(state.version or __version__)}"', 1.0)])
     metric("heartbeat_timestamp_seconds", "gauge",
            "When the process last showed it is alive (Unix time); rewritten at least every "
            f"{state.heartbeat_every:g}s while it runs.", [("", state.updated_at)])

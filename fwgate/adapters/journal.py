@@ -1,9 +1,18 @@
-"""Logging: structured journal entries under systemd, plain stderr lines otherwise."""
+"""Logging: structured journal entries under systemd, plain stderr lines otherwise.
+
+Entries go straight to journald's native socket (systemd's "native journal
+protocol": KEY=value lines in one datagram), not through libsystemd: its
+sd_journal_sendv() adds CODE_FILE/CODE_LINE/CODE_FUNC of its own C caller
+(pystemd/journal.c), where an entry should name fwgate's line that logged it."""
 from __future__ import annotations
 
 import os
+import socket
+import struct
 import sys
 import time
+
+JOURNAL_SOCKET = "/run/systemd/journal/socket"
 
 # A fixed MESSAGE_ID per event kind, so `journalctl MESSAGE_ID=...` finds them all.
 MESSAGE_IDS = {
@@ -36,22 +45,46 @@ def journal_wanted() -> bool:
     return (st.st_dev, st.st_ino) == (dev, ino)
 
 
+def _field(key: str, value: str) -> bytes:
+    data = value.encode("utf-8", "replace")
+    if b"\n" in data:  # the protocol's binary form: name, 64-bit LE length, bytes
+        return key.encode() + b"\n" + struct.pack("<Q", len(data)) + data + b"\n"
+    return key.encode() + b"=" + data + b"\n"
+
+
+def _caller() -> tuple[str, int, str]:
+    """File, line and function of the first frame outside this module."""
+    frame = sys._getframe(1)
+    while frame is not None and frame.f_code.co_filename == __file__:
+        frame = frame.f_back
+    if frame is None:
+        return __file__, 0, "?"
+    return frame.f_code.co_filename, frame.f_lineno, frame.f_code.co_name
+
+
 class Log:
-    def __init__(self, journal: bool | None = None, stream=None):
+    def __init__(self, journal: bool | None = None, stream=None,
+                 socket_path: str = JOURNAL_SOCKET):
         self.stream = stream or sys.stderr
-        self._send = None
+        self._sock: socket.socket | None = None
+        self._path = socket_path
         if journal_wanted() if journal is None else journal:
-            try:
-                from pystemd.journal import sendv
-                self._send = sendv
-            except ImportError:
-                self._send = None
+            self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+
+    def _journal(self, level: str, message: str, fields: dict[str, object]) -> bool:
+        code_file, code_line, code_func = _caller()
+        entry = [_field("MESSAGE", message), _field("PRIORITY", str(PRIORITY[level])),
+                 _field("SYSLOG_IDENTIFIER", "fwgate"), _field("CODE_FILE", code_file),
+                 _field("CODE_LINE", str(code_line)), _field("CODE_FUNC", code_func)]
+        entry += [_field(k, str(v)) for k, v in fields.items() if v is not None]
+        try:
+            self._sock.sendto(b"".join(entry), self._path)
+        except OSError:
+            return False  # journald restarting, or an entry too big: the plain line below
+        return True
 
     def __call__(self, level: str, message: str, **fields: object) -> None:
-        if self._send:
-            extra = {k: str(v) for k, v in fields.items() if v is not None}
-            self._send(f"PRIORITY={PRIORITY[level]}", MESSAGE=message,
-                       SYSLOG_IDENTIFIER="fwgate", **extra)
+        if self._sock is not None and self._journal(level, message, fields):
             return
         stamp = time.strftime("%H:%M:%S")
         prefix = "" if level in ("info", "notice") else f"{level}: "

@@ -19,7 +19,10 @@ RTMGRP_LINK = 0x1
 def _entry(msg) -> tuple[str, LinkState]:
     flags = msg["flags"]
     up = bool(flags & IFF_UP and flags & IFF_LOWER_UP)
-    return msg.get("ifname") or "", LinkState(up, msg.get("operstate") or "")
+    # get_attr, not msg.get("ifname"): the short names are pyroute2 0.8+ only, and
+    # Debian 12's python3-pyroute2 is 0.7.2 (None there: the tunnel stage never held).
+    return (msg.get_attr("IFLA_IFNAME") or "",
+            LinkState(up, msg.get_attr("IFLA_OPERSTATE") or ""))
 
 
 class LinkWatch:

@@ -5,6 +5,7 @@ import json
 import os
 import tempfile
 
+from ..config import METRICS_AUTO, METRICS_AUTO_DIR
 from ..state import State, render_metrics
 
 DEFAULT_RUNTIME_DIR = "/run/fwgate"
@@ -38,7 +39,10 @@ def keep_last_good(source: str) -> None:
 
 def metrics_path(textfile: str | None, role: str = "gate") -> str | None:
     """The gate writes metrics.textfile; the guard writes NAME-guard.prom beside it, so
-    node_exporter's textfile collector reads both."""
+    node_exporter's textfile collector reads both. auto: fwgate.prom in node_exporter's
+    textfile directory (written only while that directory exists: StateWriter)."""
+    if textfile == METRICS_AUTO:
+        textfile = os.path.join(METRICS_AUTO_DIR, "fwgate.prom")
     if textfile is None or role == "gate":
         return textfile
     stem = textfile.removesuffix(".prom")
@@ -87,15 +91,20 @@ class StateWriter:
     """Writes the state file and the metrics textfile (either may be None: off);
     a failure is said once, then carried on with."""
 
-    def __init__(self, state_file: str | None, metrics_file: str | None, warn) -> None:
+    def __init__(self, state_file: str | None, metrics_file: str | None, warn,
+                 metrics_if_dir: bool = False) -> None:
         self.state_file, self.metrics_file, self.warn = state_file, metrics_file, warn
+        # metrics.textfile: auto. Checked at every write, so metrics start flowing
+        # once node_exporter is installed, with no restart; never creates the directory.
+        self.metrics_if_dir = metrics_if_dir
         self.warned = False
 
     def save(self, state: State) -> None:
         try:
             if self.state_file:
                 write_atomically(self.state_file, state.to_json())
-            if self.metrics_file:
+            if self.metrics_file and (not self.metrics_if_dir
+                                      or os.path.isdir(os.path.dirname(self.metrics_file))):
                 write_atomically(self.metrics_file, render_metrics(state))
         except OSError as exc:
             if not self.warned:

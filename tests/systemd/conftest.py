@@ -4,6 +4,9 @@ Fixtures:
   systemd_rootfs     (session)  path of the cached rootfs; built once per session
   container          (function) a booted Container, project checkout bound read-only
   container_factory  (function) make(**Container kwargs) -> booted Container, torn down after
+                                (rootfs=PATH boots another suite's rootfs, e.g. trixie's)
+  debs               (session)  the .deb builds under test (see debs.py)
+  archives           (session)  {suite: local apt archive with what the .deb needs}
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
+import archive as _archive  # noqa: E402
 import debs as _debs  # noqa: E402
 import rootfs as _rootfs  # noqa: E402
 from container import Container  # noqa: E402
@@ -70,13 +74,25 @@ def systemd_rootfs() -> Path:
 
 @pytest.fixture(scope="session")
 def debs(systemd_rootfs, tmp_path_factory) -> dict[str, Path]:
-    """{"X": .deb of the checkout's version, "X+1": .deb of the next one}."""
+    """{"X": .deb of the checkout's version, "X+1": .deb of the next one,
+    "X again": X built a second time, elsewhere (reproducibility)}."""
     if os.geteuid() != 0:
         pytest.skip("building the .deb needs root")
-    dist = tmp_path_factory.mktemp("debs")
     up = _debs.upstream_version()
-    return {"X": _debs.build_deb(dist, f"{up}-1"),
-            "X+1": _debs.build_deb(dist, f"{_debs.next_version(up)}-1")}
+    return {"X": _debs.build_deb(tmp_path_factory.mktemp("debs"), f"{up}-1"),
+            "X+1": _debs.build_deb(tmp_path_factory.mktemp("debs"), f"{_debs.next_version(up)}-1"),
+            "X again": _debs.build_deb(tmp_path_factory.mktemp("debs-again"), f"{up}-1")}
+
+
+@pytest.fixture(scope="session")
+def archives(debs) -> dict[str, Path]:
+    """{suite: a local apt archive holding what fwgate's Depends and Recommends and the
+    tests' node_exporter need beyond that suite's rootfs} (archive.py)."""
+    try:
+        return {suite: _archive.build(suite, [debs["X"]], extra=_debs.ARCHIVE_EXTRA)
+                for suite in _rootfs.SUITES}
+    except (RuntimeError, OSError) as exc:
+        pytest.fail(f"fetching the packages fwgate depends on failed: {exc}", pytrace=False)
 
 
 @pytest.fixture
@@ -86,7 +102,7 @@ def container_factory(systemd_rootfs):
 
     def make(**kwargs) -> Container:
         kwargs.setdefault("binds_ro", project_binds())
-        c = Container(systemd_rootfs, **kwargs)
+        c = Container(kwargs.pop("rootfs", systemd_rootfs), **kwargs)
         made.append(c)
         try:
             c.__enter__()
@@ -111,13 +127,17 @@ def pytest_collection_modifyitems(session, config, items):
 
     Building here (not lazily in the first test) keeps the ~1 min debootstrap
     out of the first test's timing; failures still surface via the fixture.
+    Every suite's rootfs (bookworm, trixie) when a test installs the package.
     """
     users = [i for i in items if "systemd_rootfs" in getattr(i, "fixturenames", ())]
     for item in users:
         item.add_marker(pytest.mark.systemd)
     deselected = config.getoption("markexpr", "") == "not systemd"
     if users and not deselected and _skip_reason() is None:
-        try:
-            _rootfs.build()
-        except RuntimeError:
-            pass  # reported by the systemd_rootfs fixture with a clear message
+        suites = (_rootfs.SUITES if any("archives" in getattr(i, "fixturenames", ())
+                                         for i in users) else (_rootfs.SUITE,))
+        for suite in suites:
+            try:
+                _rootfs.build(suite=suite)
+            except RuntimeError:
+                pass  # reported by the fixtures with a clear message

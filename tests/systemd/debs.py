@@ -1,8 +1,9 @@
 """The .deb under test: built once per session, installed with apt-get in a container.
 
-Two packages are built with packaging/deb/build into a temp dir: the checkout's
-version X and X+1 (FWGATE_DEB_VERSION), for upgrades. The `debs` fixture
-(conftest.py) gives them; these helpers drive a container holding them."""
+Packages are built with packaging/deb/build into temp dirs: the checkout's version
+X, X+1 (FWGATE_DEB_VERSION) for upgrades, and X once more for the reproducibility
+test. The `debs` fixture (conftest.py) gives them, `archives` what they depend on
+(archive.py); these helpers drive a container holding them."""
 from __future__ import annotations
 
 import os
@@ -12,11 +13,13 @@ from pathlib import Path
 
 import pytest
 
-import rootfs as _rootfs
+import archive as _archive
 from container import Container
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILD = ROOT / "packaging" / "deb" / "build"
+# Packages the tests install on a node beside fwgate's own dependencies.
+ARCHIVE_EXTRA = ("prometheus-node-exporter",)
 
 
 def upstream_version() -> str:
@@ -32,9 +35,7 @@ def next_version(version: str) -> str:
 
 def build_deb(dist: Path, version: str) -> Path:
     env = dict(os.environ, FWGATE_DIST=str(dist), FWGATE_DEB_VERSION=version,
-               FWGATE_LINTIAN="0",  # test_lintian_no_errors runs it once
-               # Reused across sessions: the same python3.X builds the same wheels.
-               FWGATE_PIP_CACHE=str(_rootfs.CACHE_DIR / "pip-deb"))
+               FWGATE_LINTIAN="0")  # test_lintian_no_errors runs it once
     r = subprocess.run([str(BUILD)], env=env, capture_output=True, text=True, timeout=900)
     if r.returncode:
         pytest.fail(f"packaging/deb/build {version} failed:\n{r.stderr[-4000:]}", pytrace=False)
@@ -43,12 +44,26 @@ def build_deb(dist: Path, version: str) -> Path:
     return deb
 
 
+def node_binds(debs: list[Path], suite: str = "bookworm") -> list[str]:
+    """Read-only binds for a node that installs `debs`: their directories, and the
+    local archive of what they depend on (built on first use) at archive.MOUNT."""
+    archive = _archive.build(suite, debs[:1], extra=ARCHIVE_EXTRA)
+    return [*sorted({str(d.parent) for d in debs}), f"{archive}:{_archive.MOUNT}"]
+
+
+def use_archive(c: Container) -> None:
+    """The node's only apt source: the local archive bound at archive.MOUNT (what
+    its mirror would serve). `apt-get update` reads it offline."""
+    c.run(["sh", "-c", f"""set -e
+        rm -f /etc/apt/sources.list.d/*
+        echo 'deb [trusted=yes] file:{_archive.MOUNT} ./' > /etc/apt/sources.list
+        apt-get update -qq"""], timeout=120)
+
+
 def apt(c: Container, *args: str) -> str:
     r = c.run(["env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "-y", "-q",
                "-o", "Dpkg::Use-Pty=0", *args], timeout=180)
     return r.stdout + r.stderr
-
-
 
 
 def exists(c: Container, *paths: str) -> list[str]:

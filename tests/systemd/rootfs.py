@@ -1,7 +1,8 @@
-"""Build and cache a Debian bookworm rootfs that boots systemd under systemd-nspawn.
+"""Build and cache Debian root file systems that boot systemd under systemd-nspawn.
 
-Usage: python3 tests/systemd/rootfs.py [--print-path] [--force]
-  (--print-path: build quietly, print only the path; --force: rebuild)
+Usage: python3 tests/systemd/rootfs.py [--print-path] [--force] [SUITE ...]
+  (--print-path: build quietly, print only the path; --force: rebuild;
+   SUITE: bookworm (the default) and/or trixie)
 
 The rootfs lives at /var/cache/fwgate-tests/rootfs-<key>; <key> hashes the suite,
 package list and preparation revision, so changing any of them builds a new one.
@@ -23,7 +24,9 @@ import tempfile
 from pathlib import Path
 
 CACHE_DIR = Path(os.environ.get("FWGATE_TEST_CACHE", "/var/cache/fwgate-tests"))
-SUITE = "bookworm"
+SUITE = "bookworm"            # the default: the release the project is developed on
+# The releases the package is installed on in the tests (one rootfs each).
+SUITES = ("bookworm", "trixie")
 VARIANT = "minbase"
 PACKAGES = ("systemd", "systemd-sysv", "dbus", "python3", "nftables",
             "iptables", "iproute2", "libsystemd0")
@@ -51,17 +54,18 @@ def require_host_tools(tools=REQUIRED_TOOLS) -> None:
         raise RuntimeError("missing host tools: " + ", ".join(missing))
 
 
-def cache_key() -> str:
-    spec = f"{SUITE}|{VARIANT}|{','.join(sorted(PACKAGES))}|prep{PREP_REVISION}"
+def cache_key(suite: str = SUITE) -> str:
+    spec = f"{suite}|{VARIANT}|{','.join(sorted(PACKAGES))}|prep{PREP_REVISION}"
     return hashlib.sha256(spec.encode()).hexdigest()[:12]
 
 
-def rootfs_path() -> Path:
-    return CACHE_DIR / f"rootfs-{cache_key()}"
+def rootfs_path(suite: str = SUITE) -> Path:
+    return CACHE_DIR / f"rootfs-{cache_key(suite)}"
 
 
-def host_mirror() -> str:
-    """The Debian archive URI the host's apt uses (only that host is reachable)."""
+def host_mirror(suite: str = SUITE) -> str:
+    """The Debian archive URI the host's apt uses (only that host is reachable);
+    the one serving the host's own release also serves the others."""
     candidates: list[tuple[str, str]] = []
     for path in ["/etc/apt/sources.list", *sorted(glob.glob("/etc/apt/sources.list.d/*.list"))]:
         try:
@@ -95,8 +99,8 @@ def host_mirror() -> str:
                     for suite in fields.get("suites", []):
                         candidates.append((uri, suite))
     # Prefer the entry serving the plain suite (not -security / -updates).
-    for uri, suite in candidates:
-        if suite == SUITE:
+    for uri, name in candidates:
+        if name in (suite, SUITE):
             return uri.rstrip("/")
     return DEFAULT_MIRROR
 
@@ -124,9 +128,11 @@ def prepare(root: Path) -> None:
         os.unlink(deb)
 
 
-def build(force: bool = False, quiet: bool = True) -> Path:
-    """Return the cached rootfs path, building it first if it is missing."""
-    dest = rootfs_path()
+def build(force: bool = False, quiet: bool = True, suite: str = SUITE) -> Path:
+    """Return the cached rootfs path of `suite`, building it first if it is missing."""
+    if suite not in SUITES:
+        raise RuntimeError(f"unknown suite {suite!r}: one of {', '.join(SUITES)}")
+    dest = rootfs_path(suite)
     if dest.is_dir() and not force:
         return dest
     if os.geteuid() != 0:
@@ -138,18 +144,18 @@ def build(force: bool = False, quiet: bool = True) -> Path:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if dest.is_dir() and not force:
             return dest
-        return _build_locked(dest, force, quiet)
+        return _build_locked(dest, force, quiet, suite)
 
 
-def _build_locked(dest: Path, force: bool, quiet: bool) -> Path:
+def _build_locked(dest: Path, force: bool, quiet: bool, suite: str) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=CACHE_DIR))
     log = tmp.parent / (tmp.name + ".log")
-    mirror = host_mirror()
+    mirror = host_mirror(suite)
     # debootstrap mounts /proc and /sys inside the target; in a private mount
     # namespace those vanish with it even if it is killed, so nothing leaks
     # into the host and removing a half-built tree never descends into them.
     cmd = ["unshare", "--mount", "--propagation", "private", "debootstrap", f"--variant={VARIANT}", f"--include={','.join(PACKAGES)}",
-           SUITE, str(tmp), mirror]
+           suite, str(tmp), mirror]
     try:
         with open(log, "w") as out:
             # Own process group, so an interrupt can stop debootstrap *and* the
@@ -183,12 +189,14 @@ def _build_locked(dest: Path, force: bool, quiet: bool) -> Path:
 
 def main(argv: list[str]) -> int:
     print_path = "--print-path" in argv
-    try:
-        path = build(force="--force" in argv, quiet=print_path)
-    except RuntimeError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    print(path)
+    suites = [a for a in argv if not a.startswith("--")] or [SUITE]
+    for suite in suites:
+        try:
+            path = build(force="--force" in argv, quiet=print_path, suite=suite)
+        except RuntimeError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        print(path)
     return 0
 
 

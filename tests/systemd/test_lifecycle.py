@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from container import Container, journal, mono, programmer_changes, show, wait_for
-from debs import apt
+from debs import apt, node_binds, use_archive
 
 pytestmark = pytest.mark.systemd
 
@@ -41,9 +41,9 @@ SyslogIdentifier=netbird
 ExecStartPre=/bin/sh -c 'ip link show wt0 >/dev/null 2>&1 || ip link add wt0 type veth peer name wt0p; ip link set wt0p up && ip link set wt0 up'
 # Prints "CLOCK_MONOTONIC what" per committed change. SIGHUP: a firewall re-init.
 # As Netbird: through the iptables on its PATH when there is one, natively without.
-ExecStart=/opt/fwgate/bin/python -m fwgate.programmer --pause 1 --serve --iptables-from-path
+ExecStart=/usr/bin/python3 -m fwgate.programmer --pause 1 --serve --iptables-from-path
 ExecReload=/bin/sh -c 'kill -HUP $$MAINPID'
-ExecStopPost=/opt/fwgate/bin/python -m fwgate.programmer --flush
+ExecStopPost=/usr/bin/python3 -m fwgate.programmer --flush
 ExecStopPost=-/sbin/ip link del wt0
 """
 K3S_UNIT = f"""\
@@ -79,7 +79,9 @@ ExecStart=/bin/sh -c 'for c in INPUT FORWARD OUTPUT; do {AUX}/iptables -P $$c AC
 def plain_node(c: Container, deb: Path, netbird: bool = True,
                host_iptables: bool = False) -> None:
     """The package, a plain k3s node's iptables (bundled only, unless host_iptables:
-    Debian's, as the package's Recommends: installs it), the stand-ins."""
+    Debian's, as the package's Recommends: installs it), the stand-ins. The container
+    binds debs.node_binds(): the package's dependencies come from there."""
+    use_archive(c)
     apt(c, "install", str(deb))
     # k3s's bundled iptables is one static multi-call binary; here Debian's, with its
     # extensions copied beside it (they belong to the iptables package removed below).
@@ -168,7 +170,7 @@ def native_rules(c: Container) -> int:
 
 @pytest.fixture
 def node(container_factory, debs) -> Container:
-    c = container_factory(binds_ro=[str(debs["X"].parent)])
+    c = container_factory(binds_ro=node_binds([debs["X"], debs["X+1"]]))
     plain_node(c, debs["X"])
     return c
 
@@ -293,7 +295,7 @@ def test_default_install_prevents_the_native_rule(container_factory, debs):
     """Installed the default way (Recommends: iptables), the Netbird-like agent finds an
     nf_tables iptables on its PATH and writes through it, as Netbird does: no native
     rule, no repair, no untagged copy, after 10 re-inits under kube-router's syncs."""
-    c = container_factory(binds_ro=[str(debs["X"].parent)])
+    c = container_factory(binds_ro=node_binds([debs["X"]]))
     plain_node(c, debs["X"], host_iptables=True)
     boot(c)
     before = k3s_alive(c)
@@ -430,7 +432,7 @@ def test_a_gate_that_raises_is_retried_and_k3s_starts(node: Container):
 
 
 def test_a_node_without_netbird_is_not_held(container_factory, debs):
-    c = container_factory(binds_ro=[str(debs["X"].parent)])
+    c = container_factory(binds_ro=node_binds([debs["X"]]))
     plain_node(c, debs["X"], netbird=False)
     started = time.monotonic()
     times = boot(c)
@@ -449,7 +451,7 @@ def test_fwgate_prevent_gives_netbird_an_nftables_iptables(container_factory, de
     """Where the host's iptables is legacy (its alternative) Netbird cannot use it and
     writes natively: `fwgate prevent` links an nf_tables iptables first on its PATH,
     reversibly."""
-    c = container_factory(binds_ro=[str(debs["X"].parent)])
+    c = container_factory(binds_ro=node_binds([debs["X"]]))
     plain_node(c, debs["X"], host_iptables=True)
     c.run(["update-alternatives", "--set", "iptables", "/usr/sbin/iptables-legacy"])
     # k3s keeps to its bundled nf_tables iptables (--prefer-bundled-bin).

@@ -34,7 +34,7 @@ EXPECTED = {
     "duplicate-key.yaml": "settle: duplicate key (line 2)",
     "duplicate-stage.yaml": "stages[1].name: stage name 'a' is used twice",
     "python-tag.yaml": "settle: unsupported YAML tag !!python/object/apply:os.system (line 1)",
-    "bad-metrics.yaml": "metrics.textfile: expected none or an absolute path ending in .prom (line 2)",
+    "bad-metrics.yaml": "metrics.textfile: expected auto, none or an absolute path ending in .prom (line 2)",
     "bad-after-ready.yaml": "after_ready.mode: expected one of: exit, watch (line 2)",
     "iifname-on-table.yaml": "stages[0].rules[0]: iifname/oifname go with chain:, not table: (line 4)",
     "binary-junk.yaml": "not UTF-8 text (byte 14)",

@@ -52,3 +52,29 @@ def test_only_a_crashed_unit_is_restarted():
     assert crashed("activating", "auto-restart")
     assert not crashed("activating", "start")  # merely starting: leave it alone
     assert not crashed("active", "running") and not crashed("inactive", "dead")
+
+
+def test_build_info_names_the_version():
+    from fwgate import __version__
+    text = render_metrics(State(pid=1, netns=None, role="guard", version="9.9.9"))
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    assert [(s.labels, s.value) for s in families["fwgate_build_info"].samples] == \
+        [({"role": "guard", "version": "9.9.9"}, 1.0)]
+    # A state from before versions were recorded: the running fwgate's own.
+    assert f'fwgate_build_info{{role="gate",version="{__version__}"}} 1' in \
+        render_metrics(State(pid=1, netns=None))
+
+
+def test_metrics_auto_is_node_exporters_directory_and_never_created(tmp_path, monkeypatch):
+    from fwgate.adapters import statefile
+    assert metrics_path("auto") == "/var/lib/prometheus/node-exporter/fwgate.prom"
+    assert metrics_path("auto", "guard") == "/var/lib/prometheus/node-exporter/fwgate-guard.prom"
+    missing = tmp_path / "node-exporter" / "fwgate.prom"
+    warnings = []
+    writer = statefile.StateWriter(None, str(missing), warnings.append, metrics_if_dir=True)
+    writer.save(State(pid=1, netns=None))
+    assert not missing.parent.exists() and warnings == []
+    missing.parent.mkdir()  # node_exporter installed: metrics flow, no restart
+    writer.save(State(pid=1, netns=None))
+    assert "fwgate_build_info" in missing.read_text()
+    assert oct(missing.stat().st_mode & 0o777) == "0o644"  # node_exporter reads it as its user
