@@ -278,6 +278,7 @@ def save_outcome(done: subprocess.CompletedProcess, table: str) -> str:
 # - nft comments in userdata: iptables shows them as `-m comment` and restores them as
 #   an xt comment match: both sides keep only the comment text.
 # - `continue`: the verdict a rule has when it has none (go on with the next rule).
+# - a test repeated word for word: A and A selects what A does.
 # - x_tables matches iptables-restore writes (icmp, icmp6, ttl, hl, pkttype, tcp/udp
 #   ports), whose data nft cannot show: decoded from the kernel's bytes (xt_decode)
 #   into the native tests that select the same packets; other xt matches stay opaque.
@@ -323,6 +324,8 @@ def normalise(exprs: list[dict]) -> list:
             continue
         if "continue" in e:
             continue
+        if "match" in e and e in out:
+            continue  # the same test twice: A and A is A (iptables keeps one)
         out.append(e)
     return out
 
@@ -476,7 +479,7 @@ def model_category(report: CompatReport, family: str, table: str, chain: str, ha
 
 
 # misread kinds whose rule iptables-restore then refuses (the model's words for them)
-SYNC_FAILS: set[str] = set()
+SYNC_FAILS = {"refused"}
 
 
 def judge(case: Case, versions: dict[str, str] | None = None) -> CaseResult:

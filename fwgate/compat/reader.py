@@ -117,7 +117,12 @@ _FRAG_MASK = b"\x1f\xff"      # what iptables writes for -f: frag-off & htons(0x
 # every other parse error ends it with exit 3 once the rule is parsed.
 SEGFAULT = "ebtables crashes on meta iif/oif: segmentation fault"
 UNKNOWN_SET = "BUG: lookup expression references unknown set"
-_FATAL = {SEGFAULT: -11, "BUG: nft_parse_match() unknown family 3": 1,
+# libxt_tcp.c print_tcpf() looks each set bit up in tcp_flag_names, which names FIN..URG
+# only: a mask or value with ECE/CWR (0xc0) runs past the table's end. An unmasked
+# `tcp flags == syn` gets the mask 0xff (nft-ruleparse.c nft_parse_transport, 1.8.10+;
+# nft-shared.c in 1.8.9). Parsing (-C) never prints: only -S/-L and iptables-save crash.
+TCP_FLAGS_CRASH = "printing TCP flags ECE/CWR (a flags test without a mask): segmentation fault"
+_FATAL = {SEGFAULT: -11, TCP_FLAGS_CRASH: -11, "BUG: nft_parse_match() unknown family 3": 1,
           "BUG: nft_parse_limit() unknown family 3": 1, UNKNOWN_SET: 1}
 # interface names and kinds: 16 bytes
 _WIDE_META = {C.META_IIFNAME, C.META_OIFNAME, C.META_BRI_IIFNAME, C.META_BRI_OIFNAME,
@@ -166,10 +171,11 @@ class RuleVerdict:
     misread: tuple[Misread, ...] = ()            # no error, a wrong rule
     unreadable: tuple[int, str] | None = None    # our own decoding failed: we cannot tell
     uncertain: bool = False                      # the binary reads uninitialised memory here
+    crash: tuple[int, str] | None = None         # parses, but printing it crashes (-S, save)
 
     @property
     def clean(self) -> bool:
-        return not (self.errors or self.unlisted or self.misread or self.unreadable)
+        return not (self.errors or self.unlisted or self.misread or self.unreadable or self.crash)
 
 
 _CLEAN = RuleVerdict()
@@ -465,8 +471,9 @@ class _Parse:
                "match", "target", "limit", "log"}
 
     def __init__(self, family: str, table: str, profile: Profile,
-                 sets: dict[str, int] | None = None):
+                 sets: dict[str, int] | None = None, chain: str = ""):
         self.family, self.table, self.p, self.sets = family, table, profile, sets
+        self.chain = chain
         self.regs = [_UNDEF] * 17
         self.truth: dict[int, int] = {}     # kernel word -> expression that really wrote it
         self.skipped: set[int] = set()      # expressions iptables never looked at
@@ -476,6 +483,8 @@ class _Parse:
         self.action: tuple[int, str] | None = None   # the rule's target or verdict so far
         self.dropped_protocol: int | None = None     # ebtables' ignored `meta protocol`
         self.fields: dict[str, tuple] = {}  # cs->fw fields set so far: the last test wins
+        self.field_at: dict[str, int] = {}  # the expression that set each
+        self.crash: tuple[int, str] | None = None
         self.errors: list[tuple[int, str]] = []
         self.misread: list[Misread] = []
         self.uncertain = False
@@ -548,6 +557,15 @@ class _Parse:
             self.wrong(f"iptables-nft keeps one {name} test per rule: this one replaces the "
                        f"earlier one", "overwritten")
         self.fields[name] = value
+        self.field_at[name] = self.i
+
+    def unmasked(self, r: _Reg, what: str) -> None:
+        """A bitwise before a test iptables reads without one: the mask is dropped
+        (nft-ipv4.c/nft-ipv6.c payload parsers, nft_parse_transport, nft_parse_icmp read
+        the compared value only; addresses, marks, frag-off and TCP flags keep theirs)."""
+        if r.mask is not None and r.mask.strip(b"\xff"):  # all ones: no mask at all
+            self.wrong(f"iptables-nft drops the mask and reads this {what} test on the whole "
+                       f"field", "mask", r.src)
 
     def equality(self, op: int) -> None:
         """Only NEQ is looked at: every other operator reads as equality."""
@@ -610,7 +628,9 @@ class _Parse:
             self.load(f.get("dreg", 0), len(data), kind="immediate", data=data)
         elif isinstance(data, tuple):
             verdict = data[0]
-            if verdict not in _ACTIONS:
+            if verdict == "continue":
+                pass  # no target shown, and none needed: the next rule is where it goes anyway
+            elif verdict not in _ACTIONS:
                 self.wrong(f"iptables-nft shows no target for verdict `{verdict}`", "verdict")
             elif verdict == "accept" and self.table == "broute" and self.action is not None \
                     and self.p.broute_table:
@@ -685,7 +705,10 @@ class _Parse:
             self.proto = data[0]
             self.field("protocol", _UNDEF, f)
             self.equality(op)
+            self.unmasked(r, "protocol")
         elif r.key in _META_PARSED:
+            if r.key != C.META_MARK:  # -m mark keeps its mask
+                self.unmasked(r, "meta")
             if r.key in _IN_META or r.key in _OUT_META:
                 self.field("input interface" if r.key in _IN_META else "output interface", r, f)
             self.equality(op)
@@ -722,12 +745,14 @@ class _Parse:
             self.proto = data[0]
             self.field("protocol", _UNDEF, f)
             self.equality(op)
+            self.unmasked(r, "protocol")
         elif r.offset == 6:           # frag_off: any test reads as -f
             if r.mask != _FRAG_MASK or data != b"\0\0":
                 self.wrong("iptables-nft reads any test of the fragment field as `-f`", "frag",
                            r.src)
         elif r.offset == 8:           # ttl
             self.hop_limit(r, f)
+            self.unmasked(r, "TTL")
         else:
             self.error("unknown payload offset", r.src)
 
@@ -740,11 +765,13 @@ class _Parse:
             self.proto = data[0]
             self.field("protocol", _UNDEF, f)
             self.equality(op)
+            self.unmasked(r, "next-header")
             self.wrong("ip6tables also reads the next-header test as a hop-limit match "
                        "(`-m hl --hl-eq N`)", "nexthdr", r.src)
             self.hop_limit(r, f)
         elif r.offset == 7:
             self.hop_limit(r, f)
+            self.unmasked(r, "hop-limit")
         else:
             self.error("unknown payload offset", r.src)
 
@@ -774,12 +801,24 @@ class _Parse:
             self.error("invalid ttl field match", r.src)
 
     def transport(self, r: _Reg, f: dict) -> None:
+        """nft_parse_transport (nft-ruleparse.c 1.8.10+, nft-shared.c 1.8.9)."""
         data = f.get("data") or b""
-        n = len(data)
+        n, op = len(data), f.get("op", C.CMP_EQ)
         if self.proto in (_TCP, _UDP):
-            known = ((r.offset == 0 and n in (2, 4)) or (r.offset == 2 and n == 2)
-                     or (r.offset == 13 and n == 1 and self.proto == _TCP))
-            if not known:
+            ports = (r.offset == 0 and n in (2, 4)) or (r.offset == 2 and n == 2)
+            flags = r.offset == 13 and n == 1 and self.proto == _TCP
+            if flags:
+                # nft_parse_tcp_flags: one tcp match per rule, the last test's flags win
+                mask = r.mask[0] if r.mask else 0xff
+                if (mask | data[0]) & 0xc0:
+                    self.crash = self.crash or (r.src, TCP_FLAGS_CRASH)
+                self.field("TCP flags", r, f)
+                if op not in (C.CMP_EQ, C.CMP_NEQ):
+                    self.equality(op)
+            elif ports:
+                self.unmasked(r, "port")
+                self.ports(r, f, data)
+            else:
                 self.wrong("iptables-nft ignores this transport header match", "transport", r.src)
         elif self.proto in (_ICMP, _ICMPV6):
             kind = data[0] if n and r.offset == 0 else 255   # UINT8_MAX: any type
@@ -789,8 +828,44 @@ class _Parse:
                 self.error("unexpected payload offset", r.src)
             elif self.family == "ip6" and kind == 255:
                 self.error("icmp6 code with any type match not supported", r.src)
+            else:
+                # nft_parse_icmp reads the value only: not the operator, not a mask; type
+                # 255 (UINT8_MAX) is xt_icmp's "any", and a code alone keeps type 255
+                if op != C.CMP_EQ:
+                    what = "negation" if op == C.CMP_NEQ else f"`{_OPS.get(op, op)}` comparison"
+                    self.wrong(f"iptables-nft reads this ICMP {what} as an equality "
+                               f"(`--icmp-type N`): it matches the opposite packets", "icmp", r.src)
+                self.unmasked(r, "ICMP")
+                if kind == 255:
+                    self.wrong("iptables-nft reads ICMP type 255, or a code without a type, as "
+                               "any ICMP type (`--icmp-type any`)", "icmp-any", r.src)
         else:
             self.error("unsupported layer 4 protocol value", r.src)
+
+    def ports(self, r: _Reg, f: dict, data: bytes) -> None:
+        """port_match_single_to_range: == and != set both ends (and != inverts the whole
+        test), < and <= the upper end, > and >= the lower one, in one tcp/udp match per
+        rule. `< 1` reads as 0..1 and `> 65535` as 65535 (max(port - 1, 1),
+        min(port + 1, 65535))."""
+        op = f.get("op", C.CMP_EQ)
+        value = int.from_bytes(data[:2], "big")
+        if (op == C.CMP_LT and value <= 1) or (op == C.CMP_GT and value == 65535):
+            self.wrong(f"iptables-nft reads `{_OPS[op]} {value}` as the port range "
+                       f"{'0:1' if op == C.CMP_LT else '65535'}", "equality", r.src)
+        for end, which in ((r.offset == 0, "source port"), (r.offset == 2 or len(data) == 4,
+                                                              "destination port")):
+            if not end:
+                continue
+            name = f"{'TCP' if self.proto == _TCP else 'UDP'} {which}"
+            old = self.fields.get(name)
+            mine = (op, data)
+            if old is not None and old != mine:
+                bounds = {old[0], op}
+                if not (bounds <= {C.CMP_LT, C.CMP_LTE, C.CMP_GT, C.CMP_GTE} and
+                        bounds & {C.CMP_LT, C.CMP_LTE} and bounds & {C.CMP_GT, C.CMP_GTE}):
+                    self.wrong(f"iptables-nft keeps one {name} range per rule: this test "
+                               f"replaces or bends the earlier one", "overwritten")
+            self.fields[name] = mine
 
     def range(self, f: dict) -> None:
         r, actual = self.read(f.get("sreg", 0))
@@ -881,7 +956,7 @@ def read_rule(rule: Rule, profile: Profile = OLDEST, sets: dict[str, int] | None
               ) -> RuleVerdict:
     """How one iptables-nft version reads one rule. sets: the table's set key lengths
     (ebtables' among match needs them)."""
-    p = _Parse(rule.family, rule.table, profile, sets)
+    p = _Parse(rule.family, rule.table, profile, sets, rule.chain)
     unlisted: list[tuple[int, str]] = []
     for i, expr in enumerate(rule.exprs):
         p.i = i
@@ -900,10 +975,21 @@ def read_rule(rule: Rule, profile: Profile = OLDEST, sets: dict[str, int] | None
             return RuleVerdict(unreadable=(i, str(exc) or type(exc).__name__))
     if p.dropped_protocol is not None:
         p.wrong("ebtables ignores it and shows the rule without it", "protocol", p.dropped_protocol)
-    if not (p.errors or unlisted or p.misread):
+    if rule.family in ("ip", "ip6"):
+        # xshared.c do_parse (every version): iptables-restore refuses -o in PREROUTING and
+        # INPUT, -i in OUTPUT and POSTROUTING, by chain name, whatever the table
+        wrong_way = {"PREROUTING": "output interface", "INPUT": "output interface",
+                     "OUTPUT": "input interface", "POSTROUTING": "input interface"}
+        name = wrong_way.get(rule.chain)
+        if name in p.fields:
+            flag = "-o" if name == "output interface" else "-i"
+            p.wrong(f"iptables shows it as `{flag}` in {rule.chain}, which iptables-restore "
+                    f"refuses (\"Can't use {flag} with {rule.chain}\")", "refused",
+                    p.field_at[name])
+    if not (p.errors or unlisted or p.misread or p.crash):
         return _CLEAN
     return RuleVerdict(tuple(p.errors), tuple(unlisted), tuple(dict.fromkeys(p.misread)),
-                       None, p.uncertain)
+                       None, p.uncertain, p.crash)
 
 
 # --- memoised verdicts ----------------------------------------------------------------
@@ -1028,6 +1114,10 @@ def shape_key(rule: Rule) -> tuple | None:
     return tuple(out) if pos == end else None
 
 
+# chains whose name makes iptables-restore refuse -o (1) or -i (2): part of a verdict
+_DIRECTION = {"PREROUTING": 1, "INPUT": 1, "OUTPUT": 2, "POSTROUTING": 2}
+
+
 def verdicts(rule: Rule, profiles: tuple[Profile, ...], sets: dict[str, int] | None = None
              ) -> tuple[RuleVerdict, ...]:
     """read_rule() for each profile, memoised by the rule's shape; () when every one
@@ -1037,14 +1127,15 @@ def verdicts(rule: Rule, profiles: tuple[Profile, ...], sets: dict[str, int] | N
     key = shape_key(rule)
     if key is None:
         return _unless_clean(tuple(read_rule(rule, p, sets) for p in profiles))
-    slots = _MEMO.get((rule.family, rule.table == "broute", key))
+    where = (rule.family, rule.table == "broute", _DIRECTION.get(rule.chain, 0), key)
+    slots = _MEMO.get(where)
     if slots is None:
         if len(_MEMO) >= _MEMO_MAX:
             _MEMO.clear()
             if len(_SHAPE_IDS) >= _SHAPES_MAX:  # ids live as long as the keys holding them
                 _SHAPE_IDS.clear()
                 _SHAPES.clear()
-        slots = _MEMO[(rule.family, rule.table == "broute", key)] = {}
+        slots = _MEMO[where] = {}
     found = slots.get(profiles)
     if found is None:
         found = slots[profiles] = _unless_clean(tuple(read_rule(rule, p) for p in profiles))
@@ -1083,6 +1174,12 @@ def _findings(rule: Rule, verdict: RuleVerdict) -> tuple[Finding | None, Finding
         return Finding(rule, f"{describe(rule.exprs[i])}: iptables-nft {how} ({message})",
                        repairable, everything, message, unlisted,
                        uncertain=verdict.uncertain), None
+    if verdict.crash and not unlisted:  # the listing check runs first: exit 1, no crash
+        i, message = verdict.crash
+        return Finding(rule, f"{describe(rule.exprs[i])}: iptables-nft reads it, but listing "
+                             f"it crashes (-S/-L and iptables-save die; -C still works): "
+                             f"{message}", repairable, (BREAKS_LIST, BREAKS_SAVE), message,
+                       None), misread
     if unlisted:
         return Finding(rule, f"{unlisted}: iptables-nft refuses to list a chain holding it "
                              f"(-S/-L fail, iptables-save skips the table; -C still works)",

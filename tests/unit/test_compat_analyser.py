@@ -275,7 +275,9 @@ def test_set_lookups_are_ignored_not_fatal():
 
 
 def test_verdicts_iptables_does_not_show():
-    assert read_rule(rule(X.counter(), X.verdict(-1))).misread  # continue
+    # continue: shown without a target, which is where a rule without one goes anyway
+    assert not read_rule(rule(X.counter(), X.verdict(-1))).misread
+    assert read_rule(rule(X.counter(), X.verdict(3))).misread  # NF_QUEUE: no target shown
     assert not read_rule(rule(X.verdict(-3, "X"))).misread
 
 
