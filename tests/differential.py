@@ -271,8 +271,10 @@ def save_outcome(done: subprocess.CompletedProcess, table: str) -> str:
 #   writes one into every rule, nft where it was asked for.
 # - the protocol test nft writes for a transport header field (`meta l4proto tcp`
 #   before `tcp dport`): iptables writes `-p tcp` as that same test, nft prints it when
-#   it did not write it itself. A `meta l4proto P` directly followed by a match on P's
-#   header is dropped, on both sides; `ip protocol P` likewise (IPv4: the same byte).
+#   it did not write it itself. A `meta l4proto P` in a rule that matches on P's header
+#   is dropped, on both sides; `ip protocol P` is `meta l4proto P` (IPv4: the same byte).
+# - the order of consecutive tests: they are side-effect free and all must hold
+#   (iptables writes -p, addresses and interfaces first, its matches after).
 # - an interface name compared without its padding (`"wt0"` as 4 bytes, nft's 16): nft
 #   prints both the same already; nothing to do.
 # - nft comments in userdata: iptables shows them as `-m comment` and restores them as
@@ -313,21 +315,33 @@ def _header_of(e: dict) -> str | None:
     return left.get("payload", {}).get("protocol")
 
 
+def _protocol_form(e: dict) -> dict:
+    """`ip protocol P` as `meta l4proto P`: in the ip family both read iph->protocol
+    (nf_tables_ipv4.h nft_set_pktinfo_ipv4 sets pkt->tprot from it); iptables 1.8.9
+    writes -p one way, 1.8.11 the other."""
+    m = e.get("match", {})
+    if m.get("left", {}).get("payload") == {"protocol": "ip", "field": "protocol"}:
+        return {"match": {**m, "left": {"meta": {"key": "l4proto"}}}}
+    return e
+
+
 def normalise(exprs: list[dict]) -> list:
-    out = []
-    comment = None
-    for i, e in enumerate(exprs):
-        if "counter" in e:
+    exprs = [_protocol_form(e) for e in exprs if "counter" not in e and "continue" not in e]
+    headers = {_header_of(e) for e in exprs}
+    out: list = []
+    run: list = []   # consecutive tests: their order does not matter
+    for e in exprs:
+        if "match" in e:
+            proto = _is_protocol_test(e)
+            if proto and proto in headers:
+                continue  # implied by the header match nft prints for it
+            if e not in run:
+                run.append(e)  # the same test twice: A and A is A
             continue
-        proto = _is_protocol_test(e)
-        if proto and i + 1 < len(exprs) and _header_of(exprs[i + 1]) == proto:
-            continue
-        if "continue" in e:
-            continue
-        if "match" in e and e in out:
-            continue  # the same test twice: A and A is A (iptables keeps one)
+        out += sorted(run, key=json.dumps)
+        run = []
         out.append(e)
-    return out
+    return out + sorted(run, key=json.dumps)
 
 
 def _match(left: dict, op: str, right) -> dict:

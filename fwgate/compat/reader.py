@@ -747,12 +747,16 @@ class _Parse:
             self.equality(op)
             self.unmasked(r, "protocol")
         elif r.offset == 6:           # frag_off: any test reads as -f
+            self.field("fragment", r, f)
             if r.mask != _FRAG_MASK or data != b"\0\0":
                 self.wrong("iptables-nft reads any test of the fragment field as `-f`", "frag",
                            r.src)
         elif r.offset == 8:           # ttl
             self.hop_limit(r, f)
             self.unmasked(r, "TTL")
+            if r.length > 1:  # nft merges `ip ttl X ip protocol Y` into one 2-byte load
+                self.wrong("iptables-nft reads this load of TTL and protocol as a TTL test "
+                           "alone", "header", r.src)
         else:
             self.error("unknown payload offset", r.src)
 
@@ -852,20 +856,23 @@ class _Parse:
         if (op == C.CMP_LT and value <= 1) or (op == C.CMP_GT and value == 65535):
             self.wrong(f"iptables-nft reads `{_OPS[op]} {value}` as the port range "
                        f"{'0:1' if op == C.CMP_LT else '65535'}", "equality", r.src)
-        for end, which in ((r.offset == 0, "source port"), (r.offset == 2 or len(data) == 4,
-                                                              "destination port")):
+        self.port_test(r.offset == 0, r.offset == 2 or len(data) == 4, (op, data))
+
+    def port_test(self, source: bool, destination: bool, test: tuple) -> None:
+        """A second, different test of one port: only a lower bound (> or >=) with an upper
+        one (< or <=) gives the range both mean; anything else replaces or bends it."""
+        for end, which in ((source, "source port"), (destination, "destination port")):
             if not end:
                 continue
             name = f"{'TCP' if self.proto == _TCP else 'UDP'} {which}"
             old = self.fields.get(name)
-            mine = (op, data)
-            if old is not None and old != mine:
-                bounds = {old[0], op}
+            if old is not None and old != test:
+                bounds = {old[0], test[0]}
                 if not (bounds <= {C.CMP_LT, C.CMP_LTE, C.CMP_GT, C.CMP_GTE} and
                         bounds & {C.CMP_LT, C.CMP_LTE} and bounds & {C.CMP_GT, C.CMP_GTE}):
                     self.wrong(f"iptables-nft keeps one {name} range per rule: this test "
                                f"replaces or bends the earlier one", "overwritten")
-            self.fields[name] = mine
+            self.fields[name] = test
 
     def range(self, f: dict) -> None:
         r, actual = self.read(f.get("sreg", 0))
@@ -883,6 +890,10 @@ class _Parse:
         elif not (self.family in ("ip", "ip6") and self.proto in (_TCP, _UDP)
                   and r.offset in (0, 2) and len(f.get("from") or b"") == 2):
             self.wrong("iptables-nft ignores this port range", "range")
+        else:  # nft_parse_transport_range: both ends of the tcp/udp match's range
+            self.unmasked(r, "port")
+            self.port_test(r.offset == 0, r.offset == 2, ("range", f.get("op"), f.get("from"),
+                                                          f.get("to")))
 
     def lookup(self, f: dict) -> None:
         if self.family == "bridge":
