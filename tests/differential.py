@@ -282,8 +282,8 @@ def save_outcome(done: subprocess.CompletedProcess, table: str) -> str:
 # - `continue`: the verdict a rule has when it has none (go on with the next rule).
 # - a test repeated word for word: A and A selects what A does.
 # - x_tables matches iptables-restore writes (icmp, icmp6, ttl, hl, pkttype, tcp/udp
-#   ports), whose data nft cannot show: decoded from the kernel's bytes (xt_decode)
-#   into the native tests that select the same packets; other xt matches stay opaque.
+#   ports) and targets (MARK), whose data nft cannot show: decoded from the kernel's
+#   bytes (xt_decode) into the native expressions that do the same; others stay opaque.
 # - symbolic constants: `nft -n` prints numbers on both sides.
 # - jump/goto targets, set and map contents are compared as they are.
 
@@ -362,6 +362,15 @@ def _ports(proto: str, spts: tuple[int, int], dpts: tuple[int, int], inv: int) -
 _TTL_OPS = {0: "==", 1: "!=", 2: "<", 3: ">"}
 
 
+def xt_target_decode(name: str, info: bytes) -> list | None:
+    """MARK --set-xmark V/0xffffffff is `meta mark set V`; others stay opaque."""
+    if name == "MARK" and len(info) >= 8:
+        mark, mask = struct.unpack("=II", info[:8])
+        if mask == 0xffffffff:
+            return [{"mangle": {"key": {"meta": {"key": "mark"}}, "value": mark}}]
+    return None
+
+
 def xt_decode(name: str, info: bytes) -> list | None:
     """The native tests an xt match stands for (nft -n -j's shape); None: keep it opaque."""
     if name in ("icmp", "icmp6") and len(info) >= 4:
@@ -426,7 +435,8 @@ def take_listing(family: str, table: str) -> dict[str, list] | None:
             for e in r["expr"]:
                 if "xt" in e and mine:
                     kind, name, info = mine.pop(0)
-                    native = xt_decode(name, info) if kind == "match" else None
+                    native = xt_decode(name, info) if kind == "match" else \
+                        xt_target_decode(name, info)
                     if native is not None:
                         exprs += native
                         continue

@@ -442,6 +442,7 @@ class _Reg:
 
 
 _UNDEF = _Reg()
+_TARGETS_WITH_OPTIONS = ("NFLOG target", "MARK target", "x_tables target")
 _OPS = {C.CMP_LT: "<", C.CMP_LTE: "<=", C.CMP_GT: ">", C.CMP_GTE: ">="}
 
 
@@ -485,6 +486,7 @@ class _Parse:
         self.fields: dict[str, tuple] = {}  # cs->fw fields set so far: the last test wins
         self.field_at: dict[str, int] = {}  # the expression that set each
         self.crash: tuple[int, str] | None = None
+        self.icmp_at: int | None = None     # an icmp/icmp6 match (an xt match on restore)
         self.errors: list[tuple[int, str]] = []
         self.misread: list[Misread] = []
         self.uncertain = False
@@ -632,6 +634,13 @@ class _Parse:
                 pass  # no target shown, and none needed: the next rule is where it goes anyway
             elif verdict not in _ACTIONS:
                 self.wrong(f"iptables-nft shows no target for verdict `{verdict}`", "verdict")
+            elif verdict in ("jump", "goto") and self.action is not None and \
+                    self.action[1] in _TARGETS_WITH_OPTIONS:
+                # nft_parse_immediate sets jumpto for a chain but keeps the target: save
+                # prints `-j CHAIN --nflog-group 1`, which iptables-restore refuses
+                self.wrong(f"iptables-save writes the {self.action[1]}'s options after `-j "
+                           f"CHAIN`, which iptables-restore refuses", "refused")
+                self.action = (self.i, f"{verdict} verdict")
             elif verdict == "accept" and self.table == "broute" and self.action is not None \
                     and self.p.broute_table:
                 pass  # ebtables' broute emulation: the earlier DROP stays
@@ -840,6 +849,7 @@ class _Parse:
                     self.wrong(f"iptables-nft reads this ICMP {what} as an equality "
                                f"(`--icmp-type N`): it matches the opposite packets", "icmp", r.src)
                 self.unmasked(r, "ICMP")
+                self.icmp_at = r.src
                 if kind == 255:
                     self.wrong("iptables-nft reads ICMP type 255, or a code without a type, as "
                                "any ICMP type (`--icmp-type any`)", "icmp-any", r.src)
@@ -997,6 +1007,15 @@ def read_rule(rule: Rule, profile: Profile = OLDEST, sets: dict[str, int] | None
             p.wrong(f"iptables shows it as `{flag}` in {rule.chain}, which iptables-restore "
                     f"refuses (\"Can't use {flag} with {rule.chain}\")", "refused",
                     p.field_at[name])
+        # xt_icmp/ip6t_icmp checkentry: the rule's protocol must be icmp/ipv6-icmp, not
+        # inverted; iptables writes -m icmp for the ICMP test whatever -p it read last
+        proto = p.fields.get("protocol")
+        want = _ICMP if rule.family == "ip" else _ICMPV6
+        if p.icmp_at is not None and (proto is None or proto[0] != C.CMP_EQ
+                                      or (proto[1] or b"\0")[:1] != bytes([want])):
+            p.wrong("iptables shows this ICMP test with another protocol (`-p`), and the "
+                    "kernel refuses the restored icmp match (RULE_APPEND failed: Invalid "
+                    "argument)", "refused", p.icmp_at)
     if not (p.errors or unlisted or p.misread or p.crash):
         return _CLEAN
     return RuleVerdict(tuple(p.errors), tuple(unlisted), tuple(dict.fromkeys(p.misread)),
@@ -1175,7 +1194,8 @@ def _findings(rule: Rule, verdict: RuleVerdict) -> tuple[Finding | None, Finding
     unlisted = verdict.unlisted[0][1] if verdict.unlisted else None
     misread = None
     if verdict.misread:
-        m = verdict.misread[0]
+        # what the sync does to it: a restore that is refused outweighs any misreading
+        m = next((m for m in verdict.misread if m.kind == "refused"), verdict.misread[0])
         misread = Finding(rule, f"{describe(rule.exprs[m.index])}: {m.what}", repairable, kind=m.kind)
     if verdict.errors:
         # A crash or an internal "BUG" ends the program before the rule's other errors.
