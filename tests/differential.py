@@ -273,6 +273,11 @@ def save_outcome(done: subprocess.CompletedProcess, table: str) -> str:
 #   before `tcp dport`): iptables writes `-p tcp` as that same test, nft prints it when
 #   it did not write it itself. A `meta l4proto P` in a rule that matches on P's header
 #   is dropped, on both sides; `ip protocol P` is `meta l4proto P` (IPv4: the same byte).
+# - `iif`/`oif` (an interface index) as `iifname`/`oifname`: iptables shows and restores
+#   the index by its name; the same packets while the interface exists.
+# - numeric tests as intervals: `< 443` is `<= 442`, `>= 1` is `> 0`, a range `1-10` is
+#   `> 0` and `< 11`, and several tests of one field are the intersection of theirs
+#   (ports, ttl, hop limit, ICMP type and code, lengths, marks).
 # - the order of consecutive tests: they are side-effect free and all must hold
 #   (iptables writes -p, addresses and interfaces first, its matches after).
 # - an interface name compared without its padding (`"wt0"` as 4 bytes, nft's 16): nft
@@ -325,8 +330,64 @@ def _protocol_form(e: dict) -> dict:
     return e
 
 
+_IFINDEX = {"iif": "iifname", "oif": "oifname"}
+_WIDTH = {"sport": 16, "dport": 16, "ttl": 8, "hoplimit": 8, "type": 8, "code": 8,
+          "length": 16, "mark": 32}
+_BOUNDS = {"<": (0, -1), "<=": (0, 0), ">": (1, None), ">=": (0, None)}
+
+
+def _interface_form(e: dict) -> dict:
+    """`iif lo` as `iifname "lo"`: iptables shows an interface index by its name (-i lo)
+    and restores the name; the same packets while the interface exists (nft prints the
+    index by the name it has now)."""
+    m = e.get("match", {})
+    key = m.get("left", {}).get("meta", {}).get("key")
+    if key in _IFINDEX:
+        return {"match": {**m, "left": {"meta": {"key": _IFINDEX[key]}}}}
+    return e
+
+
+def _interval(e: dict) -> tuple[str, int, int] | None:
+    """A numeric test as the closed interval it accepts: `< 443` is `<= 442`, `>= 1` is
+    `> 0`, `1-10` is `> 0` and `< 11` (iptables writes -m ttl/hl and port ranges so)."""
+    m = e.get("match", {})
+    left, op, right = m.get("left", {}), m.get("op"), m.get("right")
+    leaf = left.get("payload") or left.get("meta") or {}
+    width = _WIDTH.get(leaf.get("field") or leaf.get("key"))
+    if width is None:
+        return None
+    top = (1 << width) - 1
+    if op == "==" and isinstance(right, dict) and "range" in right:
+        lo, hi = right["range"]
+    elif isinstance(right, int) and op == "==":
+        lo = hi = right
+    elif isinstance(right, int) and op in _BOUNDS:
+        low, high = _BOUNDS[op]
+        lo, hi = (right + low, top) if high is None else (0, right + high)
+    else:
+        return None
+    return json.dumps(left, sort_keys=True), lo, hi
+
+
+def _intervals(run: list) -> list:
+    """Tests of one numeric field in a run of tests, as one interval (all must hold)."""
+    out, spans = [], {}
+    for e in run:
+        iv = _interval(e)
+        if iv is None:
+            out.append(e)
+            continue
+        key, lo, hi = iv
+        old = spans.get(key, (lo, hi))
+        spans[key] = (max(old[0], lo), min(old[1], hi))
+    for key, (lo, hi) in spans.items():
+        out.append({"match": {"op": "interval", "left": json.loads(key), "right": [lo, hi]}})
+    return out
+
+
 def normalise(exprs: list[dict]) -> list:
-    exprs = [_protocol_form(e) for e in exprs if "counter" not in e and "continue" not in e]
+    exprs = [_interface_form(_protocol_form(e)) for e in exprs
+             if "counter" not in e and "continue" not in e]
     headers = {_header_of(e) for e in exprs}
     out: list = []
     run: list = []   # consecutive tests: their order does not matter
@@ -338,10 +399,10 @@ def normalise(exprs: list[dict]) -> list:
             if e not in run:
                 run.append(e)  # the same test twice: A and A is A
             continue
-        out += sorted(run, key=json.dumps)
+        out += sorted(_intervals(run), key=json.dumps)
         run = []
         out.append(e)
-    return out + sorted(run, key=json.dumps)
+    return out + sorted(_intervals(run), key=json.dumps)
 
 
 def _match(left: dict, op: str, right) -> dict:

@@ -486,7 +486,8 @@ class _Parse:
         self.fields: dict[str, tuple] = {}  # cs->fw fields set so far: the last test wins
         self.field_at: dict[str, int] = {}  # the expression that set each
         self.crash: tuple[int, str] | None = None
-        self.icmp_at: int | None = None     # an icmp/icmp6 match (an xt match on restore)
+        # the protocol matches iptables makes of transport tests (icmp, tcp, udp) -> where
+        self.l4_matches: dict[int, int] = {}
         self.errors: list[tuple[int, str]] = []
         self.misread: list[Misread] = []
         self.uncertain = False
@@ -826,9 +827,11 @@ class _Parse:
                 if (mask | data[0]) & 0xc0:
                     self.crash = self.crash or (r.src, TCP_FLAGS_CRASH)
                 self.field("TCP flags", r, f)
+                self.l4_matches.setdefault(_TCP, r.src)
                 if op not in (C.CMP_EQ, C.CMP_NEQ):
                     self.equality(op)
             elif ports:
+                self.l4_matches.setdefault(self.proto, r.src)
                 self.unmasked(r, "port")
                 self.ports(r, f, data)
             else:
@@ -849,7 +852,7 @@ class _Parse:
                     self.wrong(f"iptables-nft reads this ICMP {what} as an equality "
                                f"(`--icmp-type N`): it matches the opposite packets", "icmp", r.src)
                 self.unmasked(r, "ICMP")
-                self.icmp_at = r.src
+                self.l4_matches.setdefault(self.proto, r.src)
                 if kind == 255:
                     self.wrong("iptables-nft reads ICMP type 255, or a code without a type, as "
                                "any ICMP type (`--icmp-type any`)", "icmp-any", r.src)
@@ -1007,15 +1010,21 @@ def read_rule(rule: Rule, profile: Profile = OLDEST, sets: dict[str, int] | None
             p.wrong(f"iptables shows it as `{flag}` in {rule.chain}, which iptables-restore "
                     f"refuses (\"Can't use {flag} with {rule.chain}\")", "refused",
                     p.field_at[name])
-        # xt_icmp/ip6t_icmp checkentry: the rule's protocol must be icmp/ipv6-icmp, not
-        # inverted; iptables writes -m icmp for the ICMP test whatever -p it read last
+        # Restoring `-p P -m icmp|tcp|udp` needs P to be the match's own protocol, not
+        # inverted: the kernel's xt_check_match refuses icmp (RULE_APPEND failed: Invalid
+        # argument), nft.c add_nft_tcp/add_nft_udp say "TCP/UDP match requires '-p tcp'".
+        # iptables writes the match whatever -p it read last.
         proto = p.fields.get("protocol")
-        want = _ICMP if rule.family == "ip" else _ICMPV6
-        if p.icmp_at is not None and (proto is None or proto[0] != C.CMP_EQ
-                                      or (proto[1] or b"\0")[:1] != bytes([want])):
-            p.wrong("iptables shows this ICMP test with another protocol (`-p`), and the "
-                    "kernel refuses the restored icmp match (RULE_APPEND failed: Invalid "
-                    "argument)", "refused", p.icmp_at)
+        last = (proto[1] or b"\0")[0] if proto and proto[0] == C.CMP_EQ else None
+        for kind, at in p.l4_matches.items():
+            if kind != last:
+                name = {_TCP: "TCP", _UDP: "UDP"}.get(kind, "ICMP")
+                p.wrong(f"iptables shows this {name} test under another protocol (`-p`), "
+                        f"which iptables-restore refuses", "refused", at)
+                break
+        if rule.table == "nat" and p.action and p.action[1] == "drop verdict":
+            # xshared.c do_parse: "The "nat" table is not intended for filtering"
+            p.wrong("iptables-restore refuses DROP in the nat table", "refused", p.action[0])
     if not (p.errors or unlisted or p.misread or p.crash):
         return _CLEAN
     return RuleVerdict(tuple(p.errors), tuple(unlisted), tuple(dict.fromkeys(p.misread)),
