@@ -46,6 +46,7 @@ from fwgate.compat.reader import BUILTIN_CHAINS, CompatReport, analyse
 from fwgate.model import TableRef
 from iptables_versions import builds
 
+FOREIGN = "NB"   # a base chain of another priority than iptables' own, as Netbird makes
 CATEGORIES = ("blocking", "broken", "sync fails", "dropped", "misread", "ok")
 CHAINS = {"filter": ("INPUT", "FORWARD", "OUTPUT"),
           "nat": ("PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"),
@@ -67,7 +68,11 @@ class Case:
 
     def nft_script(self) -> str:
         verb = "insert" if self.position == "above" else "add"
-        return f"{verb} rule {self.family} {self.table} {self.chain} {self.rule}\n"
+        head = ""
+        if self.chain == FOREIGN:  # a base chain iptables does not know (nft-cache.c drops it)
+            head = f"add chain {self.family} {self.table} {FOREIGN} " \
+                   f"{{ type filter hook forward priority 10; }}\n"
+        return head + f"{verb} rule {self.family} {self.table} {self.chain} {self.rule}\n"
 
 
 # --- the grammar ------------------------------------------------------------------------
@@ -210,9 +215,10 @@ _NAT = st.sampled_from(["masquerade", "snat to 10.0.0.1", "dnat to 10.0.0.1", "r
 def cases(draw, families=("ip", "ip6")) -> Case:
     family = draw(st.sampled_from(families))
     table = draw(st.sampled_from(["filter", "filter", "filter", "nat", "mangle", "raw"]))
-    chain = draw(st.sampled_from(("FORWARD",) * 3 + CHAINS[table] if table == "filter"
-                                 else CHAINS[table]))
-    position = draw(st.sampled_from(["above", "below"])) if table == "filter" else "end"
+    chain = draw(st.sampled_from(("FORWARD",) * 3 + CHAINS[table] + (FOREIGN,)
+                                 if table == "filter" else CHAINS[table]))
+    position = draw(st.sampled_from(["above", "below"])) \
+        if table == "filter" and chain != FOREIGN else "end"
     match = st.one_of(_network(family), _transport(family), _META, _CT, _OTHER)
     parts = draw(st.lists(match, min_size=0, max_size=3))
     if draw(st.booleans()):  # a repeated test of one field

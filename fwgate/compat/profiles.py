@@ -34,6 +34,10 @@ class Profile:
     # (0b2e2f38 "Add potentially missing init_cs calls"): arptables then starts from
     # --h-length 6, so an address at offset 14 is the sender IP; before, from 0.
     init_cs: bool
+    # 1.8.9's parser keeps one tcp/udp match per rule (nft-shared.c nft_tcp_match and
+    # nft_udp_match share ctx->tcpudp): TCP flags after a UDP port test land in the udp
+    # match. 1.8.10's nft-ruleparse.c finds matches by name (nft_create_match(…, true)).
+    tcpudp_shared: bool = False
     # `udp match extension not found` exists from 1.8.10 (1.8.9 returned silently): no
     # extension is ever missing from a packaged iptables, so it changes no verdict here.
 
@@ -44,7 +48,7 @@ class Profile:
 
 PROFILES: tuple[Profile, ...] = (
     Profile("1.8.9", meta_set_mark=False, broute_table=False, bridge_ifindex_crash=True,
-            bitwise_strict=False, init_cs=False),
+            bitwise_strict=False, init_cs=False, tcpudp_shared=True),
     Profile("1.8.10", meta_set_mark=True, broute_table=True, bridge_ifindex_crash=True,
             bitwise_strict=False, init_cs=False),
     Profile("1.8.11", meta_set_mark=True, broute_table=True, bridge_ifindex_crash=False,

@@ -155,6 +155,15 @@ class DroppedChain:
     why: str
     rules: int
 
+    @property
+    def after_sync(self) -> str | None:
+        """kube-router restores ip (and ip6) filter from iptables-save's text without
+        --noflush: a chain iptables never saw is not in it."""
+        if self.table == "filter" and self.family in ("ip", "ip6"):
+            return (f"deleted at every sync: kube-router's restore rebuilds {self.family} filter "
+                    f"without the chain {self.chain} and its {self.rules} rule(s)")
+        return None
+
 
 class Misread(NamedTuple):
     index: int    # the culprit expression
@@ -562,6 +571,13 @@ class _Parse:
         self.fields[name] = value
         self.field_at[name] = self.i
 
+    def zero_mask(self, r: _Reg, op: int) -> None:
+        """An address under an all-zero mask is shown as `! -s A/0`; restoring it, iptables
+        writes a zero-length comparison the kernel refuses (RULE_APPEND failed)."""
+        if r.mask is not None and not any(r.mask) and op == C.CMP_NEQ:
+            self.wrong("iptables shows this test as `! -s/-d ADDRESS/0`, which iptables-restore "
+                       "cannot write back", "refused", r.src)
+
     def unmasked(self, r: _Reg, what: str) -> None:
         """A bitwise before a test iptables reads without one: the mask is dropped
         (nft-ipv4.c/nft-ipv6.c payload parsers, nft_parse_transport, nft_parse_icmp read
@@ -751,6 +767,7 @@ class _Parse:
         if r.offset in (12, 16):      # saddr, daddr
             self.field("source address" if r.offset == 12 else "destination address", r, f)
             self.equality(op)
+            self.zero_mask(r, op)
         elif r.offset == 9:           # protocol
             self.proto = data[0]
             self.field("protocol", _UNDEF, f)
@@ -775,6 +792,7 @@ class _Parse:
         if r.offset in (8, 24):       # saddr, daddr
             self.field("source address" if r.offset == 8 else "destination address", r, f)
             self.equality(op)
+            self.zero_mask(r, op)
         elif r.offset == 6:           # nexthdr: a missing break falls into the hop limit case
             self.proto = data[0]
             self.field("protocol", _UNDEF, f)
@@ -814,6 +832,13 @@ class _Parse:
         if op > C.CMP_GTE or (op == C.CMP_LTE and value == 255) or (op == C.CMP_GTE and value == 0):
             self.error("invalid ttl field match", r.src)
 
+    def l4(self, kind: int) -> int:
+        """The protocol match a tcp/udp test lands in: 1.8.9 keeps one per rule (the first
+        made), later versions one per protocol."""
+        if self.p.tcpudp_shared and kind in (_TCP, _UDP):
+            return next((k for k in self.l4_matches if k in (_TCP, _UDP)), kind)
+        return kind
+
     def transport(self, r: _Reg, f: dict) -> None:
         """nft_parse_transport (nft-ruleparse.c 1.8.10+, nft-shared.c 1.8.9)."""
         data = f.get("data") or b""
@@ -821,7 +846,11 @@ class _Parse:
         if self.proto in (_TCP, _UDP):
             ports = (r.offset == 0 and n in (2, 4)) or (r.offset == 2 and n == 2)
             flags = r.offset == 13 and n == 1 and self.proto == _TCP
-            if flags:
+            if flags and self.l4(_TCP) == _UDP:
+                # 1.8.9: the flags are written into the udp match's memory, never shown
+                self.wrong("iptables-nft 1.8.9 writes these TCP flags into the rule's UDP "
+                           "match: they are lost", "transport", r.src)
+            elif flags:
                 # nft_parse_tcp_flags: one tcp match per rule, the last test's flags win
                 mask = r.mask[0] if r.mask else 0xff
                 if (mask | data[0]) & 0xc0:
@@ -831,7 +860,7 @@ class _Parse:
                 if op not in (C.CMP_EQ, C.CMP_NEQ):
                     self.equality(op)
             elif ports:
-                self.l4_matches.setdefault(self.proto, r.src)
+                self.l4_matches.setdefault(self.l4(self.proto), r.src)
                 self.unmasked(r, "port")
                 self.ports(r, f, data)
             else:
@@ -1406,7 +1435,8 @@ def report_json(report: CompatReport, binaries: dict[str, list[str]] | None = No
         "unlistable_chains": [{"family": c.family, "table": c.table, "chain": c.chain}
                               for c in report.unlistable_chains],
         "dropped_chains": [{"family": d.family, "table": d.table, "chain": d.chain,
-                            "why": d.why, "rules": d.rules} for d in report.dropped_chains],
+                            "why": d.why, "rules": d.rules, "after_sync": d.after_sync}
+                           for d in report.dropped_chains],
         "unnamed_tables": [{"family": t.family, "table": t.name} for t in report.unnamed_tables],
         "versions": list(report.versions),
     }
