@@ -13,7 +13,6 @@ disagreement (case, truth, model, what differed). --quick: 40 cases into out/.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -23,7 +22,7 @@ sys.path[:0] = [BENCH, os.path.join(os.path.dirname(BENCH), "tests")]
 
 from hypothesis import HealthCheck, Phase, given, seed, settings  # noqa: E402
 
-from common import OUT, RESULTS  # noqa: E402
+from common import save  # noqa: E402
 from differential import cases, judge, summary  # noqa: E402
 from iptables_versions import builds  # noqa: E402
 
@@ -51,8 +50,6 @@ def main() -> None:
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     n = 40 if args.quick else args.cases
-    out_dir = args.out or (OUT if args.quick else RESULTS)
-    os.makedirs(out_dir, exist_ok=True)
     versions = builds()
     todo = generate(n, args.seed)
     results, start = [], time.monotonic()
@@ -66,6 +63,7 @@ def main() -> None:
     valid = [r for r in results if r.valid]
     doc = {
         "what": "generated nft rules: the reader model alone against real iptables binaries",
+        "iptables": {v: os.path.relpath(b, os.path.dirname(BENCH)) for v, b in versions.items()},
         "seed": args.seed, "drawn": len(todo), "judged": len(valid),
         "refused_by_nft": len(todo) - len(valid),
         "seconds": round(time.monotonic() - start, 1),
@@ -79,13 +77,10 @@ def main() -> None:
                 for v, x in r.versions.items() if not x.agrees}}
             for r in valid if not r.agrees],
     }
-    path = os.path.join(out_dir, "compat_differential.json")
-    with open(path, "w") as f:
-        json.dump(doc, f, indent=1)
+    save(args, "compat_differential", doc, [])
     for v, s in doc["versions"].items():
         print(f"{v}: {s['agree']}/{s['cases']} agree; false ok {s['false_ok']}, "
               f"false block {s['false_block']}; {s['disagreements']}")
-    print(f"wrote {path}")
 
 
 if __name__ == "__main__":
