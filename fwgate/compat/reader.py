@@ -495,6 +495,7 @@ class _Parse:
         self.fields: dict[str, tuple] = {}  # cs->fw fields set so far: the last test wins
         self.field_at: dict[str, int] = {}  # the expression that set each
         self.crash: tuple[int, str] | None = None
+        self.flags: tuple[int, int] | None = None   # the TCP flags iptables keeps, ECE/CWR
         # the protocol matches iptables makes of transport tests (icmp, tcp, udp) -> where
         self.l4_matches: dict[int, int] = {}
         self.errors: list[tuple[int, str]] = []
@@ -853,8 +854,7 @@ class _Parse:
             elif flags:
                 # nft_parse_tcp_flags: one tcp match per rule, the last test's flags win
                 mask = r.mask[0] if r.mask else 0xff
-                if (mask | data[0]) & 0xc0:
-                    self.crash = self.crash or (r.src, TCP_FLAGS_CRASH)
+                self.flags = (r.src, (mask | data[0]) & 0xc0)  # the last test's are printed
                 self.field("TCP flags", r, f)
                 self.l4_matches.setdefault(_TCP, r.src)
                 if op not in (C.CMP_EQ, C.CMP_NEQ):
@@ -1054,6 +1054,8 @@ def read_rule(rule: Rule, profile: Profile = OLDEST, sets: dict[str, int] | None
         if rule.table == "nat" and p.action and p.action[1] == "drop verdict":
             # xshared.c do_parse: "The "nat" table is not intended for filtering"
             p.wrong("iptables-restore refuses DROP in the nat table", "refused", p.action[0])
+    if p.flags and p.flags[1]:
+        p.crash = (p.flags[0], TCP_FLAGS_CRASH)
     if not (p.errors or unlisted or p.misread or p.crash):
         return _CLEAN
     return RuleVerdict(tuple(p.errors), tuple(unlisted), tuple(dict.fromkeys(p.misread)),

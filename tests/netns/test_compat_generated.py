@@ -62,6 +62,12 @@ GENERATED = [
      "later versions make a tcp match and crash listing it"),
     (Case("ip", "filter", "FORWARD", "below", "meta mark set 0x1"),
      {"1.8.9": "blocking", "*": "ok"}, "1.8.10+ restore it as an xt MARK target: the same"),
+    (Case("ip6", "mangle", "OUTPUT", "end",
+          "tcp flags == syn tcp flags & (syn | ack) == syn goto GEN"), {"*": "misread"},
+     "two flags tests: the last one's mask is printed (no crash), the first is lost"),
+    (Case("ip6", "mangle", "OUTPUT", "end",
+          "tcp flags & (syn | ack) == syn tcp flags == syn goto GEN"), {"*": "broken"},
+     "two flags tests: the last one has no mask, listing crashes"),
     (Case("ip", "filter", "NB", "end", "ct state new accept"), {"*": "dropped"},
      "a base chain iptables does not know: gone after the round trip"),
 ]
