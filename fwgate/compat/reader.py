@@ -181,6 +181,9 @@ class RuleVerdict:
     unreadable: tuple[int, str] | None = None    # our own decoding failed: we cannot tell
     uncertain: bool = False                      # the binary reads uninitialised memory here
     crash: tuple[int, str] | None = None         # parses, but printing it crashes (-S, save)
+    # it depends on compared values the shape does not keep (two bounds of one port, an
+    # address under a mask): never memoised by shape
+    values: bool = field(default=False, compare=False)
 
     @property
     def clean(self) -> bool:
@@ -188,6 +191,7 @@ class RuleVerdict:
 
 
 _CLEAN = RuleVerdict()
+_CLEAN_BY_VALUE = RuleVerdict(values=True)
 
 
 @dataclass(frozen=True)
@@ -496,6 +500,10 @@ class _Parse:
         self.field_at: dict[str, int] = {}  # the expression that set each
         self.crash: tuple[int, str] | None = None
         self.flags: tuple[int, int] | None = None   # the TCP flags iptables keeps, ECE/CWR
+        self.values = False                 # the verdict read compared values (RuleVerdict)
+        self.icmp_any: list[tuple[int, int | None]] = []   # tests read as `any`: (where, code)
+        self.icmp_codes: set[int] = set()   # codes a type+code test of the rule pins
+        self.port_ranges: dict[str, list] = {}  # port -> [lo, hi, expression] as iptables has it
         # the protocol matches iptables makes of transport tests (icmp, tcp, udp) -> where
         self.l4_matches: dict[int, int] = {}
         self.errors: list[tuple[int, str]] = []
@@ -571,6 +579,18 @@ class _Parse:
                        f"earlier one", "overwritten")
         self.fields[name] = value
         self.field_at[name] = self.i
+
+    def outside_mask(self, r: _Reg, f: dict) -> None:
+        """An address compared under a mask with bits the mask clears: the kernel never
+        matches it; iptables shows ADDRESS/MASK and restores the masked address."""
+        if r.mask is None:
+            return
+        self.values = True
+        data = f.get("data") or b""
+        if any(d & ~m & 0xff for d, m in zip(data, r.mask)):
+            self.wrong("iptables-nft shows this address with bits its mask clears; restored, "
+                       "it compares the masked address and matches packets it never did",
+                       "mask", r.src)
 
     def zero_mask(self, r: _Reg, op: int) -> None:
         """An address under an all-zero mask is shown as `! -s A/0`; restoring it, iptables
@@ -769,6 +789,7 @@ class _Parse:
             self.field("source address" if r.offset == 12 else "destination address", r, f)
             self.equality(op)
             self.zero_mask(r, op)
+            self.outside_mask(r, f)
         elif r.offset == 9:           # protocol
             self.proto = data[0]
             self.field("protocol", _UNDEF, f)
@@ -794,6 +815,7 @@ class _Parse:
             self.field("source address" if r.offset == 8 else "destination address", r, f)
             self.equality(op)
             self.zero_mask(r, op)
+            self.outside_mask(r, f)
         elif r.offset == 6:           # nexthdr: a missing break falls into the hop limit case
             self.proto = data[0]
             self.field("protocol", _UNDEF, f)
@@ -882,9 +904,11 @@ class _Parse:
                                f"(`--icmp-type N`): it matches the opposite packets", "icmp", r.src)
                 self.unmasked(r, "ICMP")
                 self.l4_matches.setdefault(self.proto, r.src)
-                if kind == 255:
-                    self.wrong("iptables-nft reads ICMP type 255, or a code without a type, as "
-                               "any ICMP type (`--icmp-type any`)", "icmp-any", r.src)
+                if kind == 255:  # judged at the end: another test may pin the same code
+                    self.icmp_any.append((r.src, data[0] if r.offset == 1 else None))
+                elif n == 2 and op == C.CMP_EQ:
+                    self.icmp_codes.add(data[1])
+                    self.values = True
         else:
             self.error("unsupported layer 4 protocol value", r.src)
 
@@ -899,6 +923,29 @@ class _Parse:
             self.wrong(f"iptables-nft reads `{_OPS[op]} {value}` as the port range "
                        f"{'0:1' if op == C.CMP_LT else '65535'}", "equality", r.src)
         self.port_test(r.offset == 0, r.offset == 2 or len(data) == 4, (op, data))
+        for end, port in ((r.offset == 0, value),
+                          (r.offset == 2 or len(data) == 4,
+                           int.from_bytes(data[2:4] if len(data) == 4 else data[:2], "big"))):
+            if end:
+                self.bound(r.offset == 0, op, port, port)
+
+    def bound(self, source: bool, op: int, low: int, high: int) -> None:
+        """The port range iptables builds (port_match_single_to_range, nft_parse_*_range)."""
+        name = f"{'TCP' if self.proto == _TCP else 'UDP'} {'source' if source else 'destination'} port"
+        lo, hi, _ = self.port_ranges.get(name, (0, 65535, self.i))
+        if name in self.port_ranges:
+            self.values = True  # two tests of one port: the verdict reads their values
+        if op in (C.CMP_EQ, C.CMP_NEQ):
+            lo, hi = low, high
+        elif op == C.CMP_LT:
+            hi = max(low - 1, 1)
+        elif op == C.CMP_LTE:
+            hi = low
+        elif op == C.CMP_GT:
+            lo = min(low + 1, 65535)
+        elif op == C.CMP_GTE:
+            lo = low
+        self.port_ranges[name] = [lo, hi, self.i]
 
     def port_test(self, source: bool, destination: bool, test: tuple) -> None:
         """A second, different test of one port: only a lower bound (> or >=) with an upper
@@ -936,6 +983,8 @@ class _Parse:
             self.unmasked(r, "port")
             self.port_test(r.offset == 0, r.offset == 2, ("range", f.get("op"), f.get("from"),
                                                           f.get("to")))
+            self.bound(r.offset == 0, C.CMP_EQ, int.from_bytes(f.get("from") or b"\0\0", "big"),
+                       int.from_bytes(f.get("to") or b"\0\0", "big"))
 
     def lookup(self, f: dict) -> None:
         if self.family == "bridge":
@@ -1056,10 +1105,18 @@ def read_rule(rule: Rule, profile: Profile = OLDEST, sets: dict[str, int] | None
             p.wrong("iptables-restore refuses DROP in the nat table", "refused", p.action[0])
     if p.flags and p.flags[1]:
         p.crash = (p.flags[0], TCP_FLAGS_CRASH)
+    for at, code in p.icmp_any:
+        if code is None or code not in p.icmp_codes:
+            p.wrong("iptables-nft reads ICMP type 255, or a code without a type, as any ICMP "
+                    "type (`--icmp-type any`)", "icmp-any", at)
+    for name, (lo, hi, at) in p.port_ranges.items():
+        if lo > hi:  # libxt_tcp/libxt_udp parse_ports: "invalid portrange (min > max)"
+            p.wrong(f"iptables shows the {name} tests as the range {lo}:{hi}, which "
+                    f"iptables-restore refuses", "refused", at)
     if not (p.errors or unlisted or p.misread or p.crash):
-        return _CLEAN
+        return _CLEAN_BY_VALUE if p.values else _CLEAN
     return RuleVerdict(tuple(p.errors), tuple(unlisted), tuple(dict.fromkeys(p.misread)),
-                       None, p.uncertain, p.crash)
+                       None, p.uncertain, p.crash, p.values)
 
 
 # --- memoised verdicts ----------------------------------------------------------------
@@ -1186,6 +1243,8 @@ def shape_key(rule: Rule) -> tuple | None:
 
 # chains whose name makes iptables-restore refuse -o (1) or -i (2): part of a verdict
 _DIRECTION = {"PREROUTING": 1, "INPUT": 1, "OUTPUT": 2, "POSTROUTING": 2}
+# tables read differently: ebtables' broute, nat (DROP refused on restore)
+_TABLE_KIND = {"broute": 1, "nat": 2}
 
 
 def verdicts(rule: Rule, profiles: tuple[Profile, ...], sets: dict[str, int] | None = None
@@ -1197,7 +1256,7 @@ def verdicts(rule: Rule, profiles: tuple[Profile, ...], sets: dict[str, int] | N
     key = shape_key(rule)
     if key is None:
         return _unless_clean(tuple(read_rule(rule, p, sets) for p in profiles))
-    where = (rule.family, rule.table == "broute", _DIRECTION.get(rule.chain, 0), key)
+    where = (rule.family, _TABLE_KIND.get(rule.table, 0), _DIRECTION.get(rule.chain, 0), key)
     slots = _MEMO.get(where)
     if slots is None:
         if len(_MEMO) >= _MEMO_MAX:
@@ -1208,7 +1267,10 @@ def verdicts(rule: Rule, profiles: tuple[Profile, ...], sets: dict[str, int] | N
         slots = _MEMO[where] = {}
     found = slots.get(profiles)
     if found is None:
-        found = slots[profiles] = _unless_clean(tuple(read_rule(rule, p) for p in profiles))
+        read = tuple(read_rule(rule, p) for p in profiles)
+        found = _unless_clean(read)
+        if not any(v.values for v in read):
+            slots[profiles] = found
     return found
 
 

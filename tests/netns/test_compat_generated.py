@@ -68,16 +68,22 @@ GENERATED = [
     (Case("ip6", "mangle", "OUTPUT", "end",
           "tcp flags & (syn | ack) == syn tcp flags == syn goto GEN"), {"*": "broken"},
      "two flags tests: the last one has no mask, listing crashes"),
+    (Case("ip6", "mangle", "INPUT", "end", "ip6 daddr & ffff:ffff:: == 2001:db8::9 drop"),
+     {"*": "misread"}, "address bits outside the mask: nft matches nothing, iptables "
+                       "restores the masked address"),
+    (Case("ip6", "nat", "OUTPUT", "end", "drop"), {"*": "sync fails"},
+     "DROP in nat OUTPUT: the verdict memo mixed up filter OUTPUT and nat OUTPUT"),
+    (Case("ip6", "filter", "OUTPUT", "above", "tcp dport > 1024 tcp dport < 80"),
+     {"*": "sync fails"}, "two bounds giving 1025:79: invalid portrange on restore"),
+    (Case("ip", "mangle", "POSTROUTING", "end",
+          "icmp type 3 icmp code 0 icmp type 3 icmp code 0 return"), {"*": "ok"},
+     "a code test read as `any` is harmless when a type+code test pins the same code"),
     (Case("ip", "filter", "NB", "end", "ct state new accept"), {"*": "dropped"},
      "a base chain iptables does not know: gone after the round trip"),
 ]
 
 # Disagreements the reader does not model yet: kept, and expected to fail until it does.
-KNOWN = [
-    (Case("ip6", "mangle", "INPUT", "end", "ip6 daddr & ffff:ffff:: == 2001:db8::9 drop"),
-     {"*": "misread"}, "address bits outside the mask: nft matches nothing, iptables "
-                       "restores the masked address (the verdict memo does not see values)"),
-]
+KNOWN: list = []
 
 
 def _check(case: Case, truth: dict) -> None:
