@@ -922,7 +922,6 @@ class _Parse:
         if (op == C.CMP_LT and value <= 1) or (op == C.CMP_GT and value == 65535):
             self.wrong(f"iptables-nft reads `{_OPS[op]} {value}` as the port range "
                        f"{'0:1' if op == C.CMP_LT else '65535'}", "equality", r.src)
-        self.port_test(r.offset == 0, r.offset == 2 or len(data) == 4, (op, data))
         for end, port in ((r.offset == 0, value),
                           (r.offset == 2 or len(data) == 4,
                            int.from_bytes(data[2:4] if len(data) == 4 else data[:2], "big"))):
@@ -930,11 +929,13 @@ class _Parse:
                 self.bound(r.offset == 0, op, port, port)
 
     def bound(self, source: bool, op: int, low: int, high: int) -> None:
-        """The port range iptables builds (port_match_single_to_range, nft_parse_*_range)."""
+        """One port test: the range iptables builds of it (port_match_single_to_range,
+        nft_parse_*_range: == and != set both ends, != inverts the whole match, < and <=
+        the upper end, > and >= the lower one, in one tcp/udp match) beside the ports the
+        tests together really accept."""
         name = f"{'TCP' if self.proto == _TCP else 'UDP'} {'source' if source else 'destination'} port"
-        lo, hi, _ = self.port_ranges.get(name, (0, 65535, self.i))
-        if name in self.port_ranges:
-            self.values = True  # two tests of one port: the verdict reads their values
+        old = self.port_ranges.get(name)
+        lo, hi, tlo, thi, seen, neq = old[:6] if old else (0, 65535, 0, 65535, frozenset(), False)
         if op in (C.CMP_EQ, C.CMP_NEQ):
             lo, hi = low, high
         elif op == C.CMP_LT:
@@ -945,23 +946,14 @@ class _Parse:
             lo = min(low + 1, 65535)
         elif op == C.CMP_GTE:
             lo = low
-        self.port_ranges[name] = [lo, hi, self.i]
-
-    def port_test(self, source: bool, destination: bool, test: tuple) -> None:
-        """A second, different test of one port: only a lower bound (> or >=) with an upper
-        one (< or <=) gives the range both mean; anything else replaces or bends it."""
-        for end, which in ((source, "source port"), (destination, "destination port")):
-            if not end:
-                continue
-            name = f"{'TCP' if self.proto == _TCP else 'UDP'} {which}"
-            old = self.fields.get(name)
-            if old is not None and old != test:
-                bounds = {old[0], test[0]}
-                if not (bounds <= {C.CMP_LT, C.CMP_LTE, C.CMP_GT, C.CMP_GTE} and
-                        bounds & {C.CMP_LT, C.CMP_LTE} and bounds & {C.CMP_GT, C.CMP_GTE}):
-                    self.wrong(f"iptables-nft keeps one {name} range per rule: this test "
-                               f"replaces or bends the earlier one", "overwritten")
-            self.fields[name] = test
+        true = {C.CMP_EQ: (low, high), C.CMP_LT: (0, low - 1), C.CMP_LTE: (0, low),
+                C.CMP_GT: (low + 1, 65535), C.CMP_GTE: (low, 65535)}.get(op)
+        if true:
+            tlo, thi = max(tlo, true[0]), min(thi, true[1])
+        self.port_ranges[name] = [lo, hi, tlo, thi, seen | {(op, low, high)},
+                                  neq or op == C.CMP_NEQ, self.i]
+        if seen:
+            self.values = True  # two tests of one port: the verdict reads their values
 
     def range(self, f: dict) -> None:
         r, actual = self.read(f.get("sreg", 0))
@@ -981,9 +973,9 @@ class _Parse:
             self.wrong("iptables-nft ignores this port range", "range")
         else:  # nft_parse_transport_range: both ends of the tcp/udp match's range
             self.unmasked(r, "port")
-            self.port_test(r.offset == 0, r.offset == 2, ("range", f.get("op"), f.get("from"),
-                                                          f.get("to")))
-            self.bound(r.offset == 0, C.CMP_EQ, int.from_bytes(f.get("from") or b"\0\0", "big"),
+            # NFT_RANGE_EQ/NEQ have NFT_CMP_EQ/NEQ's values: nft_parse_*_range mixes them too
+            self.bound(r.offset == 0, f.get("op", C.CMP_EQ),
+                       int.from_bytes(f.get("from") or b"\0\0", "big"),
                        int.from_bytes(f.get("to") or b"\0\0", "big"))
 
     def lookup(self, f: dict) -> None:
@@ -1109,10 +1101,13 @@ def read_rule(rule: Rule, profile: Profile = OLDEST, sets: dict[str, int] | None
         if code is None or code not in p.icmp_codes:
             p.wrong("iptables-nft reads ICMP type 255, or a code without a type, as any ICMP "
                     "type (`--icmp-type any`)", "icmp-any", at)
-    for name, (lo, hi, at) in p.port_ranges.items():
+    for name, (lo, hi, tlo, thi, seen, neq, at) in p.port_ranges.items():
         if lo > hi:  # libxt_tcp/libxt_udp parse_ports: "invalid portrange (min > max)"
             p.wrong(f"iptables shows the {name} tests as the range {lo}:{hi}, which "
                     f"iptables-restore refuses", "refused", at)
+        elif len(seen) > 1 and (neq or (lo, hi) != (tlo, thi)):  # the same test twice is one
+            p.wrong(f"iptables-nft keeps one {name} range per rule: it reads these tests as "
+                    f"{lo}:{hi}", "overwritten", at)
     if not (p.errors or unlisted or p.misread or p.crash):
         return _CLEAN_BY_VALUE if p.values else _CLEAN
     return RuleVerdict(tuple(p.errors), tuple(unlisted), tuple(dict.fromkeys(p.misread)),
