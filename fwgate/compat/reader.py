@@ -206,6 +206,7 @@ class Finding:
     versions: tuple[str, ...] = ()       # the iptables versions it holds for
     kind: str = ""                       # a misread's kind
     after_sync: str | None = None        # a misread rule after kube-router's next restore
+    back: str | None = None              # what iptables writes back for the culprit test
     uncertain: bool = False              # the binary decides by reading uninitialised memory
     variants: tuple["Finding", ...] = ()  # each version's own, where versions differ
 
@@ -1293,7 +1294,8 @@ def _findings(rule: Rule, verdict: RuleVerdict) -> tuple[Finding | None, Finding
     if verdict.misread:
         # what the sync does to it: a restore that is refused outweighs any misreading
         m = next((m for m in verdict.misread if m.kind == "refused"), verdict.misread[0])
-        misread = Finding(rule, f"{describe(rule.exprs[m.index])}: {m.what}", repairable, kind=m.kind)
+        misread = Finding(rule, f"{describe(rule.exprs[m.index])}: {m.what}", repairable, kind=m.kind,
+                          back=written_back(rule, m))
     if verdict.errors:
         # A crash or an internal "BUG" ends the program before the rule's other errors.
         i, message = next((e for e in verdict.errors if e[1] in _FATAL), verdict.errors[0])
@@ -1313,6 +1315,71 @@ def _findings(rule: Rule, verdict: RuleVerdict) -> tuple[Finding | None, Finding
                              f"(-S/-L fail, iptables-save skips the table; -C still works)",
                        repairable, (BREAKS_LIST, BREAKS_SAVE), None, unlisted), misread
     return None, misread
+
+
+_PORT_NAMES = {0: "--sport", 2: "--dport"}
+
+
+def _compared(rule: Rule, index: int) -> dict | None:
+    """The cmp reading what expression `index` loaded."""
+    try:
+        dreg = _normalise(rule.exprs[index].fields.get("dreg", -1))
+        for e in rule.exprs[index + 1:]:
+            f = e.fields
+            if e.name == "cmp" and _normalise(f.get("sreg", -2)) == dreg:
+                return f
+    except (ValueError, TypeError, KeyError, IndexError):
+        pass
+    return None
+
+
+def written_back(rule: Rule, m: Misread) -> str | None:
+    """The iptables option a misread test comes back as, from the rule's own values
+    (not memoised: misread rules are few). None where it takes the whole rule to say."""
+    try:
+        load = rule.exprs[m.index].fields
+    except (ValueError, IndexError):
+        return None
+    if rule.exprs[m.index].name != "payload":
+        return None
+    cmp = _compared(rule, m.index)
+    data = (cmp or {}).get("data") or b""
+    base, offset = load.get("base"), load.get("offset")
+    icmp6 = rule.family == "ip6"
+    if m.kind == "icmp-any":
+        return "-p ipv6-icmp -m icmp6 --icmpv6-type any" if icmp6 else "-p icmp -m icmp --icmp-type any"
+    if not data:
+        return None
+    if m.kind == "icmp" or (m.kind == "mask" and base == _TRANSPORT and offset in (0, 1)
+                            and len(data) <= 2 and load.get("len") in (1, 2) and
+                            not (len(data) == 2 and offset == 0 and load.get("len") == 2
+                                 and _is_port_rule(rule))):
+        if m.kind == "mask" and _is_port_rule(rule):
+            return None
+        kind = f"{data[0]}/{data[1]}" if len(data) == 2 else str(data[0])
+        return f"-p ipv6-icmp -m icmp6 --icmpv6-type {kind}" if icmp6 else \
+            f"-p icmp -m icmp --icmp-type {kind}"
+    if m.kind == "mask" and base == _TRANSPORT and offset in _PORT_NAMES and len(data) == 2:
+        return f"{_PORT_NAMES[offset]} {int.from_bytes(data, 'big')}"
+    if m.kind in ("mask", "header") and base == _NETWORK and not icmp6 and offset == 8:
+        # libnftnl's nftnl_expr_get_u8 gives 0 for data that is not one byte
+        return f"-m ttl --ttl-eq {data[0] if len(data) == 1 else 0}"
+    if m.kind == "nexthdr":
+        name = {_TCP: "tcp", _UDP: "udp", _ICMP: "icmp", _ICMPV6: "ipv6-icmp"}.get(data[0], data[0])
+        return f"-p {name} -m hl --hl-eq {data[0]}"
+    return None
+
+
+def _is_port_rule(rule: Rule) -> bool:
+    """The rule's protocol test says tcp or udp (ports, not ICMP, at offset 0)."""
+    for e in rule.exprs:
+        try:
+            f = e.fields
+        except ValueError:
+            continue
+        if e.name == "cmp" and (f.get("data") or b"\0")[:1] in (bytes([_TCP]), bytes([_UDP])):
+            return True
+    return False
 
 
 def judge_rule(rule: Rule, profile: Profile = OLDEST, setup: Setup = Setup()
@@ -1352,6 +1419,8 @@ def _complete(f: Finding | None, versions: tuple[str, ...] | None, setup: Setup,
     after = None
     if restored:
         after = f"after kube-router's next policy sync: {after_sync(f.kind)}"
+        if f.back:
+            after += f"; the test comes back as `{f.back}`"
         if sync_blocked:
             after += " (not while the table holds rules iptables cannot read: the sync aborts)"
     return replace(f, versions=versions, after_sync=after)
