@@ -471,12 +471,17 @@ class Report:
             f"{d['judged']} judged, {d['refused_by_nft']} refused by nft, "
             f"{d['seconds']:.0f} s.")
         add("")
-        add("| iptables | cases | agree | % | false ok | false block | ground truth |")
-        add("| --- | --- | --- | --- | --- | --- | --- |")
+        add("| iptables | cases | agree | % | false ok | false block | ground truth | "
+            "\"comes back as\" right |")
+        add("| --- | --- | --- | --- | --- | --- | --- | --- |")
         for v, x in d["versions"].items():
             truth = ", ".join(f"{k} {n}" for k, n in sorted(x["truth"].items()))
             add(f"| {v} | {x['cases']} | {x['agree']} | {100 * x['agree'] / x['cases']:.1f} | "
-                f"{x['false_ok']} | {x['false_block']} | {truth} |")
+                f"{x['false_ok']} | {x['false_block']} | {truth} | "
+                f"{x.get('comes_back_right', 0)}/{x.get('comes_back_said', 0)} |")
+        add("")
+        add("\"comes back as\": misreads whose test the model renders from the rule's values, "
+            "and how often that text is in the line the binary's iptables-save wrote.")
         add("")
         if d["disagreements"]:
             add("Disagreements left (each is a case in `tests/netns/test_compat_generated.py`):")

@@ -528,6 +528,15 @@ class VersionResult:
     saved_rule: str = ""                           # the rule's line in iptables-save
 
     @property
+    def back_ok(self) -> bool | None:
+        """The model's "comes back as `X`" is in the line iptables-save wrote (None: not
+        said, or nothing saved)."""
+        m = re.search(r"comes back as `([^`]*)`", self.after_sync or "")
+        if not m or not self.saved_rule:
+            return None
+        return m.group(1) in self.saved_rule
+
+    @property
     def agrees(self) -> bool:
         return self.truth == self.model and all(a in p or not p for a, p in self.calls.values())
 
@@ -672,7 +681,11 @@ def summary(results: list[CaseResult]) -> dict:
             continue
         for v, res in r.versions.items():
             s = out.setdefault(v, {"cases": 0, "agree": 0, "truth": {}, "model_alone": {},
-                                   "disagreements": {}, "false_ok": 0, "false_block": 0})
+                                   "disagreements": {}, "false_ok": 0, "false_block": 0,
+                                   "comes_back_said": 0, "comes_back_right": 0})
+            if res.back_ok is not None:
+                s["comes_back_said"] += 1
+                s["comes_back_right"] += res.back_ok
             s["cases"] += 1
             s["agree"] += res.agrees
             s["truth"][res.truth] = s["truth"].get(res.truth, 0) + 1
