@@ -78,6 +78,9 @@ GENERATED = [
     (Case("ip", "mangle", "POSTROUTING", "end",
           "icmp type 3 icmp code 0 icmp type 3 icmp code 0 return"), {"*": "ok"},
      "a code test read as `any` is harmless when a type+code test pins the same code"),
+    (Case("ip6", "raw", "PREROUTING", "end",
+          "udp sport == 1024-65535 udp sport > 80 ip6 hoplimit == 1-10"), {"*": "misread"},
+     "a port range (>= and <=) then > 80: iptables keeps 81:65535"),
     (Case("ip", "filter", "NB", "end", "ct state new accept"), {"*": "dropped"},
      "a base chain iptables does not know: gone after the round trip"),
 ]
