@@ -48,6 +48,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=21)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--before", help="ignored: the model is judged against the binaries, "
+                                     "not against other code")
     args = ap.parse_args()
     n = 40 if args.quick else args.cases
     versions = builds()
