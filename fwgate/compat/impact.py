@@ -37,7 +37,8 @@ KUBE_PROXY_CHAINS = {"filter": ("INPUT", "FORWARD", "OUTPUT"),
 FLANNEL_CHAINS = {"filter": ("FORWARD",), "nat": ("POSTROUTING",)}
 
 FATAL_EFFECT = "k3s exits (klog.Fatalf) at start-up or at its next policy sync (every 5 min)"
-SYNC_EFFECT = "each policy sync is aborted (logged): network policies are not applied"
+SYNC_EFFECT = ("every sync fails: each policy sync is aborted (logged), network policies are "
+               "not applied")
 RETRY_EFFECT = "logged and retried: its rules may be missing"
 
 
