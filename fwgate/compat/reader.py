@@ -502,6 +502,7 @@ class _Parse:
         self.crash: tuple[int, str] | None = None
         self.flags: tuple[int, int] | None = None   # the TCP flags iptables keeps, ECE/CWR
         self.values = False                 # the verdict read compared values (RuleVerdict)
+        self.proto_neq = False              # some protocol test was `!=`: -p stays inverted
         self.icmp_any: list[tuple[int, int | None]] = []   # tests read as `any`: (where, code)
         self.icmp_codes: set[int] = set()   # codes a type+code test of the rule pins
         self.port_ranges: dict[str, list] = {}  # port -> [lo, hi, expression] as iptables has it
@@ -752,6 +753,7 @@ class _Parse:
         elif self.family in ("ip", "ip6") and r.key == C.META_L4PROTO:
             self.proto = data[0]
             self.field("protocol", _UNDEF, f)
+            self.proto_neq |= op == C.CMP_NEQ  # IPT_INV_PROTO is set, never cleared
             self.equality(op)
             self.unmasked(r, "protocol")
         elif r.key in _META_PARSED:
@@ -794,6 +796,7 @@ class _Parse:
         elif r.offset == 9:           # protocol
             self.proto = data[0]
             self.field("protocol", _UNDEF, f)
+            self.proto_neq |= op == C.CMP_NEQ  # IPT_INV_PROTO is set, never cleared
             self.equality(op)
             self.unmasked(r, "protocol")
         elif r.offset == 6:           # frag_off: any test reads as -f
@@ -820,6 +823,7 @@ class _Parse:
         elif r.offset == 6:           # nexthdr: a missing break falls into the hop limit case
             self.proto = data[0]
             self.field("protocol", _UNDEF, f)
+            self.proto_neq |= op == C.CMP_NEQ  # IPT_INV_PROTO is set, never cleared
             self.equality(op)
             self.unmasked(r, "next-header")
             self.wrong("ip6tables also reads the next-header test as a hop-limit match "
@@ -1086,9 +1090,11 @@ def read_rule(rule: Rule, profile: Profile = OLDEST, sets: dict[str, int] | None
         # argument), nft.c add_nft_tcp/add_nft_udp say "TCP/UDP match requires '-p tcp'".
         # iptables writes the match whatever -p it read last.
         proto = p.fields.get("protocol")
-        last = (proto[1] or b"\0")[0] if proto and proto[0] == C.CMP_EQ else None
+        last = (proto[1] or b"\0")[0] if proto else None
         for kind, at in p.l4_matches.items():
-            if kind != last:
+            # the kernel's check also refuses an inverted protocol (xt_check_match's
+            # inv_proto) for the icmp match; add_nft_tcp/udp look at the value only
+            if kind != last or (p.proto_neq and kind in (_ICMP, _ICMPV6)):
                 name = {_TCP: "TCP", _UDP: "UDP"}.get(kind, "ICMP")
                 p.wrong(f"iptables shows this {name} test under another protocol (`-p`), "
                         f"which iptables-restore refuses", "refused", at)

@@ -81,6 +81,12 @@ GENERATED = [
     (Case("ip6", "raw", "PREROUTING", "end",
           "udp sport == 1024-65535 udp sport > 80 ip6 hoplimit == 1-10"), {"*": "misread"},
      "a port range (>= and <=) then > 80: iptables keeps 81:65535"),
+    (Case("ip", "filter", "FORWARD", "below",
+          "meta l4proto != icmp icmp type & 0xf0 != echo-reply ip ttl & 0xf0 != 5 accept"),
+     {"*": "sync fails"}, "a `!=` protocol test keeps -p inverted: `! -p icmp -m icmp` is "
+                          "refused by the kernel"),
+    (Case("ip", "filter", "FORWARD", "below", "meta l4proto != udp tcp dport 22 accept"),
+     {"*": "misread"}, "`! -p tcp -m tcp` restores (add_nft_tcp reads the value only)"),
     (Case("ip", "filter", "NB", "end", "ct state new accept"), {"*": "dropped"},
      "a base chain iptables does not know: gone after the round trip"),
 ]
