@@ -38,6 +38,11 @@ class Profile:
     # nft_udp_match share ctx->tcpudp): TCP flags after a UDP port test land in the udp
     # match. 1.8.10's nft-ruleparse.c finds matches by name (nft_create_match(…, true)).
     tcpudp_shared: bool = False
+    # iptables-restore of `-m udp --sport 1024:21` (min > max): 1.8.9's libxt_udp.c takes
+    # it (libxt_tcp.c always said "invalid portrange (min > max)"); 1.8.11's refuses it
+    # ("Port range 1024-21 is negative", the shared xtables port-range parser). Seen with
+    # the binaries of 1.8.9 and 1.8.11/1.8.13; 1.8.10 (no binary here) is given 1.8.9's.
+    udp_range_checked: bool = True
     # `udp match extension not found` exists from 1.8.10 (1.8.9 returned silently): no
     # extension is ever missing from a packaged iptables, so it changes no verdict here.
 
@@ -48,9 +53,9 @@ class Profile:
 
 PROFILES: tuple[Profile, ...] = (
     Profile("1.8.9", meta_set_mark=False, broute_table=False, bridge_ifindex_crash=True,
-            bitwise_strict=False, init_cs=False, tcpudp_shared=True),
+            bitwise_strict=False, init_cs=False, tcpudp_shared=True, udp_range_checked=False),
     Profile("1.8.10", meta_set_mark=True, broute_table=True, bridge_ifindex_crash=True,
-            bitwise_strict=False, init_cs=False),
+            bitwise_strict=False, init_cs=False, udp_range_checked=False),
     Profile("1.8.11", meta_set_mark=True, broute_table=True, bridge_ifindex_crash=False,
             bitwise_strict=False, init_cs=True),
     Profile("1.8.12", meta_set_mark=True, broute_table=True, bridge_ifindex_crash=False,

@@ -1109,7 +1109,8 @@ def read_rule(rule: Rule, profile: Profile = OLDEST, sets: dict[str, int] | None
             p.wrong("iptables-nft reads ICMP type 255, or a code without a type, as any ICMP "
                     "type (`--icmp-type any`)", "icmp-any", at)
     for name, (lo, hi, tlo, thi, seen, neq, at) in p.port_ranges.items():
-        if lo > hi:  # libxt_tcp/libxt_udp parse_ports: "invalid portrange (min > max)"
+        if lo > hi and (name.startswith("TCP") or p.p.udp_range_checked):
+            # libxt_tcp: "invalid portrange (min > max)"; libxt_udp from 1.8.11 too
             p.wrong(f"iptables shows the {name} tests as the range {lo}:{hi}, which "
                     f"iptables-restore refuses", "refused", at)
         elif len(seen) > 1 and (neq or (lo, hi) != (tlo, thi)):  # the same test twice is one

@@ -87,6 +87,9 @@ GENERATED = [
                           "refused by the kernel"),
     (Case("ip", "filter", "FORWARD", "below", "meta l4proto != udp tcp dport 22 accept"),
      {"*": "misread"}, "`! -p tcp -m tcp` restores (add_nft_tcp reads the value only)"),
+    (Case("ip6", "filter", "FORWARD", "below", "udp sport 1024-65535 udp sport < 22 return"),
+     {"1.8.9": "ok", "*": "sync fails"}, "`--sport 1024:21`: 1.8.9's libxt_udp restores it "
+                                         "(matches nothing, as before), 1.8.11 refuses it"),
     (Case("ip", "filter", "NB", "end", "ct state new accept"), {"*": "dropped"},
      "a base chain iptables does not know: gone after the round trip"),
 ]
