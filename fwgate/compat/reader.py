@@ -927,11 +927,13 @@ class _Parse:
         if (op == C.CMP_LT and value <= 1) or (op == C.CMP_GT and value == 65535):
             self.wrong(f"iptables-nft reads `{_OPS[op]} {value}` as the port range "
                        f"{'0:1' if op == C.CMP_LT else '65535'}", "equality", r.src)
-        for end, port in ((r.offset == 0, value),
-                          (r.offset == 2 or len(data) == 4,
-                           int.from_bytes(data[2:4] if len(data) == 4 else data[:2], "big"))):
+        # a 4-byte load at offset 0 holds both ports (nft merges `sport X dport Y`)
+        for source, end, port in ((True, r.offset == 0, value),
+                                  (False, r.offset == 2 or len(data) == 4,
+                                   int.from_bytes(data[2:4] if len(data) == 4 else data[:2],
+                                                  "big"))):
             if end:
-                self.bound(r.offset == 0, op, port, port)
+                self.bound(source, op, port, port)
 
     def bound(self, source: bool, op: int, low: int, high: int) -> None:
         """One port test: the range iptables builds of it (port_match_single_to_range,
