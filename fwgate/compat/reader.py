@@ -505,6 +505,7 @@ class _Parse:
         self.proto_neq = False              # some protocol test was `!=`: -p stays inverted
         self.icmp_any: list[tuple[int, int | None]] = []   # tests read as `any`: (where, code)
         self.icmp_codes: set[int] = set()   # codes a type+code test of the rule pins
+        self.icmp_types: list[tuple[int, int, int]] = []   # one-byte type tests: op, value, where
         self.port_ranges: dict[str, list] = {}  # port -> [lo, hi, expression] as iptables has it
         # the protocol matches iptables makes of transport tests (icmp, tcp, udp) -> where
         self.l4_matches: dict[int, int] = {}
@@ -903,10 +904,12 @@ class _Parse:
             else:
                 # nft_parse_icmp reads the value only: not the operator, not a mask; type
                 # 255 (UINT8_MAX) is xt_icmp's "any", and a code alone keeps type 255
-                if op != C.CMP_EQ:
+                if op != C.CMP_EQ and not (r.offset == 0 and n == 1 and kind != 255):
                     what = "negation" if op == C.CMP_NEQ else f"`{_OPS.get(op, op)}` comparison"
                     self.wrong(f"iptables-nft reads this ICMP {what} as an equality "
-                               f"(`--icmp-type N`): it matches the opposite packets", "icmp", r.src)
+                               f"(`--icmp-type N`): it matches other packets", "icmp", r.src)
+                elif r.offset == 0 and n == 1 and kind != 255:
+                    self.icmp_types.append((op, kind, r.src))  # judged at the end
                 self.unmasked(r, "ICMP")
                 self.l4_matches.setdefault(self.proto, r.src)
                 if kind == 255:  # judged at the end: another test may pin the same code
@@ -1053,6 +1056,11 @@ class _Parse:
             self.write(f["dreg"], _load_len(name, f), self.i)
 
 
+def _holds(op: int, x: int, value: int) -> bool:
+    return {C.CMP_EQ: x == value, C.CMP_NEQ: x != value, C.CMP_LT: x < value,
+            C.CMP_LTE: x <= value, C.CMP_GT: x > value, C.CMP_GTE: x >= value}.get(op, False)
+
+
 def read_rule(rule: Rule, profile: Profile = OLDEST, sets: dict[str, int] | None = None
               ) -> RuleVerdict:
     """How one iptables-nft version reads one rule. sets: the table's set key lengths
@@ -1106,6 +1114,19 @@ def read_rule(rule: Rule, profile: Profile = OLDEST, sets: dict[str, int] | None
             p.wrong("iptables-restore refuses DROP in the nat table", "refused", p.action[0])
     if p.flags and p.flags[1]:
         p.crash = (p.flags[0], TCP_FLAGS_CRASH)
+    if any(op != C.CMP_EQ for op, _, _ in p.icmp_types):
+        # iptables reads each type test as `== value`: wrong unless the tests together
+        # select the same types either way (`>= 1` beside `== 1`)
+        p.values = True
+        real, read = set(range(256)), set(range(256))
+        for op, value, _ in p.icmp_types:
+            real &= {x for x in range(256) if _holds(op, x, value)}
+            read &= {value}
+        if real != read:
+            op, _, at = next(t for t in p.icmp_types if t[0] != C.CMP_EQ)
+            what = "negation" if op == C.CMP_NEQ else f"`{_OPS.get(op, op)}` comparison"
+            p.wrong(f"iptables-nft reads this ICMP {what} as an equality (`--icmp-type N`): "
+                    f"it matches other packets (the opposite ones, for `!=`)", "icmp", at)
     for at, code in p.icmp_any:
         if code is None or code not in p.icmp_codes:
             p.wrong("iptables-nft reads ICMP type 255, or a code without a type, as any ICMP "

@@ -90,6 +90,9 @@ GENERATED = [
     (Case("ip6", "filter", "FORWARD", "below", "udp sport 1024-65535 udp sport < 22 return"),
      {"1.8.9": "ok", "*": "sync fails"}, "`--sport 1024:21`: 1.8.9's libxt_udp restores it "
                                          "(matches nothing, as before), 1.8.11 refuses it"),
+    (Case("ip6", "filter", "FORWARD", "above",
+          "icmpv6 type >= 1 icmpv6 type >= 1 icmpv6 type 1 return"), {"*": "ok"},
+     "`>= 1` read as `== 1` beside `== 1`: the same types either way"),
     (Case("ip", "filter", "NB", "end", "ct state new accept"), {"*": "dropped"},
      "a base chain iptables does not know: gone after the round trip"),
 ]
