@@ -46,7 +46,7 @@ from .equivalents import iptables_equivalent
 from .impact import (
     KUBE_ROUTER, KUBE_ROUTER_JUMPS, Impact, Setup, after_sync, impacts, jump_spec,
 )
-from .profiles import OLDEST, PROFILES, Profile
+from .profiles import OLDEST, PROFILES, Profile, profile_for
 
 # Tables iptables-nft has names for (nft.c xtables_ipv4/xtables_arp/xtables_bridge);
 # bridge broute only from 1.8.10 (see tables_named()).
@@ -207,6 +207,7 @@ class Finding:
     kind: str = ""                       # a misread's kind
     after_sync: str | None = None        # a misread rule after kube-router's next restore
     back: str | None = None              # what iptables writes back for the culprit test
+    culprit: int = -1                    # a misread's culprit expression
     uncertain: bool = False              # the binary decides by reading uninitialised memory
     variants: tuple["Finding", ...] = ()  # each version's own, where versions differ
 
@@ -1325,7 +1326,7 @@ def _findings(rule: Rule, verdict: RuleVerdict) -> tuple[Finding | None, Finding
         # what the sync does to it: a restore that is refused outweighs any misreading
         m = next((m for m in verdict.misread if m.kind == "refused"), verdict.misread[0])
         misread = Finding(rule, f"{describe(rule.exprs[m.index])}: {m.what}", repairable, kind=m.kind,
-                          back=written_back(rule, m))
+                          back=written_back(rule, m.kind, m.index), culprit=m.index)
     if verdict.errors:
         # A crash or an internal "BUG" ends the program before the rule's other errors.
         i, message = next((e for e in verdict.errors if e[1] in _FATAL), verdict.errors[0])
@@ -1363,40 +1364,40 @@ def _compared(rule: Rule, index: int) -> dict | None:
     return None
 
 
-def written_back(rule: Rule, m: Misread) -> str | None:
+def written_back(rule: Rule, kind: str, index: int, version: str | None = None) -> str | None:
     """The iptables option a misread test comes back as, from the rule's own values
     (not memoised: misread rules are few). None where it takes the whole rule to say."""
     try:
-        load = rule.exprs[m.index].fields
+        expr = rule.exprs[index]
+        load = expr.fields
     except (ValueError, IndexError):
         return None
-    if rule.exprs[m.index].name != "payload":
+    if expr.name != "payload":
         return None
-    cmp = _compared(rule, m.index)
+    cmp = _compared(rule, index)
     data = (cmp or {}).get("data") or b""
     base, offset = load.get("base"), load.get("offset")
     icmp6 = rule.family == "ip6"
-    if m.kind == "icmp-any":
-        return "-p ipv6-icmp -m icmp6 --icmpv6-type any" if icmp6 else "-p icmp -m icmp --icmp-type any"
+    option = "--icmpv6-type" if icmp6 else "--icmp-type"
+    if kind == "icmp-any":
+        # a code alone: 1.8.9/1.8.10 print `any`, 1.8.11 on `255/CODE` (libxt_icmp's
+        # print of type 255 with a code range); both match every ICMP type
+        shown = profile_for(version) if version else None
+        if offset == 1 and data and shown is not None and shown.icmp_any_code_shown:
+            return f"{option} 255/{data[0]}"
+        return f"{option} any"
     if not data:
         return None
-    if m.kind == "icmp" or (m.kind == "mask" and base == _TRANSPORT and offset in (0, 1)
-                            and len(data) <= 2 and load.get("len") in (1, 2) and
-                            not (len(data) == 2 and offset == 0 and load.get("len") == 2
-                                 and _is_port_rule(rule))):
-        if m.kind == "mask" and _is_port_rule(rule):
-            return None
-        kind = f"{data[0]}/{data[1]}" if len(data) == 2 else str(data[0])
-        return f"-p ipv6-icmp -m icmp6 --icmpv6-type {kind}" if icmp6 else \
-            f"-p icmp -m icmp --icmp-type {kind}"
-    if m.kind == "mask" and base == _TRANSPORT and offset in _PORT_NAMES and len(data) == 2:
+    if kind == "icmp" and base == _TRANSPORT:
+        return f"{option} {data[0]}/{data[1]}" if len(data) == 2 else f"{option} {data[0]}"
+    if kind == "mask" and base == _TRANSPORT and offset in _PORT_NAMES and len(data) == 2 \
+            and _is_port_rule(rule):
         return f"{_PORT_NAMES[offset]} {int.from_bytes(data, 'big')}"
-    if m.kind in ("mask", "header") and base == _NETWORK and not icmp6 and offset == 8:
+    if kind in ("mask", "header") and base == _NETWORK and not icmp6 and offset == 8:
         # libnftnl's nftnl_expr_get_u8 gives 0 for data that is not one byte
         return f"-m ttl --ttl-eq {data[0] if len(data) == 1 else 0}"
-    if m.kind == "nexthdr":
-        name = {_TCP: "tcp", _UDP: "udp", _ICMP: "icmp", _ICMPV6: "ipv6-icmp"}.get(data[0], data[0])
-        return f"-p {name} -m hl --hl-eq {data[0]}"
+    if kind == "nexthdr":
+        return f"-m hl --hl-eq {data[0]}"
     return None
 
 
@@ -1417,6 +1418,8 @@ def judge_rule(rule: Rule, profile: Profile = OLDEST, setup: Setup = Setup()
     """(the rule's finding if iptables-nft fails on it, its misread finding), judged
     alone: what it breaks, as if it were in a table of its own."""
     bad, wrong = _findings(rule, read_rule(rule, profile))
+    if wrong:
+        wrong = replace(wrong, back=written_back(rule, wrong.kind, wrong.culprit, profile.version))
     return _complete(bad, (profile.version,), setup), _complete(wrong, (profile.version,), setup)
 
 
@@ -1532,7 +1535,9 @@ def analyse(snapshot: Snapshot, profiles: Iterable[Profile] = PROFILES,
                 if bad:
                     bads.append(replace(bad, versions=tuple(vers)))
                 if wrong:
-                    wrongs.append(replace(wrong, versions=tuple(vers)))
+                    # how it is shown can depend on the version (`255/3` from 1.8.11)
+                    wrongs.append(replace(wrong, versions=tuple(vers), back=written_back(
+                        rule, wrong.kind, wrong.culprit, vers[0])))
             if bads:
                 findings.append(_complete(_merge(bads), None, setup, ip6_kr))
                 sync_blocked.add(ref)
