@@ -1379,7 +1379,7 @@ def written_back(rule: Rule, kind: str, index: int, version: str | None = None) 
     base, offset = load.get("base"), load.get("offset")
     icmp6 = rule.family == "ip6"
     option = "--icmpv6-type" if icmp6 else "--icmp-type"
-    if kind == "icmp-any":
+    if kind == "icmp-any" or (kind == "icmp" and offset == 1):
         # a code alone: 1.8.9/1.8.10 print `any`, 1.8.11 on `255/CODE` (libxt_icmp's
         # print of type 255 with a code range); both match every ICMP type
         shown = profile_for(version) if version else None
@@ -1392,10 +1392,12 @@ def written_back(rule: Rule, kind: str, index: int, version: str | None = None) 
         return f"{option} {data[0]}/{data[1]}" if len(data) == 2 else f"{option} {data[0]}"
     if kind == "mask" and base == _TRANSPORT and offset in _PORT_NAMES and len(data) == 2 \
             and _is_port_rule(rule):
-        return f"{_PORT_NAMES[offset]} {int.from_bytes(data, 'big')}"
+        return f"{'! ' if (cmp or {}).get('op') == C.CMP_NEQ else ''}{_PORT_NAMES[offset]} " \
+               f"{int.from_bytes(data, 'big')}"
+    neq = "! " if (cmp or {}).get("op") == C.CMP_NEQ else ""
     if kind in ("mask", "header") and base == _NETWORK and not icmp6 and offset == 8:
         # libnftnl's nftnl_expr_get_u8 gives 0 for data that is not one byte
-        return f"-m ttl --ttl-eq {data[0] if len(data) == 1 else 0}"
+        return f"-m ttl {neq}--ttl-eq {data[0] if len(data) == 1 else 0}"
     if kind == "nexthdr":
         return f"-m hl --hl-eq {data[0]}"
     return None
