@@ -6,7 +6,7 @@ restore round trip) against the reader model alone (`compat.iptables: none`).
 Two runs: a fixed seed (the same cases every time) and a rotating one (today's date:
 other cases every day; the seed is in the failure message, and
 `FWGATE_DIFF_SEED=N pytest …` replays it). FWGATE_DIFF_CASES sets the cases per run
-(default 60, about half a minute each here). Every disagreement a run finds becomes a
+(default 120, about 20 seconds each here). Every disagreement a run finds becomes a
 case in tests/netns/test_compat_generated.py. The large run is
 bench/compat_differential.py.
 """
@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, Phase, given, seed, settings
 from differential import cases, judge
 from iptables_versions import builds
 
-CASES = int(os.environ.get("FWGATE_DIFF_CASES", "60"))
+CASES = int(os.environ.get("FWGATE_DIFF_CASES", "120"))
 FIXED = 21
 ROTATING = int(os.environ.get("FWGATE_DIFF_SEED") or datetime.date.today().strftime("%Y%m%d"))
 
