@@ -392,7 +392,7 @@ def cmd_compat(args) -> int:
     binaries, notes, setup = _k3s(config, args.iptables)
     with NfSocket() as sock:
         probed = probe(sock, binaries=binaries, netns=_netns(args), ifaces=config.tunnel_links(),
-                       setup=setup, notes=notes)
+                       setup=setup, notes=notes, marks=False)  # it shows no mark conflicts
     # The command reports; it does not apply a policy: exit 3 only for what kills k3s.
     verdict = judge(probed.result, "fail")
     report = compat_json(probed.result, verdict, "fail", _explain(probed.result))
