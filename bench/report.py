@@ -492,6 +492,42 @@ class Report:
                  "`bench/compat.md`.")
         self.add("")
 
+    def differential_section(self) -> None:
+        d = self.data("compat_differential")
+        if d is None:
+            return
+        add = self.add
+        add("## 11. The reader model against real iptables on generated rules (issue 21)")
+        add("")
+        add(f"`bench/compat_differential.py --cases {d['drawn']} --seed {d['seed']}`: rules drawn "
+            "from the grammar in `tests/differential.py`, each in fresh namespaces next to "
+            "kube-router's state, judged by each version's binaries (kube-router's fatal calls, "
+            "`-S`, `iptables-save`, the save → restore round trip compared expression by "
+            "expression) against the reader model alone (`compat.iptables: none`). "
+            f"{d['judged']} judged, {d['refused_by_nft']} refused by nft, "
+            f"{d['seconds']:.0f} s.")
+        add("")
+        add("| iptables | cases | agree | % | false ok | false block | ground truth | "
+            "\"comes back as\" right |")
+        add("| --- | --- | --- | --- | --- | --- | --- | --- |")
+        for v, x in d["versions"].items():
+            truth = ", ".join(f"{k} {n}" for k, n in sorted(x["truth"].items()))
+            add(f"| {v} | {x['cases']} | {x['agree']} | {100 * x['agree'] / x['cases']:.1f} | "
+                f"{x['false_ok']} | {x['false_block']} | {truth} | "
+                f"{x.get('comes_back_right', 0)}/{x.get('comes_back_said', 0)} |")
+        add("")
+        add("\"comes back as\": misreads whose test the model renders from the rule's values, "
+            "and how often that text is in the line the binary's iptables-save wrote.")
+        add("")
+        if d["disagreements"]:
+            add("Disagreements left (each is a case in `tests/netns/test_compat_generated.py`):")
+            add("")
+            for x in d["disagreements"][:20]:
+                per = "; ".join(f"{v}: truth {y['truth']}, model {y['model']}"
+                                for v, y in x["versions"].items())
+                add(f"- `{x['case']}` — {per}")
+            add("")
+
     def notes(self) -> None:
         path = os.path.join(self.folder, "notes.md")
         if os.path.exists(path):
@@ -526,6 +562,7 @@ class Report:
         self.k3s_start_section()
         self.marks_section()
         self.deaths_section()
+        self.differential_section()
         self.profiles()
         return "\n".join(self.lines).rstrip() + "\n"
 

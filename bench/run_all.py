@@ -27,8 +27,11 @@ SCRIPTS = {  # name: the script and its arguments, in the order they run
     "exposure-50k": ["exposure.py", "--rules", "50000"],   # only when asked: 15 minutes
     "marks_speed": ["marks_speed.py"],
     "k3s_start": ["k3s_start.py"],   # boots a systemd container ten times: 4 minutes
+    "compat_differential": ["compat_differential.py"],  # only when asked: 10 minutes
+    "deaths": ["deaths.py"],   # only when asked: 15 minutes
 }
-DEFAULT = [name for name in SCRIPTS if name != "exposure-50k"]
+DEFAULT = [name for name in SCRIPTS if name not in ("exposure-50k", "compat_differential",
+                                                    "deaths")]
 
 
 def main() -> int:

@@ -55,6 +55,11 @@ def _parser() -> argparse.ArgumentParser:
     cmds["conflicts"].add_argument("--all", action="store_true",
                                    help="also bits shared without harm (an unknown owner, an "
                                         "intended cooperation)")
+    cmds["compat"].add_argument("--verify", action="store_true",
+                                help="also run the binary's iptables-save → iptables-restore "
+                                     "round trip of each table in a scratch namespace (what "
+                                     "kube-router's next sync does) and compare rule by rule "
+                                     "(root; needs nft)")
     cmds["run"].add_argument("--watch", action="store_true",
                              help="stay running after READY and guard (after_ready: watch)")
     cmds["repair"].add_argument("--dry-run", action="store_true",
@@ -391,12 +396,56 @@ def cmd_compat(args) -> int:
     binaries, notes, setup = _k3s(config, args.iptables)
     with NfSocket() as sock:
         probed = probe(sock, binaries=binaries, netns=_netns(args), ifaces=config.tunnel_links(),
-                       setup=setup, notes=notes)
+                       setup=setup, notes=notes, marks=False)  # it shows no mark conflicts
     # The command reports; it does not apply a policy: exit 3 only for what kills k3s.
     verdict = judge(probed.result, "fail")
     report = compat_json(probed.result, verdict, "fail", _explain(probed.result))
+    if getattr(args, "verify", False):
+        report["verify"] = _verify(probed.result, binaries)
     print(json.dumps(report, indent=2) if args.json else compat_text(report))
+    if not args.json and "verify" in report:
+        print(_verify_text(report["verify"]))
     return EXIT_INCOMPATIBLE if verdict.exit_code else EXIT_OK
+
+
+def _verify(result, binaries) -> list[dict]:
+    """The round trip of every ip/ip6 table iptables has a name for, with the first
+    nf_tables binary judged; beside the model's report."""
+    from .adapters.roundtrip import verify
+    from .compat.reader import IPTABLES_TABLES
+    from .compat.roundtrip import against_model
+    usable = [b for b in binaries if b.argv and b.mode != "legacy"]
+    if not usable:
+        return [{"error": "no nf_tables iptables binary to run (give one with --iptables)"}]
+    tables = [(t.family, t.name) for t in result.report.managed_tables
+              if t.family in ("ip", "ip6") and t.name in IPTABLES_TABLES[t.family]]
+    return [against_model(trip, result.report) for trip in verify(usable[0], tables, None)]
+
+
+def _verify_text(trips: list[dict]) -> str:
+    lines = []
+    for t in trips:
+        if "family" not in t:
+            lines.append(f"verify: {t.get('error')}")
+            continue
+        head = f"verify {t['family']} {t['table']} with {t['binary']}: "
+        if t["error"]:
+            lines.append(head + t["error"])
+        elif t["saved"] != "saved":
+            lines.append(head + f"iptables-save {t['saved']}: kube-router's sync aborts")
+        elif t["restore_error"]:
+            lines.append(head + f"iptables-restore refuses the text: every sync fails "
+                                f"({t['restore_error']})")
+        else:
+            lines.append(head + (f"{len(t['changed'])} rule(s) come back changed"
+                                 if t["changed"] else "every rule comes back the same") +
+                         (f"; chains deleted at every sync: {', '.join(t['gone_chains'])}"
+                          if t["gone_chains"] else ""))
+            for c in t["changed"]:
+                lines.append(f"  {c['chain']} rule {c['position']}: {c['now']}")
+                lines.append(f"    after the sync: {c['after'] or 'gone'}")
+        lines += [f"  DISAGREES with the model: {d}" for d in t.get("disagreements", [])]
+    return "\n".join(lines)
 
 
 def cmd_repair(args) -> int:

@@ -37,7 +37,8 @@ KUBE_PROXY_CHAINS = {"filter": ("INPUT", "FORWARD", "OUTPUT"),
 FLANNEL_CHAINS = {"filter": ("FORWARD",), "nat": ("POSTROUTING",)}
 
 FATAL_EFFECT = "k3s exits (klog.Fatalf) at start-up or at its next policy sync (every 5 min)"
-SYNC_EFFECT = "each policy sync is aborted (logged): network policies are not applied"
+SYNC_EFFECT = ("every sync fails: each policy sync is aborted (logged), network policies are "
+               "not applied")
 RETRY_EFFECT = "logged and retried: its rules may be missing"
 
 
@@ -141,6 +142,12 @@ _AFTER_SYNC = {
            "something else",
     "rewrite": "written back without the header rewrite: packets pass unchanged",
     "verdict": "written back without its verdict: matching packets go on to the next rule",
+    "icmp": "written back as `--icmp-type N`: a negated or ordered ICMP test becomes an "
+            "equality, matching other packets (the opposite ones, for `!=`)",
+    "icmp-any": "written back as `--icmp-type any`: it matches every ICMP packet",
+    "mask": "written back without the mask: the test compares the whole field",
+    "refused": "every sync fails: iptables-restore refuses the table's text (the whole "
+               "restore is rejected, network policies are not applied)",
     "aliased": "written back with the comparison applied to another field: it matches "
                "other packets than it does now",
     "nexthdr": "written back as `-p PROTO -m hl --hl-eq PROTO`: it matches only packets whose "

@@ -84,15 +84,16 @@ def probe(sock: NfSocket, *, repair: bool = False, dry_run: bool = False,
           binaries: Iterable[Binary | str] = (), netns: str | None = None,
           ifaces: frozenset[str] = frozenset({"wt0"}), attempts: int = ATTEMPTS,
           snapshot: Snapshot | None = None, setup: Setup | None = None,
-          notes: tuple[str, ...] = ()) -> Probed:
+          notes: tuple[str, ...] = (), marks: bool = True) -> Probed:
     """Snapshot (or use `snapshot`, taken on this socket, for the first attempt), read,
     repair (unless dry_run), cross-check. `binaries` (Binary, or a path: asked for its
     version) run inside `netns` (the namespace `sock` lives in); the reader judges for
     their versions (every version when one is unknown). A repair refused on every
-    attempt comes back as conflict=True, with nothing changed."""
+    attempt comes back as conflict=True, with nothing changed. marks=False: no packet-mark
+    conflicts (`fwgate compat` shows none; they cost a pass over every rule)."""
     return begin_probe(sock, repair=repair, dry_run=dry_run, binaries=binaries, netns=netns,
                        ifaces=ifaces, attempts=attempts, snapshot=snapshot, setup=setup,
-                       notes=notes).finish()
+                       notes=notes, marks=marks).finish()
 
 
 class Pending:
@@ -133,7 +134,8 @@ def begin_probe(sock: NfSocket, *, repair: bool = False, dry_run: bool = False,
                 binaries: Iterable[Binary | str] = (), netns: str | None = None,
                 ifaces: frozenset[str] = frozenset({"wt0"}), attempts: int = ATTEMPTS,
                 snapshot: Snapshot | None = None, setup: Setup | None = None,
-                notes: tuple[str, ...] = (), families: Iterable[str] = PROBE_FAMILIES) -> Pending:
+                notes: tuple[str, ...] = (), families: Iterable[str] = PROBE_FAMILIES,
+                marks: bool = True) -> Pending:
     """probe() up to the binaries' answers. Without `snapshot`, a read-only probe starts
     the binaries before it dumps the ruleset (of `families`, at least the iptables
     ones), so they read it while we do."""
@@ -178,7 +180,8 @@ def begin_probe(sock: NfSocket, *, repair: bool = False, dry_run: bool = False,
                                                            len(removed)), dead=())
         result = ProbeResult(report, snap.genid, () if dry_run else plan, (), planned=plan,
                              netbird=netbird, attempts=attempt, removed=removed,
-                             binaries=binaries, notes=notes, conflicts=_conflicts(snap),
+                             binaries=binaries, notes=notes,
+                             conflicts=_conflicts(snap) if marks else (),
                              setup=setup)
         return Pending(sock, result, snap, checks, now_report, genid)
     return Pending(sock, ProbeResult(report, snap.genid, conflict=True,

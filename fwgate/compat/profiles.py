@@ -34,6 +34,20 @@ class Profile:
     # (0b2e2f38 "Add potentially missing init_cs calls"): arptables then starts from
     # --h-length 6, so an address at offset 14 is the sender IP; before, from 0.
     init_cs: bool
+    # 1.8.9's parser keeps one tcp/udp match per rule (nft-shared.c nft_tcp_match and
+    # nft_udp_match share ctx->tcpudp): TCP flags after a UDP port test land in the udp
+    # match. 1.8.10's nft-ruleparse.c finds matches by name (nft_create_match(…, true)).
+    tcpudp_shared: bool = False
+    # iptables-restore of `-m udp --sport 1024:21` (min > max): 1.8.9's libxt_udp.c takes
+    # it (libxt_tcp.c always said "invalid portrange (min > max)"); 1.8.11's refuses it
+    # ("Port range 1024-21 is negative", the shared xtables port-range parser). Seen with
+    # the binaries of 1.8.9 and 1.8.11/1.8.13; 1.8.10 (no binary here) is given 1.8.9's.
+    udp_range_checked: bool = True
+    # How iptables-save shows an ICMP code tested without a type (xt_icmp type 255 =
+    # any): `--icmp-type any` in 1.8.9, `--icmp-type 255/3` in 1.8.11 and 1.8.13 (seen
+    # with the binaries; 1.8.10, without one here, is given 1.8.9's). Only the text
+    # differs: both match every ICMP type.
+    icmp_any_code_shown: bool = True
     # `udp match extension not found` exists from 1.8.10 (1.8.9 returned silently): no
     # extension is ever missing from a packaged iptables, so it changes no verdict here.
 
@@ -44,9 +58,11 @@ class Profile:
 
 PROFILES: tuple[Profile, ...] = (
     Profile("1.8.9", meta_set_mark=False, broute_table=False, bridge_ifindex_crash=True,
-            bitwise_strict=False, init_cs=False),
+            bitwise_strict=False, init_cs=False, tcpudp_shared=True, udp_range_checked=False,
+            icmp_any_code_shown=False),
     Profile("1.8.10", meta_set_mark=True, broute_table=True, bridge_ifindex_crash=True,
-            bitwise_strict=False, init_cs=False),
+            bitwise_strict=False, init_cs=False, udp_range_checked=False,
+            icmp_any_code_shown=False),
     Profile("1.8.11", meta_set_mark=True, broute_table=True, bridge_ifindex_crash=False,
             bitwise_strict=False, init_cs=True),
     Profile("1.8.12", meta_set_mark=True, broute_table=True, bridge_ifindex_crash=False,

@@ -46,7 +46,7 @@ from .equivalents import iptables_equivalent
 from .impact import (
     KUBE_ROUTER, KUBE_ROUTER_JUMPS, Impact, Setup, after_sync, impacts, jump_spec,
 )
-from .profiles import OLDEST, PROFILES, Profile
+from .profiles import OLDEST, PROFILES, Profile, profile_for
 
 # Tables iptables-nft has names for (nft.c xtables_ipv4/xtables_arp/xtables_bridge);
 # bridge broute only from 1.8.10 (see tables_named()).
@@ -117,7 +117,12 @@ _FRAG_MASK = b"\x1f\xff"      # what iptables writes for -f: frag-off & htons(0x
 # every other parse error ends it with exit 3 once the rule is parsed.
 SEGFAULT = "ebtables crashes on meta iif/oif: segmentation fault"
 UNKNOWN_SET = "BUG: lookup expression references unknown set"
-_FATAL = {SEGFAULT: -11, "BUG: nft_parse_match() unknown family 3": 1,
+# libxt_tcp.c print_tcpf() looks each set bit up in tcp_flag_names, which names FIN..URG
+# only: a mask or value with ECE/CWR (0xc0) runs past the table's end. An unmasked
+# `tcp flags == syn` gets the mask 0xff (nft-ruleparse.c nft_parse_transport, 1.8.10+;
+# nft-shared.c in 1.8.9). Parsing (-C) never prints: only -S/-L and iptables-save crash.
+TCP_FLAGS_CRASH = "printing TCP flags ECE/CWR (a flags test without a mask): segmentation fault"
+_FATAL = {SEGFAULT: -11, TCP_FLAGS_CRASH: -11, "BUG: nft_parse_match() unknown family 3": 1,
           "BUG: nft_parse_limit() unknown family 3": 1, UNKNOWN_SET: 1}
 # interface names and kinds: 16 bytes
 _WIDE_META = {C.META_IIFNAME, C.META_OIFNAME, C.META_BRI_IIFNAME, C.META_BRI_OIFNAME,
@@ -150,6 +155,15 @@ class DroppedChain:
     why: str
     rules: int
 
+    @property
+    def after_sync(self) -> str | None:
+        """kube-router restores ip (and ip6) filter from iptables-save's text without
+        --noflush: a chain iptables never saw is not in it."""
+        if self.table == "filter" and self.family in ("ip", "ip6"):
+            return (f"deleted at every sync: kube-router's restore rebuilds {self.family} filter "
+                    f"without the chain {self.chain} and its {self.rules} rule(s)")
+        return None
+
 
 class Misread(NamedTuple):
     index: int    # the culprit expression
@@ -166,13 +180,18 @@ class RuleVerdict:
     misread: tuple[Misread, ...] = ()            # no error, a wrong rule
     unreadable: tuple[int, str] | None = None    # our own decoding failed: we cannot tell
     uncertain: bool = False                      # the binary reads uninitialised memory here
+    crash: tuple[int, str] | None = None         # parses, but printing it crashes (-S, save)
+    # it depends on compared values the shape does not keep (two bounds of one port, an
+    # address under a mask): never memoised by shape
+    values: bool = field(default=False, compare=False)
 
     @property
     def clean(self) -> bool:
-        return not (self.errors or self.unlisted or self.misread or self.unreadable)
+        return not (self.errors or self.unlisted or self.misread or self.unreadable or self.crash)
 
 
 _CLEAN = RuleVerdict()
+_CLEAN_BY_VALUE = RuleVerdict(values=True)
 
 
 @dataclass(frozen=True)
@@ -187,6 +206,8 @@ class Finding:
     versions: tuple[str, ...] = ()       # the iptables versions it holds for
     kind: str = ""                       # a misread's kind
     after_sync: str | None = None        # a misread rule after kube-router's next restore
+    back: str | None = None              # what iptables writes back for the culprit test
+    culprit: int = -1                    # a misread's culprit expression
     uncertain: bool = False              # the binary decides by reading uninitialised memory
     variants: tuple["Finding", ...] = ()  # each version's own, where versions differ
 
@@ -436,6 +457,7 @@ class _Reg:
 
 
 _UNDEF = _Reg()
+_TARGETS_WITH_OPTIONS = ("NFLOG target", "MARK target", "x_tables target")
 _OPS = {C.CMP_LT: "<", C.CMP_LTE: "<=", C.CMP_GT: ">", C.CMP_GTE: ">="}
 
 
@@ -465,8 +487,9 @@ class _Parse:
                "match", "target", "limit", "log"}
 
     def __init__(self, family: str, table: str, profile: Profile,
-                 sets: dict[str, int] | None = None):
+                 sets: dict[str, int] | None = None, chain: str = ""):
         self.family, self.table, self.p, self.sets = family, table, profile, sets
+        self.chain = chain
         self.regs = [_UNDEF] * 17
         self.truth: dict[int, int] = {}     # kernel word -> expression that really wrote it
         self.skipped: set[int] = set()      # expressions iptables never looked at
@@ -476,6 +499,17 @@ class _Parse:
         self.action: tuple[int, str] | None = None   # the rule's target or verdict so far
         self.dropped_protocol: int | None = None     # ebtables' ignored `meta protocol`
         self.fields: dict[str, tuple] = {}  # cs->fw fields set so far: the last test wins
+        self.field_at: dict[str, int] = {}  # the expression that set each
+        self.crash: tuple[int, str] | None = None
+        self.flags: tuple[int, int] | None = None   # the TCP flags iptables keeps, ECE/CWR
+        self.values = False                 # the verdict read compared values (RuleVerdict)
+        self.proto_neq = False              # some protocol test was `!=`: -p stays inverted
+        self.icmp_any: list[tuple[int, int | None]] = []   # tests read as `any`: (where, code)
+        self.icmp_codes: set[int] = set()   # codes a type+code test of the rule pins
+        self.icmp_types: list[tuple[int, int, int]] = []   # one-byte type tests: op, value, where
+        self.port_ranges: dict[str, list] = {}  # port -> [lo, hi, expression] as iptables has it
+        # the protocol matches iptables makes of transport tests (icmp, tcp, udp) -> where
+        self.l4_matches: dict[int, int] = {}
         self.errors: list[tuple[int, str]] = []
         self.misread: list[Misread] = []
         self.uncertain = False
@@ -548,6 +582,34 @@ class _Parse:
             self.wrong(f"iptables-nft keeps one {name} test per rule: this one replaces the "
                        f"earlier one", "overwritten")
         self.fields[name] = value
+        self.field_at[name] = self.i
+
+    def outside_mask(self, r: _Reg, f: dict) -> None:
+        """An address compared under a mask with bits the mask clears: the kernel never
+        matches it; iptables shows ADDRESS/MASK and restores the masked address."""
+        if r.mask is None:
+            return
+        self.values = True
+        data = f.get("data") or b""
+        if any(d & ~m & 0xff for d, m in zip(data, r.mask)):
+            self.wrong("iptables-nft shows this address with bits its mask clears; restored, "
+                       "it compares the masked address and matches packets it never did",
+                       "mask", r.src)
+
+    def zero_mask(self, r: _Reg, op: int) -> None:
+        """An address under an all-zero mask is shown as `! -s A/0`; restoring it, iptables
+        writes a zero-length comparison the kernel refuses (RULE_APPEND failed)."""
+        if r.mask is not None and not any(r.mask) and op == C.CMP_NEQ:
+            self.wrong("iptables shows this test as `! -s/-d ADDRESS/0`, which iptables-restore "
+                       "cannot write back", "refused", r.src)
+
+    def unmasked(self, r: _Reg, what: str) -> None:
+        """A bitwise before a test iptables reads without one: the mask is dropped
+        (nft-ipv4.c/nft-ipv6.c payload parsers, nft_parse_transport, nft_parse_icmp read
+        the compared value only; addresses, marks, frag-off and TCP flags keep theirs)."""
+        if r.mask is not None and r.mask.strip(b"\xff"):  # all ones: no mask at all
+            self.wrong(f"iptables-nft drops the mask and reads this {what} test on the whole "
+                       f"field", "mask", r.src)
 
     def equality(self, op: int) -> None:
         """Only NEQ is looked at: every other operator reads as equality."""
@@ -610,8 +672,17 @@ class _Parse:
             self.load(f.get("dreg", 0), len(data), kind="immediate", data=data)
         elif isinstance(data, tuple):
             verdict = data[0]
-            if verdict not in _ACTIONS:
+            if verdict == "continue":
+                pass  # no target shown, and none needed: the next rule is where it goes anyway
+            elif verdict not in _ACTIONS:
                 self.wrong(f"iptables-nft shows no target for verdict `{verdict}`", "verdict")
+            elif verdict in ("jump", "goto") and self.action is not None and \
+                    self.action[1] in _TARGETS_WITH_OPTIONS:
+                # nft_parse_immediate sets jumpto for a chain but keeps the target: save
+                # prints `-j CHAIN --nflog-group 1`, which iptables-restore refuses
+                self.wrong(f"iptables-save writes the {self.action[1]}'s options after `-j "
+                           f"CHAIN`, which iptables-restore refuses", "refused")
+                self.action = (self.i, f"{verdict} verdict")
             elif verdict == "accept" and self.table == "broute" and self.action is not None \
                     and self.p.broute_table:
                 pass  # ebtables' broute emulation: the earlier DROP stays
@@ -684,8 +755,12 @@ class _Parse:
         elif self.family in ("ip", "ip6") and r.key == C.META_L4PROTO:
             self.proto = data[0]
             self.field("protocol", _UNDEF, f)
+            self.proto_neq |= op == C.CMP_NEQ  # IPT_INV_PROTO is set, never cleared
             self.equality(op)
+            self.unmasked(r, "protocol")
         elif r.key in _META_PARSED:
+            if r.key != C.META_MARK:  # -m mark keeps its mask
+                self.unmasked(r, "meta")
             if r.key in _IN_META or r.key in _OUT_META:
                 self.field("input interface" if r.key in _IN_META else "output interface", r, f)
             self.equality(op)
@@ -718,16 +793,25 @@ class _Parse:
         if r.offset in (12, 16):      # saddr, daddr
             self.field("source address" if r.offset == 12 else "destination address", r, f)
             self.equality(op)
+            self.zero_mask(r, op)
+            self.outside_mask(r, f)
         elif r.offset == 9:           # protocol
             self.proto = data[0]
             self.field("protocol", _UNDEF, f)
+            self.proto_neq |= op == C.CMP_NEQ  # IPT_INV_PROTO is set, never cleared
             self.equality(op)
+            self.unmasked(r, "protocol")
         elif r.offset == 6:           # frag_off: any test reads as -f
+            self.field("fragment", r, f)
             if r.mask != _FRAG_MASK or data != b"\0\0":
                 self.wrong("iptables-nft reads any test of the fragment field as `-f`", "frag",
                            r.src)
         elif r.offset == 8:           # ttl
             self.hop_limit(r, f)
+            self.unmasked(r, "TTL")
+            if r.length > 1:  # nft merges `ip ttl X ip protocol Y` into one 2-byte load
+                self.wrong("iptables-nft reads this load of TTL and protocol as a TTL test "
+                           "alone", "header", r.src)
         else:
             self.error("unknown payload offset", r.src)
 
@@ -736,15 +820,20 @@ class _Parse:
         if r.offset in (8, 24):       # saddr, daddr
             self.field("source address" if r.offset == 8 else "destination address", r, f)
             self.equality(op)
+            self.zero_mask(r, op)
+            self.outside_mask(r, f)
         elif r.offset == 6:           # nexthdr: a missing break falls into the hop limit case
             self.proto = data[0]
             self.field("protocol", _UNDEF, f)
+            self.proto_neq |= op == C.CMP_NEQ  # IPT_INV_PROTO is set, never cleared
             self.equality(op)
+            self.unmasked(r, "next-header")
             self.wrong("ip6tables also reads the next-header test as a hop-limit match "
                        "(`-m hl --hl-eq N`)", "nexthdr", r.src)
             self.hop_limit(r, f)
         elif r.offset == 7:
             self.hop_limit(r, f)
+            self.unmasked(r, "hop-limit")
         else:
             self.error("unknown payload offset", r.src)
 
@@ -773,13 +862,37 @@ class _Parse:
         if op > C.CMP_GTE or (op == C.CMP_LTE and value == 255) or (op == C.CMP_GTE and value == 0):
             self.error("invalid ttl field match", r.src)
 
+    def l4(self, kind: int) -> int:
+        """The protocol match a tcp/udp test lands in: 1.8.9 keeps one per rule (the first
+        made), later versions one per protocol."""
+        if self.p.tcpudp_shared and kind in (_TCP, _UDP):
+            return next((k for k in self.l4_matches if k in (_TCP, _UDP)), kind)
+        return kind
+
     def transport(self, r: _Reg, f: dict) -> None:
+        """nft_parse_transport (nft-ruleparse.c 1.8.10+, nft-shared.c 1.8.9)."""
         data = f.get("data") or b""
-        n = len(data)
+        n, op = len(data), f.get("op", C.CMP_EQ)
         if self.proto in (_TCP, _UDP):
-            known = ((r.offset == 0 and n in (2, 4)) or (r.offset == 2 and n == 2)
-                     or (r.offset == 13 and n == 1 and self.proto == _TCP))
-            if not known:
+            ports = (r.offset == 0 and n in (2, 4)) or (r.offset == 2 and n == 2)
+            flags = r.offset == 13 and n == 1 and self.proto == _TCP
+            if flags and self.l4(_TCP) == _UDP:
+                # 1.8.9: the flags are written into the udp match's memory, never shown
+                self.wrong("iptables-nft 1.8.9 writes these TCP flags into the rule's UDP "
+                           "match: they are lost", "transport", r.src)
+            elif flags:
+                # nft_parse_tcp_flags: one tcp match per rule, the last test's flags win
+                mask = r.mask[0] if r.mask else 0xff
+                self.flags = (r.src, (mask | data[0]) & 0xc0)  # the last test's are printed
+                self.field("TCP flags", r, f)
+                self.l4_matches.setdefault(_TCP, r.src)
+                if op not in (C.CMP_EQ, C.CMP_NEQ):
+                    self.equality(op)
+            elif ports:
+                self.l4_matches.setdefault(self.l4(self.proto), r.src)
+                self.unmasked(r, "port")
+                self.ports(r, f, data)
+            else:
                 self.wrong("iptables-nft ignores this transport header match", "transport", r.src)
         elif self.proto in (_ICMP, _ICMPV6):
             kind = data[0] if n and r.offset == 0 else 255   # UINT8_MAX: any type
@@ -789,8 +902,69 @@ class _Parse:
                 self.error("unexpected payload offset", r.src)
             elif self.family == "ip6" and kind == 255:
                 self.error("icmp6 code with any type match not supported", r.src)
+            else:
+                # nft_parse_icmp reads the value only: not the operator, not a mask; type
+                # 255 (UINT8_MAX) is xt_icmp's "any", and a code alone keeps type 255
+                if op != C.CMP_EQ and not (r.offset == 0 and n == 1 and kind != 255):
+                    what = "negation" if op == C.CMP_NEQ else f"`{_OPS.get(op, op)}` comparison"
+                    self.wrong(f"iptables-nft reads this ICMP {what} as an equality "
+                               f"(`--icmp-type N`): it matches other packets", "icmp", r.src)
+                elif r.offset == 0 and n == 1 and kind != 255:
+                    self.icmp_types.append((op, kind, r.src))  # judged at the end
+                self.unmasked(r, "ICMP")
+                self.l4_matches.setdefault(self.proto, r.src)
+                if kind == 255:  # judged at the end: another test may pin the same code
+                    self.icmp_any.append((r.src, data[0] if r.offset == 1 else None))
+                elif n == 2 and op == C.CMP_EQ:
+                    self.icmp_codes.add(data[1])
+                    self.values = True
         else:
             self.error("unsupported layer 4 protocol value", r.src)
+
+    def ports(self, r: _Reg, f: dict, data: bytes) -> None:
+        """port_match_single_to_range: == and != set both ends (and != inverts the whole
+        test), < and <= the upper end, > and >= the lower one, in one tcp/udp match per
+        rule. `< 1` reads as 0..1 and `> 65535` as 65535 (max(port - 1, 1),
+        min(port + 1, 65535))."""
+        op = f.get("op", C.CMP_EQ)
+        value = int.from_bytes(data[:2], "big")
+        if (op == C.CMP_LT and value <= 1) or (op == C.CMP_GT and value == 65535):
+            self.wrong(f"iptables-nft reads `{_OPS[op]} {value}` as the port range "
+                       f"{'0:1' if op == C.CMP_LT else '65535'}", "equality", r.src)
+        # a 4-byte load at offset 0 holds both ports (nft merges `sport X dport Y`)
+        for source, end, port in ((True, r.offset == 0, value),
+                                  (False, r.offset == 2 or len(data) == 4,
+                                   int.from_bytes(data[2:4] if len(data) == 4 else data[:2],
+                                                  "big"))):
+            if end:
+                self.bound(source, op, port, port)
+
+    def bound(self, source: bool, op: int, low: int, high: int) -> None:
+        """One port test: the range iptables builds of it (port_match_single_to_range,
+        nft_parse_*_range: == and != set both ends, != inverts the whole match, < and <=
+        the upper end, > and >= the lower one, in one tcp/udp match) beside the ports the
+        tests together really accept."""
+        name = f"{'TCP' if self.proto == _TCP else 'UDP'} {'source' if source else 'destination'} port"
+        old = self.port_ranges.get(name)
+        lo, hi, tlo, thi, seen, neq = old[:6] if old else (0, 65535, 0, 65535, frozenset(), False)
+        if op in (C.CMP_EQ, C.CMP_NEQ):
+            lo, hi = low, high
+        elif op == C.CMP_LT:
+            hi = max(low - 1, 1)
+        elif op == C.CMP_LTE:
+            hi = low
+        elif op == C.CMP_GT:
+            lo = min(low + 1, 65535)
+        elif op == C.CMP_GTE:
+            lo = low
+        true = {C.CMP_EQ: (low, high), C.CMP_LT: (0, low - 1), C.CMP_LTE: (0, low),
+                C.CMP_GT: (low + 1, 65535), C.CMP_GTE: (low, 65535)}.get(op)
+        if true:
+            tlo, thi = max(tlo, true[0]), min(thi, true[1])
+        self.port_ranges[name] = [lo, hi, tlo, thi, seen | {(op, low, high)},
+                                  neq or op == C.CMP_NEQ, self.i]
+        if seen:
+            self.values = True  # two tests of one port: the verdict reads their values
 
     def range(self, f: dict) -> None:
         r, actual = self.read(f.get("sreg", 0))
@@ -808,6 +982,12 @@ class _Parse:
         elif not (self.family in ("ip", "ip6") and self.proto in (_TCP, _UDP)
                   and r.offset in (0, 2) and len(f.get("from") or b"") == 2):
             self.wrong("iptables-nft ignores this port range", "range")
+        else:  # nft_parse_transport_range: both ends of the tcp/udp match's range
+            self.unmasked(r, "port")
+            # NFT_RANGE_EQ/NEQ have NFT_CMP_EQ/NEQ's values: nft_parse_*_range mixes them too
+            self.bound(r.offset == 0, f.get("op", C.CMP_EQ),
+                       int.from_bytes(f.get("from") or b"\0\0", "big"),
+                       int.from_bytes(f.get("to") or b"\0\0", "big"))
 
     def lookup(self, f: dict) -> None:
         if self.family == "bridge":
@@ -877,11 +1057,16 @@ class _Parse:
             self.write(f["dreg"], _load_len(name, f), self.i)
 
 
+def _holds(op: int, x: int, value: int) -> bool:
+    return {C.CMP_EQ: x == value, C.CMP_NEQ: x != value, C.CMP_LT: x < value,
+            C.CMP_LTE: x <= value, C.CMP_GT: x > value, C.CMP_GTE: x >= value}.get(op, False)
+
+
 def read_rule(rule: Rule, profile: Profile = OLDEST, sets: dict[str, int] | None = None
               ) -> RuleVerdict:
     """How one iptables-nft version reads one rule. sets: the table's set key lengths
     (ebtables' among match needs them)."""
-    p = _Parse(rule.family, rule.table, profile, sets)
+    p = _Parse(rule.family, rule.table, profile, sets, rule.chain)
     unlisted: list[tuple[int, str]] = []
     for i, expr in enumerate(rule.exprs):
         p.i = i
@@ -900,10 +1085,65 @@ def read_rule(rule: Rule, profile: Profile = OLDEST, sets: dict[str, int] | None
             return RuleVerdict(unreadable=(i, str(exc) or type(exc).__name__))
     if p.dropped_protocol is not None:
         p.wrong("ebtables ignores it and shows the rule without it", "protocol", p.dropped_protocol)
-    if not (p.errors or unlisted or p.misread):
-        return _CLEAN
+    if rule.family in ("ip", "ip6"):
+        # xshared.c do_parse (every version): iptables-restore refuses -o in PREROUTING and
+        # INPUT, -i in OUTPUT and POSTROUTING, by chain name, whatever the table
+        wrong_way = {"PREROUTING": "output interface", "INPUT": "output interface",
+                     "OUTPUT": "input interface", "POSTROUTING": "input interface"}
+        name = wrong_way.get(rule.chain)
+        if name in p.fields:
+            flag = "-o" if name == "output interface" else "-i"
+            p.wrong(f"iptables shows it as `{flag}` in {rule.chain}, which iptables-restore "
+                    f"refuses (\"Can't use {flag} with {rule.chain}\")", "refused",
+                    p.field_at[name])
+        # Restoring `-p P -m icmp|tcp|udp` needs P to be the match's own protocol, not
+        # inverted: the kernel's xt_check_match refuses icmp (RULE_APPEND failed: Invalid
+        # argument), nft.c add_nft_tcp/add_nft_udp say "TCP/UDP match requires '-p tcp'".
+        # iptables writes the match whatever -p it read last.
+        proto = p.fields.get("protocol")
+        last = (proto[1] or b"\0")[0] if proto else None
+        for kind, at in p.l4_matches.items():
+            # the kernel's check also refuses an inverted protocol (xt_check_match's
+            # inv_proto) for the icmp match; add_nft_tcp/udp look at the value only
+            if kind != last or (p.proto_neq and kind in (_ICMP, _ICMPV6)):
+                name = {_TCP: "TCP", _UDP: "UDP"}.get(kind, "ICMP")
+                p.wrong(f"iptables shows this {name} test under another protocol (`-p`), "
+                        f"which iptables-restore refuses", "refused", at)
+                break
+        if rule.table == "nat" and p.action and p.action[1] == "drop verdict":
+            # xshared.c do_parse: "The "nat" table is not intended for filtering"
+            p.wrong("iptables-restore refuses DROP in the nat table", "refused", p.action[0])
+    if p.flags and p.flags[1]:
+        p.crash = (p.flags[0], TCP_FLAGS_CRASH)
+    if any(op != C.CMP_EQ for op, _, _ in p.icmp_types):
+        # iptables reads each type test as `== value`: wrong unless the tests together
+        # select the same types either way (`>= 1` beside `== 1`)
+        p.values = True
+        real, read = set(range(256)), set(range(256))
+        for op, value, _ in p.icmp_types:
+            real &= {x for x in range(256) if _holds(op, x, value)}
+            read &= {value}
+        if real != read:
+            op, _, at = next(t for t in p.icmp_types if t[0] != C.CMP_EQ)
+            what = "negation" if op == C.CMP_NEQ else f"`{_OPS.get(op, op)}` comparison"
+            p.wrong(f"iptables-nft reads this ICMP {what} as an equality (`--icmp-type N`): "
+                    f"it matches other packets (the opposite ones, for `!=`)", "icmp", at)
+    for at, code in p.icmp_any:
+        if code is None or code not in p.icmp_codes:
+            p.wrong("iptables-nft reads ICMP type 255, or a code without a type, as any ICMP "
+                    "type (`--icmp-type any`)", "icmp-any", at)
+    for name, (lo, hi, tlo, thi, seen, neq, at) in p.port_ranges.items():
+        if lo > hi and (name.startswith("TCP") or p.p.udp_range_checked):
+            # libxt_tcp: "invalid portrange (min > max)"; libxt_udp from 1.8.11 too
+            p.wrong(f"iptables shows the {name} tests as the range {lo}:{hi}, which "
+                    f"iptables-restore refuses", "refused", at)
+        elif len(seen) > 1 and (neq or (lo, hi) != (tlo, thi)):  # the same test twice is one
+            p.wrong(f"iptables-nft keeps one {name} range per rule: it reads these tests as "
+                    f"{lo}:{hi}", "overwritten", at)
+    if not (p.errors or unlisted or p.misread or p.crash):
+        return _CLEAN_BY_VALUE if p.values else _CLEAN
     return RuleVerdict(tuple(p.errors), tuple(unlisted), tuple(dict.fromkeys(p.misread)),
-                       None, p.uncertain)
+                       None, p.uncertain, p.crash, p.values)
 
 
 # --- memoised verdicts ----------------------------------------------------------------
@@ -1028,6 +1268,12 @@ def shape_key(rule: Rule) -> tuple | None:
     return tuple(out) if pos == end else None
 
 
+# chains whose name makes iptables-restore refuse -o (1) or -i (2): part of a verdict
+_DIRECTION = {"PREROUTING": 1, "INPUT": 1, "OUTPUT": 2, "POSTROUTING": 2}
+# tables read differently: ebtables' broute, nat (DROP refused on restore)
+_TABLE_KIND = {"broute": 1, "nat": 2}
+
+
 def verdicts(rule: Rule, profiles: tuple[Profile, ...], sets: dict[str, int] | None = None
              ) -> tuple[RuleVerdict, ...]:
     """read_rule() for each profile, memoised by the rule's shape; () when every one
@@ -1037,17 +1283,21 @@ def verdicts(rule: Rule, profiles: tuple[Profile, ...], sets: dict[str, int] | N
     key = shape_key(rule)
     if key is None:
         return _unless_clean(tuple(read_rule(rule, p, sets) for p in profiles))
-    slots = _MEMO.get((rule.family, rule.table == "broute", key))
+    where = (rule.family, _TABLE_KIND.get(rule.table, 0), _DIRECTION.get(rule.chain, 0), key)
+    slots = _MEMO.get(where)
     if slots is None:
         if len(_MEMO) >= _MEMO_MAX:
             _MEMO.clear()
             if len(_SHAPE_IDS) >= _SHAPES_MAX:  # ids live as long as the keys holding them
                 _SHAPE_IDS.clear()
                 _SHAPES.clear()
-        slots = _MEMO[(rule.family, rule.table == "broute", key)] = {}
+        slots = _MEMO[where] = {}
     found = slots.get(profiles)
     if found is None:
-        found = slots[profiles] = _unless_clean(tuple(read_rule(rule, p) for p in profiles))
+        read = tuple(read_rule(rule, p) for p in profiles)
+        found = _unless_clean(read)
+        if not any(v.values for v in read):
+            slots[profiles] = found
     return found
 
 
@@ -1073,8 +1323,10 @@ def _findings(rule: Rule, verdict: RuleVerdict) -> tuple[Finding | None, Finding
     unlisted = verdict.unlisted[0][1] if verdict.unlisted else None
     misread = None
     if verdict.misread:
-        m = verdict.misread[0]
-        misread = Finding(rule, f"{describe(rule.exprs[m.index])}: {m.what}", repairable, kind=m.kind)
+        # what the sync does to it: a restore that is refused outweighs any misreading
+        m = next((m for m in verdict.misread if m.kind == "refused"), verdict.misread[0])
+        misread = Finding(rule, f"{describe(rule.exprs[m.index])}: {m.what}", repairable, kind=m.kind,
+                          back=written_back(rule, m.kind, m.index), culprit=m.index)
     if verdict.errors:
         # A crash or an internal "BUG" ends the program before the rule's other errors.
         i, message = next((e for e in verdict.errors if e[1] in _FATAL), verdict.errors[0])
@@ -1083,6 +1335,12 @@ def _findings(rule: Rule, verdict: RuleVerdict) -> tuple[Finding | None, Finding
         return Finding(rule, f"{describe(rule.exprs[i])}: iptables-nft {how} ({message})",
                        repairable, everything, message, unlisted,
                        uncertain=verdict.uncertain), None
+    if verdict.crash and not unlisted:  # the listing check runs first: exit 1, no crash
+        i, message = verdict.crash
+        return Finding(rule, f"{describe(rule.exprs[i])}: iptables-nft reads it, but listing "
+                             f"it crashes (-S/-L and iptables-save die; -C still works): "
+                             f"{message}", repairable, (BREAKS_LIST, BREAKS_SAVE), message,
+                       None), misread
     if unlisted:
         return Finding(rule, f"{unlisted}: iptables-nft refuses to list a chain holding it "
                              f"(-S/-L fail, iptables-save skips the table; -C still works)",
@@ -1090,11 +1348,80 @@ def _findings(rule: Rule, verdict: RuleVerdict) -> tuple[Finding | None, Finding
     return None, misread
 
 
+_PORT_NAMES = {0: "--sport", 2: "--dport"}
+
+
+def _compared(rule: Rule, index: int) -> dict | None:
+    """The cmp reading what expression `index` loaded."""
+    try:
+        dreg = _normalise(rule.exprs[index].fields.get("dreg", -1))
+        for e in rule.exprs[index + 1:]:
+            f = e.fields
+            if e.name == "cmp" and _normalise(f.get("sreg", -2)) == dreg:
+                return f
+    except (ValueError, TypeError, KeyError, IndexError):
+        pass
+    return None
+
+
+def written_back(rule: Rule, kind: str, index: int, version: str | None = None) -> str | None:
+    """The iptables option a misread test comes back as, from the rule's own values
+    (not memoised: misread rules are few). None where it takes the whole rule to say."""
+    try:
+        expr = rule.exprs[index]
+        load = expr.fields
+    except (ValueError, IndexError):
+        return None
+    if expr.name != "payload":
+        return None
+    cmp = _compared(rule, index)
+    data = (cmp or {}).get("data") or b""
+    base, offset = load.get("base"), load.get("offset")
+    icmp6 = rule.family == "ip6"
+    option = "--icmpv6-type" if icmp6 else "--icmp-type"
+    if kind == "icmp-any" or (kind == "icmp" and offset == 1):
+        # a code alone: 1.8.9/1.8.10 print `any`, 1.8.11 on `255/CODE` (libxt_icmp's
+        # print of type 255 with a code range); both match every ICMP type
+        shown = profile_for(version) if version else None
+        if offset == 1 and data and shown is not None and shown.icmp_any_code_shown:
+            return f"{option} 255/{data[0]}"
+        return f"{option} any"
+    if not data:
+        return None
+    if kind == "icmp" and base == _TRANSPORT:
+        return f"{option} {data[0]}/{data[1]}" if len(data) == 2 else f"{option} {data[0]}"
+    if kind == "mask" and base == _TRANSPORT and offset in _PORT_NAMES and len(data) == 2 \
+            and _is_port_rule(rule):
+        return f"{'! ' if (cmp or {}).get('op') == C.CMP_NEQ else ''}{_PORT_NAMES[offset]} " \
+               f"{int.from_bytes(data, 'big')}"
+    neq = "! " if (cmp or {}).get("op") == C.CMP_NEQ else ""
+    if kind in ("mask", "header") and base == _NETWORK and not icmp6 and offset == 8:
+        # libnftnl's nftnl_expr_get_u8 gives 0 for data that is not one byte
+        return f"-m ttl {neq}--ttl-eq {data[0] if len(data) == 1 else 0}"
+    if kind == "nexthdr":
+        return f"-m hl --hl-eq {data[0]}"
+    return None
+
+
+def _is_port_rule(rule: Rule) -> bool:
+    """The rule's protocol test says tcp or udp (ports, not ICMP, at offset 0)."""
+    for e in rule.exprs:
+        try:
+            f = e.fields
+        except ValueError:
+            continue
+        if e.name == "cmp" and (f.get("data") or b"\0")[:1] in (bytes([_TCP]), bytes([_UDP])):
+            return True
+    return False
+
+
 def judge_rule(rule: Rule, profile: Profile = OLDEST, setup: Setup = Setup()
                ) -> tuple[Finding | None, Finding | None]:
     """(the rule's finding if iptables-nft fails on it, its misread finding), judged
     alone: what it breaks, as if it were in a table of its own."""
     bad, wrong = _findings(rule, read_rule(rule, profile))
+    if wrong:
+        wrong = replace(wrong, back=written_back(rule, wrong.kind, wrong.culprit, profile.version))
     return _complete(bad, (profile.version,), setup), _complete(wrong, (profile.version,), setup)
 
 
@@ -1127,6 +1454,8 @@ def _complete(f: Finding | None, versions: tuple[str, ...] | None, setup: Setup,
     after = None
     if restored:
         after = f"after kube-router's next policy sync: {after_sync(f.kind)}"
+        if f.back:
+            after += f"; the test comes back as `{f.back}`"
         if sync_blocked:
             after += " (not while the table holds rules iptables cannot read: the sync aborts)"
     return replace(f, versions=versions, after_sync=after)
@@ -1208,7 +1537,9 @@ def analyse(snapshot: Snapshot, profiles: Iterable[Profile] = PROFILES,
                 if bad:
                     bads.append(replace(bad, versions=tuple(vers)))
                 if wrong:
-                    wrongs.append(replace(wrong, versions=tuple(vers)))
+                    # how it is shown can depend on the version (`255/3` from 1.8.11)
+                    wrongs.append(replace(wrong, versions=tuple(vers), back=written_back(
+                        rule, wrong.kind, wrong.culprit, vers[0])))
             if bads:
                 findings.append(_complete(_merge(bads), None, setup, ip6_kr))
                 sync_blocked.add(ref)
@@ -1269,7 +1600,8 @@ def report_json(report: CompatReport, binaries: dict[str, list[str]] | None = No
         "unlistable_chains": [{"family": c.family, "table": c.table, "chain": c.chain}
                               for c in report.unlistable_chains],
         "dropped_chains": [{"family": d.family, "table": d.table, "chain": d.chain,
-                            "why": d.why, "rules": d.rules} for d in report.dropped_chains],
+                            "why": d.why, "rules": d.rules, "after_sync": d.after_sync}
+                           for d in report.dropped_chains],
         "unnamed_tables": [{"family": t.family, "table": t.name} for t in report.unnamed_tables],
         "versions": list(report.versions),
     }

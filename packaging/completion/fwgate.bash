@@ -40,7 +40,7 @@ _fwgate()
         run) opts="$common --watch" ;;
         check | status) opts="$common --json" ;;
         conflicts) opts="$common --json --all" ;;
-        compat) opts="$common --json --iptables" ;;
+        compat) opts="$common --json --iptables --verify" ;;
         repair) opts="$common --json --dry-run" ;;
         validate-config) opts="$common --json --quiet" ;;
         prevent) opts="$common --undo --iptables" ;;

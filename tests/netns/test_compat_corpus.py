@@ -37,7 +37,7 @@ from fwgate.compat.binaries import asked
 from fwgate.compat.crosscheck import Call, calls_for, compare, predict
 from fwgate.compat.impact import jump_spec
 from fwgate.compat.profiles import profile_for
-from fwgate.compat.reader import BUILTIN_CHAINS, analyse, read_rule
+from fwgate.compat.reader import BUILTIN_CHAINS, TCP_FLAGS_CRASH, analyse, read_rule
 from fwgate.model import TableRef
 from fwgate.netlink import consts as C
 from fwgate.netlink import exprs as X
@@ -188,7 +188,21 @@ NFT_ONLY = [
     Case("nft-ct-mark", "unparsable", nft="ct mark 1 accept"),
     Case("nft-iiftype", "unparsable", nft="meta iiftype ether accept"),
     Case("nft-udp-dport-range", "ok", nft="udp dport 1000-2000 accept"),
-    Case("nft-icmp-code", "ok", nft="icmp code 3 accept"),
+    # nft_parse_icmp keeps type 255 (xt_icmp's "any") for a code alone: all ICMP
+    Case("nft-icmp-code", "misread", nft="icmp code 3 accept"),
+    # found by the differential generator (tests/differential.py)
+    Case("nft-tcp-flags-eq", "crash", nft="tcp flags == syn accept"),
+    Case("nft-tcp-flags-neq", "crash", nft="tcp flags != syn accept"),
+    Case("nft-tcp-flags-zero", "crash", nft="tcp flags == 0x0 accept"),
+    Case("nft-th-flags-raw", "crash", nft="meta l4proto tcp @th,104,8 0x2 accept"),
+    Case("nft-tcp-flags-masked", "ok", nft="tcp flags & (syn | ack) == syn accept"),
+    Case("nft-icmp-type-neq", "misread", nft="icmp type != echo-request drop"),
+    Case("nft-icmp-type-gt", "misread", nft="icmp type > 3 drop"),
+    Case("nft-icmp-type-255", "misread", nft="icmp type 255 accept"),
+    Case("nft-port-mask", "misread", nft="tcp dport & 0xff00 == 0x100 accept"),
+    Case("nft-saddr-continue", "ok", nft="ip saddr 10.0.0.1 continue"),
+    Case("nft-nflog-goto", "misread", nft="log group 1 goto KUBE-ROUTER-FORWARD",
+         note="NFLOG's options after -j: every sync fails"),
     # a base chain iptables does not know: dropped from its cache with its rules
     Case("nft-foreign-base-chain", "ok", nft="ct state new accept", chain="NB",
          setup=(("nft", "add chain ip filter NB { type filter hook forward priority 10; }"),),
@@ -206,7 +220,8 @@ NFT_ONLY = [
     Case("nft-limit-bytes", "unlisted", nft="limit rate 10 bytes/second accept"),
     Case("nft-limit-over", "unlisted", nft="limit rate over 10/second accept"),
     Case("nft-counter", "ok", nft="counter"),
-    Case("nft-continue", "misread", nft="counter continue"),
+    # continue: shown without a target, which is where the rule goes on to anyway
+    Case("nft-counter-continue", "ok", nft="counter continue"),
     Case("nft-set-anonymous", "misread", nft="ip saddr { 10.0.0.1, 10.0.0.2 } accept"),
     Case("nft-set-interval", "misread", nft="ip saddr { 10.0.0.0/8, 192.168.0.0/16 } accept"),
     Case("nft-set-named", "misread", nft="ip saddr @allowed accept",
@@ -316,6 +331,8 @@ def _category(report, rule) -> str:
     """unparsable | unlisted | misread | ok, or "unlisted+misread"."""
     bad = next((f for f in report.findings if f.rule.handle == rule.handle), None)
     wrong = any(f.rule.handle == rule.handle for f in report.misread)
+    if bad and bad.iptables_error == TCP_FLAGS_CRASH:
+        return "crash"   # parses (-C works), listing it crashes
     if bad and bad.iptables_error:
         return "unparsable"
     return "+".join(c for c, yes in (("unlisted", bad), ("misread", wrong)) if yes) or "ok"

@@ -275,7 +275,9 @@ def test_set_lookups_are_ignored_not_fatal():
 
 
 def test_verdicts_iptables_does_not_show():
-    assert read_rule(rule(X.counter(), X.verdict(-1))).misread  # continue
+    # continue: shown without a target, which is where a rule without one goes anyway
+    assert not read_rule(rule(X.counter(), X.verdict(-1))).misread
+    assert read_rule(rule(X.counter(), X.verdict(3))).misread  # NF_QUEUE: no target shown
     assert not read_rule(rule(X.verdict(-3, "X"))).misread
 
 
@@ -369,3 +371,67 @@ def test_report_json_has_design_shape():
     assert entry["equivalent"] == "-o wt0 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"
     assert out["unlistable_chains"] == [{"family": "ip", "table": "filter", "chain": "FORWARD"}]
     assert out["misread"] == []
+
+
+# --- issue 21: what the differential test found (tests/netns/test_compat_generated.py
+# holds the same against the real binaries) ----------------------------------------------
+
+from fwgate.compat.reader import judge_rule  # noqa: E402
+
+
+def _l4(proto: int) -> list[bytes]:
+    return [X.meta_load(C.META_L4PROTO, 1), X.cmp(C.CMP_EQ, bytes([proto]), 1)]
+
+
+def _th(offset: int, length: int, op: int, data: bytes, mask: bytes | None = None) -> list[bytes]:
+    out = [X.payload_load(C.PAYLOAD_TRANSPORT, offset, length, 1)]
+    if mask is not None:
+        out.append(X.bitwise(1, 1, mask, b"\0" * len(mask)))
+    return out + [X.cmp(op, data, 1)]
+
+
+def test_tcp_flags_without_a_mask_crash_listing_not_check():
+    from fwgate.compat.reader import BREAKS_CHECK, TCP_FLAGS_CRASH
+    for data in (b"\x02", b"\x00", b"\x12"):
+        v = read_rule(rule(*_l4(6), *_th(13, 1, C.CMP_EQ, data), *ACCEPT))
+        assert v.crash and v.crash[1] == TCP_FLAGS_CRASH and not v.errors
+        bad, _ = judge_rule(rule(*_l4(6), *_th(13, 1, C.CMP_NEQ, data), *ACCEPT))
+        assert bad.blocking and BREAKS_CHECK not in bad.breaks   # -S FORWARD dies, -C works
+    # a mask without ECE/CWR prints fine
+    assert read_rule(rule(*_l4(6), *_th(13, 1, C.CMP_EQ, b"\x02", b"\x12"), *ACCEPT)).clean
+    # the last flags test is the one printed
+    assert read_rule(rule(*_l4(6), *_th(13, 1, C.CMP_EQ, b"\x02"),
+                          *_th(13, 1, C.CMP_EQ, b"\x02", b"\x12"), *ACCEPT)).crash is None
+
+
+def test_icmp_tests_iptables_reads_as_something_else():
+    kinds = lambda v: {m.kind for m in v.misread}  # noqa: E731
+    assert kinds(read_rule(rule(*_l4(1), *_th(0, 1, C.CMP_NEQ, b"\x08"), *ACCEPT))) == {"icmp"}
+    assert kinds(read_rule(rule(*_l4(1), *_th(0, 1, C.CMP_GT, b"\x03"), *ACCEPT))) == {"icmp"}
+    assert kinds(read_rule(rule(*_l4(1), *_th(0, 1, C.CMP_EQ, b"\xff"), *ACCEPT))) == {"icmp-any"}
+    assert kinds(read_rule(rule(*_l4(1), *_th(1, 1, C.CMP_EQ, b"\x03"), *ACCEPT))) == {"icmp-any"}
+    assert read_rule(rule(*_l4(1), *_th(0, 1, C.CMP_EQ, b"\x08"), *ACCEPT)).clean
+    # the code a type+code test pins is not lost
+    assert read_rule(rule(*_l4(1), *_th(0, 2, C.CMP_EQ, b"\x03\x00"),
+                          *_th(1, 1, C.CMP_EQ, b"\x00"), *ACCEPT)).clean
+
+
+def test_masks_iptables_drops_and_restores_it_refuses():
+    kinds = lambda v: {m.kind for m in v.misread}  # noqa: E731
+    assert kinds(read_rule(rule(*_l4(6), *_th(2, 2, C.CMP_EQ, b"\x01\x00", b"\xff\x00"),
+                                *ACCEPT))) == {"mask"}
+    # -p 47 with a tcp port test: "TCP match requires '-p tcp'"
+    r = rule(*_l4(6), *_th(2, 2, C.CMP_EQ, b"\x00\x16"),
+             X.payload_load(C.PAYLOAD_NETWORK, 9, 1, 1), X.cmp(C.CMP_EQ, b"\x2f", 1), *ACCEPT)
+    assert "refused" in kinds(read_rule(r))
+    # two bounds that make min > max
+    r = rule(*_l4(6), *_th(2, 2, C.CMP_GT, b"\x04\x00"), *_th(2, 2, C.CMP_LT, b"\x00\x50"), *ACCEPT)
+    assert "refused" in kinds(read_rule(r))
+    r = rule(*_l4(6), *_th(2, 2, C.CMP_GT, b"\x04\x00"), *_th(2, 2, C.CMP_LT, b"\x07\xd0"), *ACCEPT)
+    assert read_rule(r).clean
+    # -i in OUTPUT
+    r = rule(X.meta_load(C.META_IIFNAME, 1), X.cmp(C.CMP_EQ, X.ifname_bytes("eth0", True), 1),
+             *ACCEPT, chain="OUTPUT")
+    assert kinds(read_rule(r)) == {"refused"}
+    bad, wrong = judge_rule(r)
+    assert "every sync fails" in wrong.after_sync
