@@ -97,10 +97,6 @@ GENERATED = [
      "a base chain iptables does not know: gone after the round trip"),
 ]
 
-# Disagreements the reader does not model yet: kept, and expected to fail until it does.
-KNOWN: list = []
-
-
 def _check(case: Case, truth: dict) -> None:
     result = judge(case, VERSIONS)
     assert result.valid, result.error
@@ -116,10 +112,4 @@ def _check(case: Case, truth: dict) -> None:
 
 @pytest.mark.parametrize("case,truth,why", GENERATED, ids=[c.id for c, _, _ in GENERATED])
 def test_generated(netns, case: Case, truth: dict, why: str):
-    _check(case, truth)
-
-
-@pytest.mark.xfail(strict=True, reason="not modelled yet")
-@pytest.mark.parametrize("case,truth,why", KNOWN, ids=[c.id for c, _, _ in KNOWN])
-def test_known_gap(netns, case: Case, truth: dict, why: str):
     _check(case, truth)
