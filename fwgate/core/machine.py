@@ -106,7 +106,6 @@ class Machine:
         self.netbird_wanted = True       # what netbird.service runs with: asked at start
         self.next_netbird_read = math.inf
         self.next_heartbeat = now + HEARTBEAT
-        self.heartbeat_due = False
         self.announce_start = False
         self.seen_conflicts: set[tuple] = set()
         self.last_seen_genid: int | None = None
@@ -485,9 +484,6 @@ class Machine:
     def _step(self, now: float) -> None:
         if now >= self.next_netbird_read:
             self.next_netbird_read, self.netbird_wanted = math.inf, True
-        if now >= self.next_heartbeat:
-            self.next_heartbeat = now + HEARTBEAT
-            self.heartbeat_due = True
         if self.pending_repairs and self.repair_genid is not None and not self.repair_in_flight:
             self._emit_repair()
         if self.stale and not self.dump_in_flight and now >= self._dump_due() and \
@@ -828,7 +824,7 @@ class Machine:
         every HEARTBEAT seconds (status calls a state older than a few of them stale)."""
         status = self.status(now) if self.phase is not Phase.DONE else self.last_status
         journaled = any(isinstance(a, (A.Journal, A.Log, A.Exit)) for a in self._out)
-        force, self.heartbeat_due = force or self.heartbeat_due, False
+        force = force or now >= self.next_heartbeat
         if status != self.last_status and self.phase is not Phase.DONE:
             self.last_status = status
             self._notify(STATUS=status)
