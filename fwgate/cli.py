@@ -274,13 +274,14 @@ def cmd_status(args) -> int:
     return found.exit_code
 
 
-def _prevention(args) -> dict | None:
-    """Asked live (the guard's word is not to be had): None inside a --netns."""
+def _prevention(args, env=None) -> dict | None:
+    """Asked live (the guard's word is not to be had): None inside a --netns. `env`:
+    netbird.service's environment when already read."""
     if _netns(args):
         return None
     from .adapters.netbird import netbird_environment
     from .netbird import prevention
-    return prevention(netbird_environment()).json()
+    return prevention(env or netbird_environment()).json()
 
 
 def _gather_facts(config: Config, sock, snap=None):
@@ -307,12 +308,12 @@ def _gather_facts(config: Config, sock, snap=None):
     return Facts(units, links, snap), unit_errors
 
 
-def _explain(result) -> tuple[str, ...]:
+def _explain(result, env=None) -> tuple[str, ...]:
     if result.netbird is None or not result.netbird.native:
         return ()
     from .adapters.netbird import netbird_environment
     from .netbird import explain_fallback
-    return explain_fallback(netbird_environment())
+    return explain_fallback(env or netbird_environment())
 
 
 def cmd_check(args) -> int:
@@ -356,14 +357,17 @@ def cmd_check(args) -> int:
     # The live ruleset, whatever the policy: a rule k3s dies on is there until repaired.
     verdict = judge(probed.result, policy, read_only=True)
     exit_code = verdict.exit_code or (EXIT_FAILED if not all_ok else EXIT_OK)
+    # netbird.service's environment (D-Bus, its iptables' --version): read once, for both.
+    from .adapters.netbird import netbird_environment
+    env = None if _netns(args) else netbird_environment()
+    marks = conflicts_json(probed.result.conflicts)
     report = {"ok": exit_code == EXIT_OK, "exit_code": exit_code, "stages": stages,
-              "prevention": _prevention(args),
+              "prevention": _prevention(args, env),
               "genid": snap.genid, "digest": digest,
               "watch": [str(t) for t in config.watch],
-              "compat": compat_json(probed.result, verdict, policy, _explain(probed.result)),
+              "compat": compat_json(probed.result, verdict, policy, _explain(probed.result, env)),
               # never part of the exit code: a mark conflict drops traffic, it kills no one
-              "marks": conflicts_json(probed.result.conflicts)["conflicts"],
-              "marks_shared": conflicts_json(probed.result.conflicts)["shared_count"]}
+              "marks": marks["conflicts"], "marks_shared": marks["shared_count"]}
     print(json.dumps(report, indent=2) if args.json else check_text(report))
     return exit_code
 
@@ -375,15 +379,16 @@ def cmd_conflicts(args) -> int:
     _enter_netns(args)
     with NfSocket() as sock:
         found = find_conflicts(snapshot(sock, families=("ip", "ip6", "inet")))
-    shown = found if args.all else harms(found)
+    harmful = harms(found)
     if args.json:
         print(json.dumps(conflicts_json(found, shared=args.all), indent=2))
     else:
-        shared = len(found) - len(harms(found))
+        shown = found if args.all else harmful
         print("\n".join(conflict_text(c) for c in shown) or "no packet-mark conflict harms a packet")
-        if shared and not args.all:
-            print(f"({shared} mark bit(s) shared without harm: fwgate conflicts --all)")
-    return EXIT_FAILED if harms(found) else EXIT_OK
+        if len(found) > len(harmful) and not args.all:
+            print(f"({len(found) - len(harmful)} mark bit(s) shared without harm: "
+                  f"fwgate conflicts --all)")
+    return EXIT_FAILED if harmful else EXIT_OK
 
 
 def cmd_compat(args) -> int:
