@@ -66,6 +66,30 @@ def _identity(rule: Rule) -> tuple:
     return tuple((e.name, b"" if e.name == "counter" else e.raw) for e in rule.exprs)
 
 
+def _shaped(snapshot: Snapshot, ifaces: frozenset[str]) -> list[tuple[Rule, tuple]]:
+    """The rules of iptables' filter tables shaped like Netbird's accept rules, with their
+    shape, each decoded once."""
+    found = []
+    for ref in FILTER_TABLES:
+        table = snapshot.table(ref)
+        for rule in table.rules if table else ():
+            shape = _accept_shape(rule, ifaces)
+            if shape is not None:
+                found.append((rule, shape))
+    return found
+
+
+def _dead(shaped: list[tuple[Rule, tuple]]) -> tuple[Rule, ...]:
+    seen: set[tuple] = set()
+    dead: list[Rule] = []
+    for rule, _ in sorted(shaped, key=lambda s: (s[0].family, s[0].chain, s[0].position)):
+        key = (rule.family, rule.chain, _identity(rule))
+        if key in seen and not is_native_netbird_rule(rule):
+            dead.append(rule)
+        seen.add(key)
+    return tuple(dead)
+
+
 def dead_copies(snapshot: Snapshot, ifaces: frozenset[str] = frozenset({"wt0"})) -> tuple[Rule, ...]:
     """Untagged copies of Netbird's accept rules that follow an identical rule in the
     same chain. Their matches are stateless (interface, conntrack state) and their
@@ -73,39 +97,21 @@ def dead_copies(snapshot: Snapshot, ifaces: frozenset[str] = frozenset({"wt0"}))
     never reached, deleting them changes no packet's fate. Left: a tagged rule (Netbird
     deletes it by its tag), and a copy with no identical rule before it (it may be the
     one that accepts)."""
-    dead: list[Rule] = []
-    for ref in FILTER_TABLES:
-        table = snapshot.table(ref)
-        seen: set[tuple] = set()
-        for rule in sorted(table.rules if table else (), key=lambda r: (r.chain, r.position)):
-            if _accept_shape(rule, ifaces) is None:
-                continue
-            key = (rule.chain, _identity(rule))
-            if key in seen and not is_native_netbird_rule(rule):
-                dead.append(rule)
-            seen.add(key)
-    return tuple(dead)
+    return _dead(_shaped(snapshot, ifaces))
 
 
 def survey(snapshot: Snapshot, ifaces: frozenset[str] = frozenset({"wt0"})) -> NetbirdRules:
-    native: list[Rule] = []
+    shaped = _shaped(snapshot, ifaces)
+    native = [rule for rule, _ in shaped if is_native_netbird_rule(rule)]
     shapes: dict[tuple, list[bool]] = {}
-    for ref in FILTER_TABLES:
-        table = snapshot.table(ref)
-        for rule in table.rules if table else ():
-            shape = _accept_shape(rule, ifaces)
-            if shape is None:
-                continue
-            tagged = is_native_netbird_rule(rule)
-            if tagged:
-                native.append(rule)
-            shapes.setdefault(shape, []).append(tagged)
+    for rule, shape in shaped:
+        shapes.setdefault(shape, []).append(is_native_netbird_rule(rule))
     extra = 0
     for tags in shapes.values():
         untagged = tags.count(False)
         # Without a tagged one, one untagged rule is Netbird's own (written through iptables).
         extra += untagged if any(tags) else max(0, untagged - 1)
-    return NetbirdRules(tuple(native), extra, dead_copies(snapshot, ifaces))
+    return NetbirdRules(tuple(native), extra, _dead(shaped))
 
 
 @dataclass(frozen=True)
