@@ -153,8 +153,8 @@ class NetbirdProgrammer:
             if self.iptables_from_path else None
         if found is None:
             return None
-        version = subprocess.run([found, "--version"], capture_output=True, text=True)
-        return found if "nf_tables" in version.stdout else None
+        from .adapters.iptables import mode_of  # local: the programmer is also a plain script
+        return found if mode_of(found) == "nf_tables" else None
 
     def _through_iptables(self, binary: str, verb: str) -> bool:
         """Each rule with -C first, then `verb` (-I: insert at the top, -D: delete by

@@ -11,9 +11,11 @@ from __future__ import annotations
 import glob
 import os
 import shutil
-import subprocess
+from dataclasses import replace
 
+from ..compat.binaries import asked as named_binary
 from ..errors import EnvironmentProblem, FwgateError
+from .iptables import version_of
 from .netbird import NETBIRD_UNIT
 from .systemd import DEFAULT_SERVICE_PATH, daemon_reload
 
@@ -34,12 +36,8 @@ def _reads_nftables(path: str) -> bool:
     name `iptables` (a multi-call binary picks its job by the name it is run as)."""
     if not (os.path.isfile(path) and os.access(path, os.X_OK)):
         return False
-    try:
-        out = subprocess.run([path, "iptables", "--version"], capture_output=True, text=True,
-                             timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return "nf_tables" in out.stdout
+    as_iptables = replace(named_binary(path, "fwgate prevent"), argv=(path, "iptables"))
+    return version_of(as_iptables).mode == "nf_tables"
 
 
 def find_nft_iptables(asked: str | None = None) -> str:
