@@ -2,9 +2,9 @@
 rules) and their scoped digest, link states and unit states. Pure."""
 from __future__ import annotations
 
-import sys
 from dataclasses import FrozenInstanceError, dataclass, field
 
+from .netlink.attrs import iter_attrs, pad
 from .netlink.consts import CMP_EQ, META_IIFNAME, META_OIFNAME
 from .netlink.exprs import decode_fields, encode_expressions, split_expressions, stable_expressions
 
@@ -54,7 +54,6 @@ class Expr:
 # has); large ones (comments) are not kept.
 _SHARED: dict[bytes, Expr] = {}
 _SHARED_MAX_BYTES, _SHARED_ENTRIES = 256, 8192
-_BYTEORDER = sys.byteorder  # netlink attribute headers are in host order
 
 
 def _decode_expressions(blob: bytes) -> tuple[Expr, ...]:
@@ -68,24 +67,20 @@ def _decode_expressions(blob: bytes) -> tuple[Expr, ...]:
 
 def _decode_expressions_strictly(blob: bytes) -> tuple[Expr, ...]:
     """The Expr objects of an NFTA_RULE_EXPRESSIONS payload; an element seen before
-    (byte for byte) is looked up rather than decoded."""
+    (byte for byte) is looked up rather than decoded. A malformed list raises ValueError
+    (the attribute walker's)."""
     shared, out = _SHARED, []
-    pos, end = 0, len(blob)
-    while pos + 4 <= end:
-        step = (int.from_bytes(blob[pos:pos + 2], _BYTEORDER) + 3) & ~3
-        element = blob[pos:pos + step]
+    for _, start, end in iter_attrs(blob):
+        element = blob[start - 4:pad(end)]  # with its header and padding: the memo's key
         expr = shared.get(element)
         if expr is None:
             decoded = split_expressions(element)
             if len(decoded) != 1:  # not a list element, or malformed: decode it all strictly
                 return tuple(Expr(n, d) for n, d in split_expressions(blob))
             expr = Expr(*decoded[0])
-            if step <= _SHARED_MAX_BYTES and len(shared) < _SHARED_ENTRIES:
+            if len(element) <= _SHARED_MAX_BYTES and len(shared) < _SHARED_ENTRIES:
                 shared[element] = expr
         out.append(expr)
-        pos += step
-    if pos != end:
-        return tuple(Expr(n, d) for n, d in split_expressions(blob))
     return tuple(out)
 
 
