@@ -24,6 +24,10 @@ from dataclasses import dataclass
 
 from fwgate.adapters.netns import throwaway
 
+# bench/ uses the test helpers package (tests/fwgate_testing), never the other way round.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
+from fwgate_testing.rulesets import filter_table  # noqa: E402,F401  (scripts import it from here)
+
 BENCH = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(BENCH)
 RESULTS = os.path.join(BENCH, "results")   # committed: what results.md is rendered from
@@ -90,94 +94,6 @@ def child_json(argv: list[str], env: dict | None = None) -> dict:
 
 
 # --- rulesets --------------------------------------------------------------------------
-
-def _pod_block(i: int) -> tuple[list[str], list[str]]:
-    """kube-router's per-pod firewall chain and one network policy: 10 rules."""
-    pod, pol = f"KUBE-POD-FW-{i:012X}", f"KUBE-NWPLCY-{i:012X}"
-    ip = f"10.42.{(i >> 8) & 255}.{i & 255}"
-    c = f'-m comment --comment "rule to jump traffic destined to POD name:web-{i} namespace: ns-{i % 97} to chain {pod}"'
-    rules = [
-        f"-A KUBE-ROUTER-FORWARD {c} -d {ip}/32 -j {pod}",
-        f"-A KUBE-ROUTER-OUTPUT {c} -s {ip}/32 -j {pod}",
-        f'-A {pod} -m comment --comment "rule for stateful firewall for pod" '
-        f"-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
-        f'-A {pod} -m comment --comment "rule to drop invalid state for pod" '
-        f"-m conntrack --ctstate INVALID -j DROP",
-        f'-A {pod} -d {ip}/32 -m comment --comment "rule to permit the traffic to pods '
-        f'when source is the pod\'s local node" -m addrtype --src-type LOCAL -j ACCEPT',
-        f'-A {pod} -m comment --comment "run through nw policy ns-{i % 97}-allow-web" -j {pol}',
-        f"-A {pol} -p tcp -m multiport --dports 80,443,8080,{8000 + i % 1000} "
-        f'-m comment --comment "rule to ACCEPT traffic from all sources to dest pods selected '
-        f'by policy name: allow-web namespace ns-{i % 97}" -j MARK --set-xmark 0x10000/0x10000',
-        f'-A {pol} -m comment --comment "rule to ACCEPT traffic" -m mark --mark 0x10000/0x10000 '
-        f"-j RETURN",
-        f'-A {pod} -m comment --comment "rule to log dropped traffic POD name:web-{i}" '
-        f"-m mark ! --mark 0x10000/0x10000 -m limit --limit 10/min --limit-burst 10 "
-        f"-j NFLOG --nflog-group 100",
-        f'-A {pod} -m comment --comment "rule to REJECT traffic destined for POD name:web-{i}" '
-        f"-m mark ! --mark 0x10000/0x10000 -j REJECT --reject-with icmp-port-unreachable",
-    ]
-    return [pod, pol], rules
-
-
-def _service_block(i: int) -> list[str]:
-    """kube-proxy's filter-table rules for a service without endpoints, and the like: 5 rules."""
-    vip = f"10.43.{(i >> 8) & 255}.{i & 255}"
-    return [
-        f'-A KUBE-SERVICES -d {vip}/32 -p tcp -m comment --comment "ns-{i % 97}/svc-{i}:http '
-        f'has no endpoints" -m tcp --dport 80 -j REJECT --reject-with icmp-port-unreachable',
-        f'-A KUBE-EXTERNAL-SERVICES -p tcp -m comment --comment "ns-{i % 97}/svc-{i}:http has no '
-        f'endpoints" -m addrtype --dst-type LOCAL -m tcp --dport {30000 + i % 2000} '
-        f"-j REJECT --reject-with icmp-port-unreachable",
-        f'-A KUBE-NODEPORTS -p tcp -m comment --comment "ns-{i % 97}/svc-{i}:health" '
-        f"-m tcp --dport {31000 + i % 2000} -j ACCEPT",
-        f"-A KUBE-FORWARD -s 10.42.{(i >> 8) & 255}.0/24 -i cni0 -o wt0 "
-        f'-m comment --comment "svc-{i} egress via the tunnel" -j ACCEPT',
-        f"-A KUBE-PROXY-FIREWALL -d {vip}/32 -p udp -m comment --comment "
-        f'"ns-{i % 97}/svc-{i}:dns traffic not accepted by KUBE-FW" -m udp --dport 53 -j DROP',
-    ]
-
-
-_HEAD_RULES = [
-    '-A INPUT -m conntrack --ctstate NEW -m comment --comment "kubernetes load balancer firewall" -j KUBE-PROXY-FIREWALL',
-    '-A INPUT -m comment --comment "kubernetes health check service ports" -j KUBE-NODEPORTS',
-    '-A INPUT -m conntrack --ctstate NEW -m comment --comment "kubernetes externally-visible service portals" -j KUBE-EXTERNAL-SERVICES',
-    "-A INPUT -j KUBE-FIREWALL",
-    '-A FORWARD -m comment --comment "kube-router netpol - TEMCG2JMHZYE7H7T" -j KUBE-ROUTER-FORWARD',
-    '-A FORWARD -m comment --comment "kubernetes forwarding rules" -j KUBE-FORWARD',
-    '-A FORWARD -m conntrack --ctstate NEW -m comment --comment "kubernetes service portals" -j KUBE-SERVICES',
-    '-A OUTPUT -m comment --comment "kube-router netpol - VEAAIY32XVBHCSCY" -j KUBE-ROUTER-OUTPUT',
-    '-A OUTPUT -m conntrack --ctstate NEW -m comment --comment "kubernetes service portals" -j KUBE-SERVICES',
-    "-A OUTPUT -j KUBE-FIREWALL",
-    "-A KUBE-FORWARD -m conntrack --ctstate INVALID -j DROP",
-    '-A KUBE-FORWARD -m comment --comment "kubernetes forwarding rules" -m mark --mark 0x4000/0x4000 -j ACCEPT',
-    '-A KUBE-FORWARD -m comment --comment "kubernetes forwarding conntrack rule" -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT',
-    '-A KUBE-FIREWALL ! -s 127.0.0.0/8 -d 127.0.0.0/8 -m comment --comment "block incoming localnet connections" -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -j DROP',
-]
-_FIXED_CHAINS = ["KUBE-PROXY-FIREWALL", "KUBE-NODEPORTS", "KUBE-EXTERNAL-SERVICES", "KUBE-FIREWALL",
-                 "KUBE-ROUTER-FORWARD", "KUBE-ROUTER-OUTPUT", "KUBE-FORWARD", "KUBE-SERVICES"]
-
-
-def filter_table(n_rules: int) -> str:
-    """iptables-restore input for an `ip filter` table of exactly n_rules rules:
-    two thirds kube-router pod firewalls and policies, one third kube-proxy services."""
-    chains, rules = list(_FIXED_CHAINS), list(_HEAD_RULES)
-    i = 0
-    while len(rules) < n_rules:
-        if i % 3 == 2:
-            rules += _service_block(i)
-        else:
-            new, block = _pod_block(i)
-            chains += new
-            rules += block
-        i += 1
-    rules = rules[:n_rules]
-    used = {r.split()[1] for r in rules}
-    lines = ["*filter", ":INPUT ACCEPT [0:0]", ":FORWARD ACCEPT [0:0]", ":OUTPUT ACCEPT [0:0]"]
-    lines += [f":{c} - [0:0]" for c in chains if c in used or any(f"-j {c}" in r for r in rules)]
-    lines += rules + ["COMMIT", ""]
-    return "\n".join(lines)
-
 
 def build_ruleset(netns: str, n_rules: int, netbird: bool = True, repair: bool = True) -> None:
     """n_rules iptables rules in `ip filter`, then Netbird's tables and rules (and,

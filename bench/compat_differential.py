@@ -1,5 +1,5 @@
 """The reader model against the real iptables binaries on generated rules (the large
-run of tests/differential.py; tests/netns/test_compat_differential.py is the bounded
+run of tests/fwgate_testing/differential.py; tests/netns/test_compat_differential.py is the bounded
 one). Each case: a fresh namespace, kube-router's state, one generated nft rule,
 every version's binaries (kube-router's fatal calls, -S, iptables-save, the save →
 restore round trip) against the model alone (`compat.iptables: none`).
@@ -23,8 +23,8 @@ sys.path[:0] = [BENCH, os.path.join(os.path.dirname(BENCH), "tests")]
 from hypothesis import HealthCheck, Phase, given, seed, settings  # noqa: E402
 
 from common import save  # noqa: E402
-from differential import cases, judge, summary  # noqa: E402
-from iptables_versions import builds  # noqa: E402
+from fwgate_testing.differential import cases, judge, summary  # noqa: E402
+from fwgate_testing.iptables_versions import builds  # noqa: E402
 
 
 def generate(n: int, at: int) -> list:

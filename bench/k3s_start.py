@@ -3,7 +3,7 @@ systemd, with the package as installed and its config unedited (issue 11: goal â
 
     .venv/bin/python bench/k3s_start.py [--runs 5] [--quick] [--out DIR]
 
-Boots the systemd container of tests/systemd (tests/systemd/test_lifecycle.py's node:
+Boots the systemd container of tests/systemd (fwgate_testing.node.lifecycle's node, as tests/systemd/test_lifecycle.py boots it:
 the Netbird and k3s stand-ins, k3s's bundled iptables only) once per run and node kind:
 a plain node, and one whose iptables filter table exists at boot. Writes
 results/k3s_start.json.
@@ -15,14 +15,13 @@ import tempfile
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
-sys.path[:0] = [str(BENCH), str(BENCH.parent / "tests" / "systemd"), str(BENCH.parent / "tests")]
+sys.path.insert(0, str(BENCH))
 
 from common import AFTER, arguments, median, needs_root, percentile, save  # noqa: E402
 
-import debs  # noqa: E402
-import rootfs  # noqa: E402
-import test_lifecycle as node  # noqa: E402
-from container import Container, programmer_changes  # noqa: E402
+from fwgate_testing.node import debs, rootfs  # noqa: E402
+from fwgate_testing.node import lifecycle as node  # noqa: E402
+from fwgate_testing.node.container import Container, programmer_changes  # noqa: E402
 
 
 def one(deb: Path, kind: str) -> float:

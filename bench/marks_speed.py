@@ -17,71 +17,9 @@ import time
 from common import AFTER, arguments, needs_root, save, sh  # noqa: E402
 
 from fwgate.adapters.netns import call_in, throwaway  # noqa: E402
-
-NETBIRD = """table ip netbird {
-  chain netbird-mangle-prerouting {
-    type filter hook prerouting priority mangle; policy accept;
-    iifname "wt0" ct state new meta mark set 0x1bd20
-  }
-  chain netbird-acl-forward-filter {
-    type filter hook forward priority filter; policy accept;
-    meta mark 0x1bd20 accept
-    iifname "wt0" drop
-  }
-}
-"""
-
-
-def kube_router_filter(pods: int) -> str:
-    lines = ["*filter", ":INPUT ACCEPT [0:0]", ":FORWARD ACCEPT [0:0]", ":OUTPUT ACCEPT [0:0]",
-             ":KUBE-ROUTER-FORWARD - [0:0]", ":KUBE-NWPLCY-COMMON - [0:0]"]
-    rules = ['-A FORWARD -m comment --comment "kube-router netpol - TEMCG2JMHZYE7H7T" '
-             '-j KUBE-ROUTER-FORWARD',
-             '-A KUBE-NWPLCY-COMMON -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT']
-    for i in range(pods):
-        fw, pol = f"KUBE-POD-FW-{i:016X}", f"KUBE-NWPLCY-{i:016X}"
-        pod, peer = f"10.42.{(i >> 8) & 255}.{i & 255}", f"10.43.{(i >> 8) & 255}.{i & 255}"
-        name = f'POD name:web-{i} namespace: ns-{i % 97}'
-        match = f"-s {peer}/32 -p tcp --dport {8000 + i % 1000}"
-        lines += [f":{fw} - [0:0]", f":{pol} - [0:0]"]
-        rules += [
-            f'-A KUBE-ROUTER-FORWARD -d {pod}/32 -m comment --comment "to {name}" -j {fw}',
-            f'-A KUBE-ROUTER-FORWARD -s {pod}/32 -m comment --comment "from {name}" -j {fw}',
-            f"-A {fw} -j KUBE-NWPLCY-COMMON",
-            f'-A {fw} -d {pod}/32 -m comment --comment "run through nw policy allow-{i}" -j {pol}',
-            f'-A {pol} {match} -m comment --comment "ACCEPT from peers of allow-{i}" '
-            f"-j MARK --set-xmark 0x10000/0x10000",
-            f'-A {pol} {match} -m comment --comment "ACCEPT from peers of allow-{i}" '
-            f"-m mark --mark 0x10000/0x10000 -j RETURN",
-            f'-A {fw} -m comment --comment "rule to log dropped traffic {name}" '
-            f"-m mark ! --mark 0x10000/0x10000 -m limit --limit 10/min -j NFLOG --nflog-group 100",
-            f'-A {fw} -m comment --comment "rule to REJECT traffic destined for {name}" '
-            f"-m mark ! --mark 0x10000/0x10000 -j REJECT",
-            f"-A {fw} -j MARK --set-xmark 0x0/0x10000",
-            f'-A {fw} -m comment --comment "set mark to ACCEPT traffic that comply to network '
-            f'policies" -j MARK --set-xmark 0x20000/0x20000']
-    rules.append('-A KUBE-ROUTER-FORWARD -m mark --mark 0x20000/0x20000 -j ACCEPT')
-    return "\n".join(lines + rules + ["COMMIT", ""])
-
-
-def kube_proxy_nat(services: int) -> str:
-    lines = ["*nat", ":PREROUTING ACCEPT [0:0]", ":INPUT ACCEPT [0:0]", ":OUTPUT ACCEPT [0:0]",
-             ":POSTROUTING ACCEPT [0:0]", ":KUBE-SERVICES - [0:0]", ":KUBE-MARK-MASQ - [0:0]"]
-    rules = ['-A PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES',
-             '-A OUTPUT -m comment --comment "kubernetes service portals" -j KUBE-SERVICES',
-             "-A KUBE-MARK-MASQ -j MARK --or-mark 0x4000"]
-    for i in range(services):
-        svc, sep = f"KUBE-SVC-{i:016X}", f"KUBE-SEP-{i:016X}"
-        vip, ep = f"10.96.{(i >> 8) & 255}.{i & 255}", f"10.44.{(i >> 8) & 255}.{i & 255}"
-        lines += [f":{svc} - [0:0]", f":{sep} - [0:0]"]
-        rules += [f'-A KUBE-SERVICES -d {vip}/32 -p tcp -m comment --comment "ns/svc-{i}" '
-                  f"-m tcp --dport 80 -j {svc}",
-                  f"-A {svc} ! -s 10.42.0.0/16 -d {vip}/32 -p tcp -m tcp --dport 80 -j KUBE-MARK-MASQ",
-                  f"-A {svc} -j {sep}",
-                  f"-A {sep} -s {ep}/32 -j KUBE-MARK-MASQ",
-                  f"-A {sep} -p tcp -m tcp -j DNAT --to-destination {ep}:80"]
-    return "\n".join(lines + rules + ["COMMIT", ""])
-
+from fwgate_testing.rulesets import (  # noqa: E402
+    MARKS_NETBIRD, kube_proxy_nat, kube_router_filter,
+)
 
 def measure(rules: int) -> dict:
     from fwgate.adapters.nfsock import NfSocket
@@ -107,7 +45,7 @@ def measure(rules: int) -> dict:
         pods, services = rules * 6 // 10 // 10, rules * 4 // 10 // 5
         sh("ip", "netns", "exec", ns, "iptables-restore", input=kube_router_filter(pods))
         sh("ip", "netns", "exec", ns, "iptables-restore", "-n", input=kube_proxy_nat(services))
-        sh("ip", "netns", "exec", ns, "nft", "-f", "-", input=NETBIRD)
+        sh("ip", "netns", "exec", ns, "nft", "-f", "-", input=MARKS_NETBIRD)
         total, found, dumps, analyses = call_in(ns, run)
     dump, cold, warm = statistics.median(dumps), analyses[0], statistics.median(analyses[1:])
     return {"rules": total, "conflicts": len(found),

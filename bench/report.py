@@ -500,7 +500,7 @@ class Report:
         add("## 11. The reader model against real iptables on generated rules (issue 21)")
         add("")
         add(f"`bench/compat_differential.py --cases {d['drawn']} --seed {d['seed']}`: rules drawn "
-            "from the grammar in `tests/differential.py`, each in fresh namespaces next to "
+            "from the grammar in `tests/fwgate_testing/differential.py`, each in fresh namespaces next to "
             "kube-router's state, judged by each version's binaries (kube-router's fatal calls, "
             "`-S`, `iptables-save`, the save → restore round trip compared expression by "
             "expression) against the reader model alone (`compat.iptables: none`). "

@@ -1,7 +1,7 @@
 """The save → restore round trip, compared: nft's JSON listings of a table before and
 after, normalised so that only what changes which packets a rule matches, or what it
 does to them, remains. Pure (fwgate.adapters.roundtrip runs the commands); shared by
-`fwgate compat --verify` and the differential test (tests/differential.py).
+`fwgate compat --verify` and the differential test (tests/fwgate_testing/differential.py).
 """
 from __future__ import annotations
 

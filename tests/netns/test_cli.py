@@ -3,7 +3,7 @@ import json
 import os
 import subprocess
 
-from helpers import add_wt0, fwgate_cmd, start_programmer, write_config
+from fwgate_testing.helpers import add_wt0, fwgate_cmd, start_programmer, write_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
 SHIPPED = os.path.join(ROOT, "config", "fwgate.yaml")

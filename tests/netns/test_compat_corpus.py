@@ -1,5 +1,5 @@
 """A corpus of rule encodings, each judged by the real iptables of every version there is
-here (1.8.9, 1.8.11, 1.8.13: tests/iptables_versions.py) and by the reader with that
+here (1.8.9, 1.8.11, 1.8.13: tests/fwgate_testing/iptables_versions.py) and by the reader with that
 version's profile.
 
 For every case: a fresh namespace with kube-router's state built by real iptables,
@@ -42,8 +42,8 @@ from fwgate.model import TableRef
 from fwgate.netlink import consts as C
 from fwgate.netlink import exprs as X
 from fwgate.netlink.consts import FAMILIES
-from helpers import in_netns, sh
-from iptables_versions import builds
+from fwgate_testing.helpers import in_netns, sh
+from fwgate_testing.iptables_versions import builds
 
 KR_COMMENT = "kube-router netpol - TEMCG2JMHZYE7H7T"
 KR_MATCH = ["-m", "comment", "--comment", KR_COMMENT, "-j", "KUBE-ROUTER-FORWARD"]
@@ -190,7 +190,7 @@ NFT_ONLY = [
     Case("nft-udp-dport-range", "ok", nft="udp dport 1000-2000 accept"),
     # nft_parse_icmp keeps type 255 (xt_icmp's "any") for a code alone: all ICMP
     Case("nft-icmp-code", "misread", nft="icmp code 3 accept"),
-    # found by the differential generator (tests/differential.py)
+    # found by the differential generator (tests/fwgate_testing/differential.py)
     Case("nft-tcp-flags-eq", "crash", nft="tcp flags == syn accept"),
     Case("nft-tcp-flags-neq", "crash", nft="tcp flags != syn accept"),
     Case("nft-tcp-flags-zero", "crash", nft="tcp flags == 0x0 accept"),

@@ -1,4 +1,4 @@
-"""The bounded run of the differential test (tests/differential.py): generated nft rules,
+"""The bounded run of the differential test (tests/fwgate_testing/differential.py): generated nft rules,
 each in fresh namespaces next to kube-router's state, judged by the real binaries of
 every version there is here (kube-router's fatal calls, -S, iptables-save and the save →
 restore round trip) against the reader model alone (`compat.iptables: none`).
@@ -19,8 +19,8 @@ import shutil
 import pytest
 from hypothesis import HealthCheck, Phase, given, seed, settings
 
-from differential import cases, judge
-from iptables_versions import builds
+from fwgate_testing.differential import cases, judge
+from fwgate_testing.iptables_versions import builds
 
 CASES = int(os.environ.get("FWGATE_DIFF_CASES", "120"))
 FIXED = 21

@@ -1,4 +1,4 @@
-"""Every disagreement the differential generator (tests/differential.py) has found, kept as
+"""Every disagreement the differential generator (tests/fwgate_testing/differential.py) has found, kept as
 a case: each runs as the generator runs it (fresh namespaces, kube-router's state, every
 version's binaries, the save → restore round trip) and must still show the ground truth it
 showed then, per version, and the reader must agree with it. Found by
@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from differential import Case, judge
-from iptables_versions import builds
+from fwgate_testing.differential import Case, judge
+from fwgate_testing.iptables_versions import builds
 
 VERSIONS = builds()
 

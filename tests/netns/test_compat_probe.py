@@ -7,7 +7,7 @@ from fwgate.adapters.nfsock import NfSocket
 from fwgate.compat.policy import judge
 from fwgate.compat.probe import probe
 from fwgate.report import compat_json
-from helpers import in_netns, kube_router_state, sh
+from fwgate_testing.helpers import in_netns, kube_router_state, sh
 
 KR_CHECK = ('iptables -t filter -C FORWARD -m comment --comment '
             '"kube-router netpol - TEMCG2JMHZYE7H7T" -j KUBE-ROUTER-FORWARD')

@@ -19,7 +19,7 @@ from fwgate.compat.repair import plan_repairs
 from fwgate.model import TableRef
 from fwgate.netlink.exprs import split_expressions, stable_bytes
 from fwgate.model import Expr, Rule
-from helpers import in_netns, sh
+from fwgate_testing.helpers import in_netns, sh
 
 KR = ["-m", "comment", "--comment", "kube-router netpol - TEMCG2JMHZYE7H7T",
       "-j", "KUBE-ROUTER-FORWARD"]

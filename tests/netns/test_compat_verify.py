@@ -8,8 +8,8 @@ import subprocess
 
 import pytest
 
-from helpers import fwgate_cmd, sh
-from iptables_versions import builds
+from fwgate_testing.helpers import fwgate_cmd, sh
+from fwgate_testing.iptables_versions import builds
 
 VERSIONS = builds()
 KR = ["-m", "comment", "--comment", "kube-router netpol - TEMCG2JMHZYE7H7T", "-j",

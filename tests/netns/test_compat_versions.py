@@ -1,6 +1,6 @@
 """`fwgate compat` and `check` judge for the binary they are told k3s runs, each version
 with its own reader; only what kube-router dies on blocks. Real binaries of 1.8.9,
-1.8.11 and 1.8.13 (tests/iptables_versions.py), real kernel, the CLI as a process."""
+1.8.11 and 1.8.13 (tests/fwgate_testing/iptables_versions.py), real kernel, the CLI as a process."""
 from __future__ import annotations
 
 import json
@@ -8,8 +8,8 @@ import subprocess
 
 import pytest
 
-from helpers import fwgate_cmd, kube_router_state, sh
-from iptables_versions import builds
+from fwgate_testing.helpers import fwgate_cmd, kube_router_state, sh
+from fwgate_testing.iptables_versions import builds
 
 VERSIONS = builds()
 KR = ("-t", "filter", "-C", "FORWARD", "-m", "comment", "--comment",

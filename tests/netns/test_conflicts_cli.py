@@ -9,8 +9,8 @@ import subprocess
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from helpers import fwgate_cmd, sh, start_fwgate, write_config
-from test_marks_packets import KUBE_ROUTER, PORTMAP, netbird
+from fwgate_testing.helpers import fwgate_cmd, sh, start_fwgate, write_config
+from fwgate_testing.rulesets import KUBE_ROUTER, PORTMAP, netbird
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
 

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from helpers import fwgate_cmd
+from fwgate_testing.helpers import fwgate_cmd
 
 
 def demo_namespaces() -> set[str]:

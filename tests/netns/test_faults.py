@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from helpers import (
+from fwgate_testing.helpers import (
     add_wt0, change_times, fwgate_cmd, gate_yaml, sh, start_fwgate, start_programmer, write_config,
 )
 
@@ -170,7 +170,7 @@ def test_read_only_unless_repair_is_asked_for(netns, tmp_path, notify):
 def _genid(netns):
     from fwgate.adapters.nfsock import NfSocket
 
-    from helpers import in_netns
+    from fwgate_testing.helpers import in_netns
 
     def read():
         with NfSocket() as sock:

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from helpers import (
+from fwgate_testing.helpers import (
     add_wt0, change_times, gate_yaml, sh, start_fwgate, start_programmer, write_config,
 )
 

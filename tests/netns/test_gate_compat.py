@@ -2,7 +2,7 @@
 iptables 1.8.9 as the judge, sd_notify caught on a real socket."""
 import shutil
 
-from helpers import (
+from fwgate_testing.helpers import (
     KUBE_ROUTER_CHECK, add_wt0, gate_yaml, kube_router_state, sh, start_fwgate, start_programmer,
     write_config,
 )

@@ -3,15 +3,9 @@ is bench/marks_speed.py's business): every kube-router pod firewall writes the s
 bits, and the conflicts come out named once per kind, with how many rules they stand for."""
 from __future__ import annotations
 
-import os
-import sys
-
-from helpers import in_netns, sh
-
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "bench"))
-from marks_speed import NETBIRD, kube_proxy_nat, kube_router_filter  # noqa: E402
-
-from fwgate.marks import find_conflicts  # noqa: E402
+from fwgate.marks import find_conflicts
+from fwgate_testing.helpers import in_netns, sh
+from fwgate_testing.rulesets import MARKS_NETBIRD, kube_proxy_nat, kube_router_filter
 
 
 def test_conflicts_at_scale_are_named_once_per_kind(netns):
@@ -19,7 +13,7 @@ def test_conflicts_at_scale_are_named_once_per_kind(netns):
     from fwgate.adapters.nft import snapshot
     sh(netns, "iptables-restore", input=kube_router_filter(200))
     sh(netns, "iptables-restore", "-n", input=kube_proxy_nat(100))
-    sh(netns, "nft", "-f", "-", input=NETBIRD)
+    sh(netns, "nft", "-f", "-", input=MARKS_NETBIRD)
 
     def take():
         with NfSocket() as sock:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from helpers import delete_netns, in_netns, new_netns, sh
-from iptables_versions import builds
+from fwgate_testing.helpers import delete_netns, in_netns, new_netns, sh
+from fwgate_testing.iptables_versions import builds
 from fwgate.marks.model import ALL, CT, META, Read, Write, comment_of, rule_marks
 from fwgate.marks.owners import owner_of
 

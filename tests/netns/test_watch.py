@@ -9,7 +9,7 @@ import time
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from helpers import (
+from fwgate_testing.helpers import (
     KUBE_ROUTER_CHECK, add_wt0, fwgate_cmd, gate_yaml, kube_router_state, sh, start_fwgate,
     start_programmer, write_config,
 )

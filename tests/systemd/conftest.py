@@ -13,23 +13,16 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 
-# Importable whatever pytest's import mode is (no __init__.py on purpose: a
-# package named "systemd" would shadow the python-systemd module).
-HERE = Path(__file__).resolve().parent
-if str(HERE) not in sys.path:
-    sys.path.insert(0, str(HERE))
-
-import archive as _archive  # noqa: E402
-import debs as _debs  # noqa: E402
-import rootfs as _rootfs  # noqa: E402
-from container import Container  # noqa: E402
-
-PROJECT_ROOT = HERE.parents[1]
+# No __init__.py here on purpose: a package named "systemd" would shadow the python-systemd
+# module. What these tests share lives in fwgate_testing.node.
+from fwgate_testing.node import archive as _archive
+from fwgate_testing.node import debs as _debs
+from fwgate_testing.node import rootfs as _rootfs
+from fwgate_testing.node.container import Container, project_binds
 
 
 def _skip_reason() -> str | None:
@@ -40,25 +33,6 @@ def _skip_reason() -> str | None:
     if not _rootfs.rootfs_path().is_dir() and not shutil.which("debootstrap"):
         return "debootstrap missing to build the test rootfs (apt-get install debootstrap)"
     return None
-
-
-def project_binds() -> list[str]:
-    """Read-only binds so the checkout (and its .venv) run inside as on the host."""
-    binds = [str(PROJECT_ROOT)]
-    venv = PROJECT_ROOT / ".venv"
-    cfg = venv / "pyvenv.cfg"
-    if venv.is_dir() and not venv.resolve().is_relative_to(PROJECT_ROOT):
-        binds.append(str(venv.resolve()))
-    if cfg.is_file():
-        # A venv's python is a symlink to its base interpreter ("home = .../bin");
-        # bind that prefix too unless the rootfs has it (Debian's /usr/bin).
-        for line in cfg.read_text().splitlines():
-            key, _, value = line.partition("=")
-            if key.strip() == "home":
-                prefix = Path(value.strip()).parent
-                if prefix != Path("/usr") and prefix.is_dir():
-                    binds.append(str(prefix))
-    return binds
 
 
 @pytest.fixture(scope="session")

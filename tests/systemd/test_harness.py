@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from container import Container, is_running
+from fwgate_testing.node.container import Container, is_running
 
 pytestmark = pytest.mark.systemd  # slow-ish: deselect with -m "not systemd"
 
@@ -147,15 +147,15 @@ def test_keyboard_interrupt_tears_down(systemd_rootfs, tmp_path):
     # Ctrl-C while a command runs inside: the with-block must still tear down.
     script = tmp_path / "interrupted.py"
     script.write_text(f"""
-import sys
-sys.path.insert(0, {str(Path(__file__).parent)!r})
-from container import Container
+from fwgate_testing.node.container import Container
 with Container({str(systemd_rootfs)!r}) as c:
     print(c.pid, c.leader, *c.cgroups, flush=True)
     c.run(["sleep", "30"])
 """)
+    tests = str(Path(__file__).resolve().parents[1])  # where fwgate_testing lives
     proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": tests})
     try:
         nspawn, leader, *cgroups = proc.stdout.readline().split()
         time.sleep(0.3)  # let "sleep 30" start inside

@@ -18,10 +18,11 @@ from pathlib import Path
 
 import pytest
 
-import archive as _archive
-import rootfs as _rootfs
-from container import Container, show, wait_for
-from debs import apt, exists, package_version, unusr, use_archive
+from fwgate_testing.node import archive as _archive
+from fwgate_testing.node import e2e
+from fwgate_testing.node import rootfs as _rootfs
+from fwgate_testing.node.container import Container, project_binds, show, wait_for
+from fwgate_testing.node.debs import apt, exists, package_version, unusr, use_archive
 
 pytestmark = pytest.mark.systemd
 
@@ -305,8 +306,6 @@ def test_purge_leaves_nothing_behind(node: Container, debs):
 
 def test_packaged_fwgate_gates_k3s_standin(container_factory, debs, archives, suite):
     """The e2e test's scenario with the package in place of the checkout."""
-    e2e = pytest.importorskip("test_e2e", reason="tests/systemd/test_e2e.py's helpers")
-    from conftest import project_binds
     # The checkout (k3s's stand-in script) plus the packages.
     c = boot(container_factory, debs, archives, suite, binds_ro=project_binds())
     apt(c, "install", str(debs["X"]))

@@ -136,9 +136,9 @@ def test_scriptlets_on_a_running_node_never_touch_k3s(container_factory, rpm):
     package reloads units after every transaction (its %transfiletriggerin and
     %transfiletriggerpostun); Debian's rpm has no such trigger, so the test does that
     reload where the trigger would run."""
-    import archive as _archive
-    from container import show
-    from debs import apt, use_archive
+    from fwgate_testing.node import archive as _archive
+    from fwgate_testing.node.container import show
+    from fwgate_testing.node.debs import apt, use_archive
     repo = _archive.build("bookworm", [], extra=NODE_PACKAGES, recommends=False)
     c = container_factory(binds_ro=[str(rpm.parent), f"{repo}:{_archive.MOUNT}"])
     use_archive(c)

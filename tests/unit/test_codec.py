@@ -1,5 +1,5 @@
 """The netlink codec without a kernel: one attribute walker, and the fast paths
-fenced by it; snapshots taken from captured dumps (tests/dumps.py)."""
+fenced by it; snapshots taken from captured dumps (tests/fwgate_testing/dumps.py)."""
 from __future__ import annotations
 
 import re
@@ -8,7 +8,7 @@ import struct
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from dumps import ReplaySocket, load
+from fwgate_testing.dumps import ReplaySocket, load
 from fwgate import model
 from fwgate.adapters.nft import snapshot
 from fwgate.compat.reader import analyse

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 
 import pytest
 
@@ -18,8 +17,7 @@ from fwgate.compat.reader import analyse
 from fwgate.errors import EnvironmentProblem
 from fwgate.model import Chain, Snapshot, Table, TableRef
 
-sys.path.insert(0, os.path.dirname(__file__))  # the sibling test module, in any import mode
-from test_compat_analyser import rule  # noqa: E402
+from fwgate_testing.compat_rules import rule
 
 KR_CHECK = ("iptables -t filter -C FORWARD -m comment --comment "
             '"kube-router netpol - TEMCG2JMHZYE7H7T" -j KUBE-ROUTER-FORWARD')

@@ -1,9 +1,7 @@
 """The repair planner and the shapes it knows an exact iptables equivalent for. Pure."""
 from __future__ import annotations
 
-import os
 import struct
-import sys
 
 from fwgate.netlink import consts as C
 from fwgate.netlink import exprs as X
@@ -14,8 +12,7 @@ from fwgate.compat.equivalents import conntrack_mtinfo3, iptables_equivalent, xt
 from fwgate.compat.repair import plan_repairs
 from fwgate.model import Expr
 
-sys.path.insert(0, os.path.dirname(__file__))  # the sibling test module, in any import mode
-from test_compat_analyser import ACCEPT, EST_REL, ZERO, ct_state, oifname, rule, snap  # noqa: E402
+from fwgate_testing.compat_rules import ACCEPT, EST_REL, ZERO, ct_state, oifname, rule, snap
 
 NEW = struct.pack("=I", 8)
 

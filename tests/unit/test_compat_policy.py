@@ -2,8 +2,6 @@
 policy (compat.policy.judge) on hand-built snapshots. Pure."""
 from __future__ import annotations
 
-import os
-import sys
 from dataclasses import replace
 
 from fwgate import programmer as P
@@ -18,8 +16,7 @@ from fwgate.model import Chain, Snapshot, Table
 from fwgate.netlink import consts as C
 from fwgate.netlink import exprs as X
 
-sys.path.insert(0, os.path.dirname(__file__))  # the sibling test module, in any import mode
-from test_compat_analyser import ACCEPT, ct_state, rule, snap  # noqa: E402
+from fwgate_testing.compat_rules import ACCEPT, ct_state, rule, snap
 
 KR_CHECK = ("iptables -t filter -C FORWARD -m comment --comment "
             '"kube-router netpol - TEMCG2JMHZYE7H7T" -j KUBE-ROUTER-FORWARD')

@@ -3,9 +3,7 @@ and the shape (read from the kernel's bytes, partly at fixed offsets) keeps ever
 the reader reads. Pure."""
 from __future__ import annotations
 
-import os
 import struct
-import sys
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -16,8 +14,7 @@ from fwgate.netlink import consts as C
 from fwgate.netlink import exprs as X
 from fwgate.netlink.attrs import attr, attr_str, attr_u32, attr_u64, nested
 
-sys.path.insert(0, os.path.dirname(__file__))  # the sibling test module, in any import mode
-from test_compat_analyser import rule, snap  # noqa: E402
+from fwgate_testing.compat_rules import rule, snap
 
 REG = st.sampled_from([0, 1, 2, 3, 4, 8, 9, 10, 12, 13, 16, 22, 23, 30])
 DATA = st.binary(min_size=0, max_size=20)

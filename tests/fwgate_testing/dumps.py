@@ -1,6 +1,6 @@
 """Captured nf_tables dumps, for kernel-free tests of the codec and the snapshot.
 
-    python tests/dumps.py            # as root: rebuild tests/data/dumps/*.json
+    PYTHONPATH=tests python -m fwgate_testing.dumps   # as root: rebuild tests/data/dumps/*.json
 
 A capture is every request fwgate's snapshot made of a real kernel, in a namespace
 made for it, and every reply message, byte for byte (hex). ReplaySocket answers
@@ -18,7 +18,7 @@ from pathlib import Path
 from fwgate.netlink.consts import GETGEN, NFTA_GEN_ID, NLM_F_DUMP
 from fwgate.netlink.messages import HDRLEN, Message
 
-DUMPS = Path(__file__).resolve().parent / "data" / "dumps"
+DUMPS = Path(__file__).resolve().parents[1] / "data" / "dumps"
 FAMILIES = ("ip", "ip6", "inet", "arp", "bridge")
 
 
@@ -101,8 +101,7 @@ def capture(name: str, steps: list[str]) -> dict:
                 subprocess.run([sys.executable, "-m", "fwgate.programmer", "--netns", ns, *args],
                                check=True, capture_output=True)
             elif what == "ruleset":
-                sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-                from common import filter_table  # noqa: E402  (the bench's generator)
+                from .rulesets import filter_table
                 subprocess.run(["ip", "netns", "exec", ns, "iptables-restore"], check=True,
                                input=filter_table(int(args[0])), text=True)
         listing = subprocess.run(["ip", "netns", "exec", ns, "nft", "list", "ruleset"],

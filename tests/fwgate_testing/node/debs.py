@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-import archive as _archive
-from container import Container
+from . import archive as _archive
+from .container import Container
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 BUILD = ROOT / "packaging" / "deb" / "build"
 # Packages the tests install on a node beside fwgate's own dependencies.
 ARCHIVE_EXTRA = ("prometheus-node-exporter",)

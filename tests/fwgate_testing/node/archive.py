@@ -22,7 +22,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-import rootfs as _rootfs
+from . import rootfs as _rootfs
 
 MOUNT = "/srv/fwgate-archive"
 KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"

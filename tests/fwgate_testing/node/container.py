@@ -30,10 +30,7 @@ import uuid
 from pathlib import Path
 from typing import Iterable, Sequence
 
-try:  # imported as package module (pytest) or as a plain script
-    from . import rootfs as _rootfs
-except ImportError:  # pragma: no cover
-    import rootfs as _rootfs  # type: ignore[no-redef]
+from . import rootfs as _rootfs
 
 CONTAINER_ENV = {
     "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
@@ -415,3 +412,25 @@ def _killpg(pgid: int) -> None:
         os.killpg(pgid, signal.SIGKILL)
     except ProcessLookupError:
         pass
+
+
+PROJECT_ROOT = Path(__file__).resolve().parents[3]
+
+
+def project_binds() -> list[str]:
+    """Read-only binds so the checkout (and its .venv) run inside as on the host."""
+    binds = [str(PROJECT_ROOT)]
+    venv = PROJECT_ROOT / ".venv"
+    cfg = venv / "pyvenv.cfg"
+    if venv.is_dir() and not venv.resolve().is_relative_to(PROJECT_ROOT):
+        binds.append(str(venv.resolve()))
+    if cfg.is_file():
+        # A venv's python is a symlink to its base interpreter ("home = .../bin");
+        # bind that prefix too unless the rootfs has it (Debian's /usr/bin).
+        for line in cfg.read_text().splitlines():
+            key, _, value = line.partition("=")
+            if key.strip() == "home":
+                prefix = Path(value.strip()).parent
+                if prefix != Path("/usr") and prefix.is_dir():
+                    binds.append(str(prefix))
+    return binds

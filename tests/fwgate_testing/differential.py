@@ -10,7 +10,7 @@ chain). `judge(case)` runs one case:
 1. A fresh namespace holds kube-router's state (its three chains and jumps, written by
    iptables-restore) in the case's family, a user chain GEN for jump/goto in the case's
    table, and the case's rule written by `nft -f` next to them.
-2. Each version's binaries (tests/iptables_versions.py: 1.8.9 system, 1.8.11, 1.8.13)
+2. Each version's binaries (tests/fwgate_testing/iptables_versions.py: 1.8.9 system, 1.8.11, 1.8.13)
    run kube-router's fatal calls (crosscheck.calls_for: `-S KUBE-ROUTER-X 1`, `-C X
    <jump>`, `-S X` for INPUT, FORWARD, OUTPUT), `-S CHAIN` of the case's chain and
    `iptables-save -t TABLE`; then the round trip every kube-router sync performs:
@@ -43,7 +43,7 @@ from fwgate.compat.profiles import profile_for
 from fwgate.compat.reader import BUILTIN_CHAINS, CompatReport, analyse
 from fwgate.compat.roundtrip import listing, short
 from fwgate.model import TableRef
-from iptables_versions import builds
+from .iptables_versions import builds
 
 FOREIGN = "NB"   # a base chain of another priority than iptables' own, as Netbird makes
 CATEGORIES = ("blocking", "broken", "sync fails", "dropped", "misread", "ok")

@@ -1,6 +1,6 @@
 """Build and cache Debian root file systems that boot systemd under systemd-nspawn.
 
-Usage: python3 tests/systemd/rootfs.py [--print-path] [--force] [SUITE ...]
+Usage: PYTHONPATH=tests python3 -m fwgate_testing.node.rootfs [--print-path] [--force] [SUITE ...]
   (--print-path: build quietly, print only the path; --force: rebuild;
    SUITE: bookworm (the default) and/or trixie)
 

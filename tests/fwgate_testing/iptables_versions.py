@@ -8,7 +8,7 @@ iptables-save, ip6tables-save, iptables-restore and ip6tables-restore (and, from
 scripts/iptables-versions, arptables, arptables-save, ebtables, ebtables-save), all
 nf_tables variants (never legacy).
 
-    from iptables_versions import builds          # tests/ is on sys.path (conftest.py)
+    from fwgate_testing.iptables_versions import builds
     for version, bindir in builds().items():     # {"1.8.9": "/…/1.8.9/bin", "1.8.11": …}
         subprocess.run([f"{bindir}/iptables", "-S", "FORWARD"], …)
 
@@ -22,7 +22,7 @@ import re
 import subprocess
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 APPLETS = ("iptables", "ip6tables", "iptables-save", "ip6tables-save", "iptables-restore",
            "ip6tables-restore")
 SYSTEM_MULTI = "/usr/sbin/xtables-nft-multi"
