@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
+from dataclasses import dataclass
 
 from . import __version__
-from .config import DEFAULT_PATH, Config, ConfigError, LinkUp, defaults, load_config
+from .config import DEFAULT_PATH, Config, ConfigError, LinkUp, load_config
 from .errors import (EXIT_FAILED, EXIT_INCOMPATIBLE, EXIT_OK, EXIT_SOFTWARE, EnvironmentProblem,
                      FwgateError)
 
@@ -32,7 +34,7 @@ netns, D-Bus); 70 internal error (a bug: retried); 78 bad config."""
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     # SUPPRESS: an option given after the command must not be reset by the top level.
-    common.add_argument("--config", metavar="PATH", default=argparse.SUPPRESS,
+    common.add_argument("--config", metavar="PATH", dest="config_path", default=argparse.SUPPRESS,
                         help=f"config file (default {DEFAULT_PATH})")
     common.add_argument("--netns", metavar="NAME", default=argparse.SUPPRESS,
                         help="work inside the network namespace /run/netns/NAME")
@@ -52,7 +54,7 @@ def _parser() -> argparse.ArgumentParser:
                                 help="judge for this iptables binary, in its version, and run "
                                      "what k3s runs with it (overrides compat.iptables and "
                                      "the resolution of the one k3s runs)")
-    cmds["conflicts"].add_argument("--all", action="store_true",
+    cmds["conflicts"].add_argument("--all", action="store_true", dest="show_shared",
                                    help="also bits shared without harm (an unknown owner, an "
                                         "intended cooperation)")
     cmds["compat"].add_argument("--verify", action="store_true",
@@ -60,7 +62,7 @@ def _parser() -> argparse.ArgumentParser:
                                      "round trip of each table in a scratch namespace (what "
                                      "kube-router's next sync does) and compare rule by rule "
                                      "(root; needs nft)")
-    cmds["run"].add_argument("--watch", action="store_true",
+    cmds["run"].add_argument("--watch", action="store_const", const=True, dest="keep_guarding",
                              help="stay running after READY and guard (after_ready: watch)")
     cmds["repair"].add_argument("--dry-run", action="store_true",
                                 help="say what would be re-encoded; change nothing")
@@ -79,52 +81,110 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _config(args) -> Config:
-    path = getattr(args, "config", None)
-    if path is None and not os.path.exists(DEFAULT_PATH):
-        return defaults()  # every key is optional, so no file means the defaults
-    return load_config(path or DEFAULT_PATH)
+# --- options: one frozen value per command, built once from the command line -----------
+
+@dataclass(frozen=True)
+class Options:
+    """What every command may be given: --config PATH (None: /etc/fwgate.yaml when it
+    exists, else the built-in defaults) and --netns NAME."""
+    config_path: str | None = None
+    netns: str | None = None
 
 
-def _netns(args) -> str | None:
-    return getattr(args, "netns", None)
+@dataclass(frozen=True)
+class ServeOptions(Options):          # run, guard
+    keep_guarding: bool | None = None  # run --watch; None: as after_ready.mode says
 
 
-def _enter_netns(args) -> None:
-    if _netns(args):
+@dataclass(frozen=True)
+class CheckOptions(Options):
+    json: bool = False
+
+
+@dataclass(frozen=True)
+class CompatOptions(Options):
+    json: bool = False
+    iptables: str | None = None        # overrides compat.iptables and k3s's resolution
+    verify: bool = False
+
+
+@dataclass(frozen=True)
+class RepairOptions(Options):
+    json: bool = False
+    dry_run: bool = False
+
+
+@dataclass(frozen=True)
+class StatusOptions(Options):
+    json: bool = False
+
+
+@dataclass(frozen=True)
+class ConflictsOptions(Options):
+    json: bool = False
+    show_shared: bool = False          # --all
+
+
+@dataclass(frozen=True)
+class ValidateOptions(Options):
+    path: str | None = None            # the file to check; None: --config, else the default
+    json: bool = False
+    quiet: bool = False
+
+
+@dataclass(frozen=True)
+class PreventOptions(Options):
+    undo: bool = False
+    iptables: str | None = None
+
+
+@dataclass(frozen=True)
+class DemoOptions(Options):
+    settle: str = "3s"
+
+
+OPTIONS = {"run": ServeOptions, "guard": ServeOptions, "check": CheckOptions,
+           "compat": CompatOptions, "repair": RepairOptions, "status": StatusOptions,
+           "conflicts": ConflictsOptions, "validate-config": ValidateOptions,
+           "prevent": PreventOptions, "demo": DemoOptions}
+
+
+def options_of(args: argparse.Namespace) -> Options:
+    """The command's options value; what the command line left out keeps its default."""
+    kind = OPTIONS[args.command]
+    given = vars(args)
+    return kind(**{f.name: given[f.name] for f in dataclasses.fields(kind) if f.name in given})
+
+
+def _config_source(opts: Options):
+    from .adapters.configfile import ConfigSource
+    return ConfigSource(opts.config_path)
+
+
+def _enter_netns(netns: str | None) -> None:
+    if netns:
         from .adapters.netns import enter
-        enter(_netns(args))
-
-
-def _k3s(config: Config, override: str | None = None):
-    """(binaries, notes, setup): the iptables to judge for — --iptables PATH, else
-    compat.iptables PATH, else (auto) the ones k3s runs, each with its version — how
-    they were found, and which k3s components run (from k3s's flags and config)."""
-    from .adapters.iptables import binaries_for, read_host
-    from .compat.binaries import k3s_setup
-    host = read_host()
-    binaries, notes = binaries_for(config.compat.iptables, override, view=host)
-    return binaries, notes, k3s_setup(host)
+        enter(netns)
 
 
 # --- commands ---------------------------------------------------------------------
 
-def cmd_validate_config(args) -> int:
+def cmd_validate_config(opts: ValidateOptions) -> int:
     from .core.conditions import describe
     from .timespan import format_timespan
-    path = args.path or getattr(args, "config", None) or DEFAULT_PATH
+    path = opts.path or opts.config_path or DEFAULT_PATH
     try:
         config = load_config(path)
     except ConfigError as exc:
-        if args.json:
+        if opts.json:
             print(json.dumps({"ok": False, "path": path, "error": str(exc)}, indent=2))
         raise
-    if args.json:
+    if opts.json:
         print(json.dumps({"ok": True, "path": path, "stages": [
             {"name": s.name, "conditions": [describe(c) for c in s.conditions],
              "if_installed": s.if_installed} for s in config.stages]}, indent=2))
         return EXIT_OK
-    if args.quiet:
+    if opts.quiet:
         return EXIT_OK
     print(f"{path}: ok: settle {format_timespan(config.settle)}, timeout "
           f"{format_timespan(config.timeout) if config.timeout else 'none'} "
@@ -137,32 +197,6 @@ def cmd_validate_config(args) -> int:
                  if stage.if_installed else ""))
     print(f"  watched: {', '.join(map(str, config.watch))}")
     return EXIT_OK
-
-
-def _config_kept(args) -> Config:
-    """The config file, which parsed: kept as the last good one (guard)."""
-    from .adapters.statefile import keep_last_good
-    config = _config(args)
-    keep_last_good(config.source)
-    return config
-
-
-def _guard_config(args, log) -> tuple[Config, str | None]:
-    """The guard never stops guarding for a bad file: it runs on the last good copy,
-    else the built-in defaults, and says so (journal, status, metric)."""
-    from .adapters.statefile import last_good_path
-    try:
-        return _config_kept(args), None
-    except ConfigError as exc:
-        problem = str(exc)
-    kept = last_good_path()
-    try:
-        fallback = load_config(kept) if kept and os.path.exists(kept) else defaults()
-    except ConfigError:
-        fallback = defaults()
-    log.error(f"{problem}; guarding with {fallback.source} instead: fix the file, then "
-              f"`systemctl reload fwgate-guard`")
-    return fallback, problem
 
 
 def _back_off(log, notifier, path: str) -> int:
@@ -185,22 +219,26 @@ def _back_off(log, notifier, path: str) -> int:
     return streak
 
 
-def _serve(args, role) -> int:
+def _serve(opts: ServeOptions, role) -> int:
+    from .adapters.iptables import k3s_iptables
     from .adapters.journal import Log
     from .adapters.notify import Notifier
     from .adapters.statefile import metrics_path, state_path
     from .core.machine import Role
     from .daemon import Daemon
     log = Log()
-    config, problem = _guard_config(args, log) if role is Role.GUARD else (_config(args), None)
+    config_source = _config_source(opts)
+    # The guard never stops guarding for a bad file (journal, status, metric say so).
+    config, problem = config_source.load_for_guard(log.error) if role is Role.GUARD \
+        else (config_source.load(), None)
     notifier = Notifier(log)  # before entering the netns: the notify socket lives outside
-    streak = _back_off(log, notifier, state_path(_netns(args), role.value)) \
-        if role is Role.GUARD else 0
-    _enter_netns(args)
-    daemon = Daemon(config, log, notifier, role,
-                    keep_guarding=True if getattr(args, "watch", False) else None,
-                    k3s=lambda: _k3s(daemon.config), reload=lambda: _config_kept(args),
-                    netns=_netns(args), state_file=state_path(_netns(args), role.value),
+    state_file = state_path(opts.netns, role.value)
+    streak = _back_off(log, notifier, state_file) if role is Role.GUARD else 0
+    _enter_netns(opts.netns)
+    daemon = Daemon(config, log, notifier, role, keep_guarding=opts.keep_guarding,
+                    config_source=config_source,
+                    k3s_iptables=lambda config: k3s_iptables(config.compat.iptables),
+                    netns=opts.netns, state_file=state_file,
                     metrics_file=metrics_path(config.metrics_textfile, role.value),
                     config_error=problem, crash_streak=streak)
     try:
@@ -234,23 +272,23 @@ def _start_over(log, exc: Exception) -> None:
     os.execv(sys.executable, [sys.executable, "-m", "fwgate", *sys.argv[1:]])
 
 
-def cmd_run(args) -> int:
+def cmd_run(opts: ServeOptions) -> int:
     from .core.machine import Role
-    return _serve(args, Role.GATE)
+    return _serve(opts, Role.GATE)
 
 
-def cmd_guard(args) -> int:
+def cmd_guard(opts: ServeOptions) -> int:
     from .core.machine import Role
-    return _serve(args, Role.GUARD)
+    return _serve(opts, Role.GUARD)
 
 
-def cmd_status(args) -> int:
+def cmd_status(opts: StatusOptions) -> int:
     import time
     from . import health
     from .adapters.statefile import pid_alive, read_state, state_path
     from .report import status_text
     units = {}
-    if not _netns(args):  # the units guard this namespace only
+    if not opts.netns:  # the units guard this namespace only
         from .adapters.systemd import unit_views
         try:
             units = unit_views(list(health.UNITS.values()))
@@ -258,26 +296,26 @@ def cmd_status(args) -> int:
             print(f"fwgate: {exc}; judging by the state files alone", file=sys.stderr)
     roles = {}
     for name, unit in health.UNITS.items():
-        path = state_path(_netns(args), name)
+        path = state_path(opts.netns, name)
         state = read_state(path)
         roles[name] = health.Role(name, state, state is not None and pid_alive(state.pid),
                                   units.get(unit), path)
     if not any(r.state or r.unit for r in roles.values()):
-        raise FwgateError(f"no fwgate state at {state_path(_netns(args))} and no fwgate units: "
+        raise FwgateError(f"no fwgate state at {state_path(opts.netns)} and no fwgate units: "
                           f"fwgate has not run since boot")
     now = time.time()
     guarding, _ = health.judge_guard(roles["guard"], now)
-    prevention = roles["guard"].state.prevention if guarding else _prevention(args)
+    prevention = roles["guard"].state.prevention if guarding else _prevention(opts.netns)
     found = health.judge(roles["gate"], roles["guard"], now, prevention)
     report = health.status_json(roles["gate"], roles["guard"], found, prevention)
-    print(json.dumps(report, indent=2) if args.json else status_text(report))
+    print(json.dumps(report, indent=2) if opts.json else status_text(report))
     return found.exit_code
 
 
-def _prevention(args, env=None) -> dict | None:
+def _prevention(netns: str | None, env=None) -> dict | None:
     """Asked live (the guard's word is not to be had): None inside a --netns. `env`:
     netbird.service's environment when already read."""
-    if _netns(args):
+    if netns:
         return None
     from .adapters.netbird import netbird_environment
     from .netbird import prevention
@@ -316,23 +354,24 @@ def _explain(result, env=None) -> tuple[str, ...]:
     return explain_fallback(env or netbird_environment())
 
 
-def cmd_check(args) -> int:
+def cmd_check(opts: CheckOptions) -> int:
     from . import model
     from .adapters.nfsock import NfSocket
     from .compat.policy import judge
+    from .adapters.iptables import k3s_iptables
     from .compat.probe import begin_probe
     from .core.conditions import describe, evaluate, skipped
     from .marks import conflicts_json
     from .report import check_text, compat_json
-    config = _config(args)
-    _enter_netns(args)
+    config = _config_source(opts).load()
+    _enter_netns(opts.netns)
     policy = config.compat.on_incompatible
-    binaries, notes, setup = _k3s(config)
+    k3s = k3s_iptables(config.compat.iptables)
     with NfSocket() as sock:
         # One snapshot for the stages and the compat probe: both read the same ruleset.
         # The iptables binaries start first and read it while we do.
-        pending = begin_probe(sock, binaries=binaries, netns=_netns(args),
-                              ifaces=config.tunnel_links(), setup=setup, notes=notes,
+        pending = begin_probe(sock, binaries=k3s.binaries, netns=opts.netns,
+                              ifaces=config.tunnel_links(), setup=k3s.setup, notes=k3s.notes,
                               families={"inet", *(t.family for t in config.tables_of_interest())})
         snap = pending.snap
         facts, unit_errors = _gather_facts(config, sock, snap)
@@ -359,56 +398,58 @@ def cmd_check(args) -> int:
     exit_code = verdict.exit_code or (EXIT_FAILED if not all_ok else EXIT_OK)
     # netbird.service's environment (D-Bus, its iptables' --version): read once, for both.
     from .adapters.netbird import netbird_environment
-    env = None if _netns(args) else netbird_environment()
+    env = None if opts.netns else netbird_environment()
     marks = conflicts_json(probed.result.conflicts)
     report = {"ok": exit_code == EXIT_OK, "exit_code": exit_code, "stages": stages,
-              "prevention": _prevention(args, env),
+              "prevention": _prevention(opts.netns, env),
               "genid": snap.genid, "digest": digest,
               "watch": [str(t) for t in config.watch],
               "compat": compat_json(probed.result, verdict, policy, _explain(probed.result, env)),
               # never part of the exit code: a mark conflict drops traffic, it kills no one
               "marks": marks["conflicts"], "marks_shared": marks["shared_count"]}
-    print(json.dumps(report, indent=2) if args.json else check_text(report))
+    print(json.dumps(report, indent=2) if opts.json else check_text(report))
     return exit_code
 
 
-def cmd_conflicts(args) -> int:
+def cmd_conflicts(opts: ConflictsOptions) -> int:
     from .adapters.nfsock import NfSocket
     from .adapters.nft import snapshot
     from .marks import conflict_text, conflicts_json, find_conflicts, harms
-    _enter_netns(args)
+    _enter_netns(opts.netns)
     with NfSocket() as sock:
         found = find_conflicts(snapshot(sock, families=("ip", "ip6", "inet")))
     harmful = harms(found)
-    if args.json:
-        print(json.dumps(conflicts_json(found, shared=args.all), indent=2))
+    if opts.json:
+        print(json.dumps(conflicts_json(found, shared=opts.show_shared), indent=2))
     else:
-        shown = found if args.all else harmful
+        shown = found if opts.show_shared else harmful
         print("\n".join(conflict_text(c) for c in shown) or "no packet-mark conflict harms a packet")
-        if len(found) > len(harmful) and not args.all:
+        if len(found) > len(harmful) and not opts.show_shared:
             print(f"({len(found) - len(harmful)} mark bit(s) shared without harm: "
                   f"fwgate conflicts --all)")
     return EXIT_FAILED if harmful else EXIT_OK
 
 
-def cmd_compat(args) -> int:
+def cmd_compat(opts: CompatOptions) -> int:
+    from .adapters.iptables import k3s_iptables
     from .adapters.nfsock import NfSocket
     from .compat.policy import judge
     from .compat.probe import probe
     from .report import compat_json, compat_text
-    config = _config(args)
-    _enter_netns(args)
-    binaries, notes, setup = _k3s(config, args.iptables)
+    config = _config_source(opts).load()
+    _enter_netns(opts.netns)
+    k3s = k3s_iptables(config.compat.iptables, opts.iptables)
     with NfSocket() as sock:
-        probed = probe(sock, binaries=binaries, netns=_netns(args), ifaces=config.tunnel_links(),
-                       setup=setup, notes=notes, marks=False)  # it shows no mark conflicts
+        probed = probe(sock, binaries=k3s.binaries, netns=opts.netns,
+                       ifaces=config.tunnel_links(), setup=k3s.setup, notes=k3s.notes,
+                       marks=False)  # it shows no mark conflicts
     # The command reports; it does not apply a policy: exit 3 only for what kills k3s.
     verdict = judge(probed.result, "fail")
     report = compat_json(probed.result, verdict, "fail", _explain(probed.result))
-    if getattr(args, "verify", False):
-        report["verify"] = _verify(probed.result, binaries)
-    print(json.dumps(report, indent=2) if args.json else compat_text(report))
-    if not args.json and "verify" in report:
+    if opts.verify:
+        report["verify"] = _verify(probed.result, k3s.binaries)
+    print(json.dumps(report, indent=2) if opts.json else compat_text(report))
+    if not opts.json and "verify" in report:
         print(_verify_text(report["verify"]))
     return EXIT_INCOMPATIBLE if verdict.exit_code else EXIT_OK
 
@@ -453,26 +494,26 @@ def _verify_text(trips: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def cmd_repair(args) -> int:
+def cmd_repair(opts: RepairOptions) -> int:
     from .adapters.nfsock import NfSocket
     from .compat.probe import probe
     from .report import repair_exit_blocking, repair_report, repair_text
-    config = _config(args)
-    _enter_netns(args)
+    config = _config_source(opts).load()
+    _enter_netns(opts.netns)
     with NfSocket() as sock:
-        probed = probe(sock, repair=True, dry_run=args.dry_run, ifaces=config.tunnel_links())
+        probed = probe(sock, repair=True, dry_run=opts.dry_run, ifaces=config.tunnel_links())
     if probed.result.conflict:
         raise FwgateError("the ruleset changed during each repair attempt; nothing was changed")
-    report = repair_report(probed.result, args.dry_run)
-    print(json.dumps(report, indent=2) if args.json else repair_text(report))
+    report = repair_report(probed.result, opts.dry_run)
+    print(json.dumps(report, indent=2) if opts.json else repair_text(report))
     return EXIT_INCOMPATIBLE if repair_exit_blocking(probed.result) else EXIT_OK
 
 
-def cmd_prevent(args) -> int:
+def cmd_prevent(opts: PreventOptions) -> int:
     from .adapters import prevent as P
     from .adapters.netbird import netbird_environment
     from .netbird import prevention
-    if args.undo:
+    if opts.undo:
         gone = P.uninstall()
         print(f"removed {', '.join(gone)}" if gone else "nothing to undo: fwgate prevent "
                                                          "had not been run")
@@ -487,7 +528,7 @@ def cmd_prevent(args) -> int:
     if now.in_force:
         print(f"prevention already in force: {now.why}")
         return EXIT_OK
-    binary = P.find_nft_iptables(args.iptables)
+    binary = P.find_nft_iptables(opts.iptables)
     written = P.install(binary, env.path)
     after = prevention(netbird_environment())
     if not after.in_force:  # never half-applied: take it away again
@@ -501,9 +542,9 @@ def cmd_prevent(args) -> int:
     return EXIT_OK
 
 
-def cmd_demo(args) -> int:
+def cmd_demo(opts: DemoOptions) -> int:
     from .demo import demo
-    return demo(args.settle)
+    return demo(opts.settle)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -511,7 +552,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     handler = globals()["cmd_" + args.command.replace("-", "_")]
     try:
-        return handler(args)
+        return handler(options_of(args))
     except FwgateError as exc:
         print(f"fwgate: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -10,6 +10,13 @@ Actions are carried out at once, in order, each answer fed back before anything
 else is read; but for one: after READY the compat probe (a snapshot and analysis
 of every iptables table, a second or so at 50k rules) runs in a worker thread on
 a socket of its own, so events are read and repairs made at once meanwhile.
+
+Everything it touches comes in as a value: the sources it sleeps on and the kernel it
+asks (`open_sources`, adapters.sources.Sources: the event socket, two NfKernels, the
+signal pipe, the worker, the link and unit watchers), the clock, the unit control
+(`restart_unit`), where the config comes from on SIGHUP (`config_source`), and which
+iptables k3s runs (`k3s_iptables`). The tests run this same loop over an in-memory node
+(tests/fwgate_testing/fake_node.py).
 """
 from __future__ import annotations
 
@@ -23,9 +30,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from . import model
-from .adapters import nft
+from .adapters.configfile import ConfigSource
+from .adapters.iptables import K3sIptables
 from .adapters.journal import Log
-from .adapters.nfsock import DumpInterrupted, NfSocket
+from .adapters.kernel import NfKernel
+from .adapters.nfsock import DumpInterrupted
 from .adapters.notify import Notifier
 from .adapters.sources import Sources
 from .adapters.statefile import StateWriter
@@ -54,21 +63,26 @@ class Daemon:
 
     def __init__(self, config: Config, log: Log, notifier: Notifier, role: Role = Role.GATE, *,
                  keep_guarding: bool | None = None,
-                 k3s: Callable[[], tuple] | None = None,
-                 reload: Callable[[], Config] | None = None, netns: str | None = None,
+                 config_source: ConfigSource | None = None,
+                 k3s_iptables: Callable[[Config], K3sIptables] = lambda config: K3sIptables(),
+                 netns: str | None = None,
                  state_file: str | None = None, metrics_file: str | None = None,
                  tick: float = KEEPALIVE, clock: Callable[[], float] = time.monotonic,
+                 open_sources: Callable[[Callable[[], float]], Sources] = Sources,
+                 restart_unit: Callable[[str], str | None] | None = None,
                  on_status: Callable[[str], None] | None = None,
                  read_netbird: Callable[[], NetbirdEnvironment] | None = None,
                  config_error: str | None = None, crash_streak: int = 0):
         self.config, self.log, self.notifier, self.role = config, log, notifier, role
-        self.keep_guarding, self.reload, self.netns = keep_guarding, reload, netns
-        # The iptables binaries k3s runs, how they were found, which k3s components run:
-        # asked again for every probe (an upgrade may replace them under a running guard).
-        self.k3s = k3s or (lambda: ((), (), None))
+        self.keep_guarding, self.netns = keep_guarding, netns
+        self.config_source = config_source  # read again on SIGHUP; None: no reloading
+        # Asked again for every probe: an upgrade may replace the binaries under a guard.
+        self.k3s_iptables = k3s_iptables
         self.state = StateWriter(state_file, metrics_file, log.warning,
                                  metrics_if_dir=config.metrics_textfile == METRICS_AUTO)
         self.tick, self.clock, self.on_status = tick, clock, on_status
+        self.open_sources = open_sources
+        self.restart_unit = restart_unit or _restart_if_crashed
         self.read_netbird = read_netbird or _read_netbird
         self.config_error = config_error  # the file was bad: `config` is a fallback
         self.crash_streak = crash_streak  # predecessors in a row that died before guarding
@@ -80,7 +94,7 @@ class Daemon:
     # -- set-up ---------------------------------------------------------------------
 
     def open(self) -> None:
-        self.io = Sources(self.clock)
+        self.io = self.open_sources(self.clock)
 
     @property
     def own_portids(self) -> frozenset[int]:
@@ -164,9 +178,9 @@ class Daemon:
         for sig in self.io.signals.pending():
             if sig != signal.SIGHUP:
                 out.append(I.Stop(now, sig.name))
-            elif self.reload is not None:
+            elif self.config_source is not None:
                 try:
-                    self.config = self.reload()
+                    self.config = self.config_source.reload()
                 except ConfigError as exc:
                     out.append(I.ConfigRejected(now, str(exc)))
                     continue
@@ -198,7 +212,7 @@ class Daemon:
             case A.Dump():
                 started = now()
                 try:
-                    snap = nft.snapshot(self.io.nl, action.scope, keep_rules=action.keep_rules)
+                    snap = self.io.kernel.snapshot(action.scope, keep_rules=action.keep_rules)
                 except DumpInterrupted:
                     return [*self._read_events(), I.DumpFailed(now())]
                 digest = model.digest(snap, action.digest_scope)
@@ -208,16 +222,15 @@ class Daemon:
                     self.warm = _warm_up()
                 return answer
             case A.QueryGeneration():
-                genid = self.io.nl.genid()
+                genid = self.io.kernel.genid()
                 return [*self._read_events(), I.Generation(now(), genid)]
             case A.RunCompat() if self.machine.ready_sent:  # nothing waits on it
-                self.io.worker.start(lambda: self._probe(self.io.worker_nl, action))
+                self.io.worker.start(lambda: self._probe(self.io.worker_kernel, action))
                 return []
             case A.RunCompat():
-                return [*self._read_events(), I.CompatDone(now(), self._probe(self.io.nl, action))]
+                return [*self._read_events(), I.CompatDone(now(), self._probe(self.io.kernel, action))]
             case A.RepairRules():
-                from .compat.probe import commit_repairs
-                produced = commit_repairs(self.io.nl, action.repairs, action.genid)
+                produced = self.io.kernel.commit_repairs(action.repairs, action.genid)
                 refused = [] if produced else self._read_events()  # what came first decides
                 return [*refused, I.RepairDone(now(), action.repairs, produced)]
             case A.Notify():
@@ -246,11 +259,10 @@ class Daemon:
             self.state.save(self.unsaved.state)
             self.unsaved = None
 
-    def _probe(self, sock: NfSocket, action: A.RunCompat):
-        from .compat.probe import probe  # not at start: the first snapshot comes first
-        binaries, notes, setup = self.k3s()
-        return probe(sock, repair=action.repair, binaries=binaries, netns=self.netns,
-                     ifaces=self.config.tunnel_links(), setup=setup, notes=notes).result
+    def _probe(self, kernel: NfKernel, action: A.RunCompat):
+        k3s = self.k3s_iptables(self.config)
+        return kernel.probe(repair=action.repair, binaries=k3s.binaries, netns=self.netns,
+                            ifaces=self.config.tunnel_links(), setup=k3s.setup, notes=k3s.notes)
 
     def _worker_done(self) -> list[I.Input]:
         result = self.io.worker.result()
@@ -263,9 +275,8 @@ class Daemon:
         return [*self._read_events(), I.CompatDone(self.clock(), result)]
 
     def _restart(self, unit: str) -> I.UnitRestarted:
-        from .adapters.systemd import restart_if_crashed
         try:
-            return I.UnitRestarted(self.clock(), unit, restart_if_crashed(unit))
+            return I.UnitRestarted(self.clock(), unit, self.restart_unit(unit))
         except EnvironmentProblem as exc:
             return I.UnitRestarted(self.clock(), unit, None, str(exc))
 
@@ -282,3 +293,8 @@ def _warm_up() -> bool:
 def _read_netbird() -> NetbirdEnvironment:
     from .adapters.netbird import netbird_environment
     return netbird_environment()
+
+
+def _restart_if_crashed(unit: str) -> str | None:
+    from .adapters.systemd import restart_if_crashed
+    return restart_if_crashed(unit)

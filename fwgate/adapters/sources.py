@@ -1,6 +1,7 @@
 """What the executor sleeps on, behind one selector: the nf_tables event socket, the
-request sockets (the loop's and the worker's), the signal pipe, the worker, and the
-link and unit watchers the stages ask about."""
+request sockets (the loop's kernel and the worker's), the signal pipe, the worker, and the
+link and unit watchers the stages ask about. The executor uses only the attributes and
+methods below: the tests give it an in-memory node with the same ones."""
 from __future__ import annotations
 
 import errno
@@ -10,12 +11,13 @@ from collections.abc import Callable
 from ..config import Config
 from ..errors import EnvironmentProblem
 from .events import EventSocket
+from .kernel import NfKernel
 from .nfsock import NetlinkError, NfSocket
 from .signals import SignalPipe
 from .watchers import Watchers
 from .worker import Worker
 
-PARTS = ("worker", "signals", "watchers", "events", "nl", "worker_nl", "selector")
+PARTS = ("worker", "signals", "watchers", "events", "kernel", "worker_kernel", "selector")
 
 
 class Sources:
@@ -26,7 +28,7 @@ class Sources:
             setattr(self, part, None)
         try:
             self.events = EventSocket(clock)
-            self.nl, self.worker_nl = NfSocket(), NfSocket()
+            self.kernel, self.worker_kernel = NfKernel(NfSocket()), NfKernel(NfSocket())
         except NetlinkError as exc:
             self.close()
             hint = " (needs root or CAP_NET_ADMIN)" if exc.errno in (errno.EPERM, errno.EACCES) \
@@ -41,7 +43,7 @@ class Sources:
     @property
     def own_portids(self) -> frozenset[int]:
         """What the events of our own transactions carry."""
-        return frozenset({self.nl.portid, self.worker_nl.portid})
+        return frozenset({self.kernel.portid, self.worker_kernel.portid})
 
     def watch(self, config: Config) -> dict[str, dict]:
         """Open the link and unit watchers the config's stages ask about: their first facts."""
