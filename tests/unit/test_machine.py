@@ -1,173 +1,25 @@
-"""The machine the daemon runs, driven here the way the daemon drives it, against a
-small model of the kernel: every input it gets is what the executor would feed it."""
+"""The machine as the daemon runs it: the real executor (fwgate.daemon.Daemon) over an
+in-memory node (fwgate_testing.fake_node): every input the machine gets is what the
+executor feeds it, its actions carried out in the executor's order, the compat probe
+after READY on the real worker thread."""
 from __future__ import annotations
 
 from dataclasses import replace
 
-import math
-
 from hypothesis import given, settings, strategies as st
 
-from fwgate import programmer as P
 from fwgate.compat.policy import ProbeResult
 from fwgate.compat.reader import CompatReport, judge_rule
 from fwgate.config import (
     AfterReady, ChainExists, CompatConfig, Config, LinkUp, Stage, TableExists,
 )
 from fwgate.core import actions as A
-from fwgate.core import inputs as I
-from fwgate.core.machine import Machine, Phase, Role
-from fwgate.model import Chain, Expr, LinkState, Rule, Snapshot, Table, TableRef
+from fwgate.core.machine import Phase, Role
+from fwgate.model import Expr, Rule, Snapshot, Table, TableRef
 from fwgate.netlink.exprs import split_expressions
-from fwgate.netlink.nftables import Event
+from fwgate_testing.fake_node import FILTER, NETBIRD, FakeNode, netbird_oif_rule
 
-NETBIRD = TableRef("ip", "netbird")
-FILTER = TableRef("ip", "filter")
-OWN, NETBIRD_PORT = 77, 4242
 STAGES = (Stage("tunnel", (LinkUp("wt0"),)), Stage("rules", (TableExists(NETBIRD),)))
-
-
-def netbird_oif_rule(handle: int) -> Rule:
-    blob = b"".join(P.forward_oif_rule("wt0"))
-    exprs = tuple(Expr(n, d) for n, d in split_expressions(blob))
-    return Rule("ip", "filter", "FORWARD", handle, -1, exprs, P.TAG_FORWARD_OIF)
-
-
-class World:
-    """The kernel and the executor around one Machine: a generation id, a digest,
-    links and tables; actions are carried out at once, answers fed back."""
-
-    def __init__(self, config: Config, role: Role = Role.GATE, keep_guarding: bool = False,
-                 compat=None, units: dict[str, str] | None = None):
-        self.config = config
-        self.units = units or {}
-        self.genid, self.version, self.table_handle = 1, 0, 0
-        self.link_up, self.table = False, False
-        self.filter_rules: dict[int, Rule] = {}
-        self.next_handle = 10
-        self.compat = compat or (lambda world: ProbeResult(CompatReport(), world.genid))
-        self.changed_at: list[float] = []        # foreign changes, notified or not
-        self.ready_at = self.exit = None
-        self.actions: list = []
-        self.repair_windows: list[float] = []   # exposure: rule added → replaced
-        self.added_at: dict[int, float] = {}
-        self.machine = Machine(config, 0.0, role, own_portids={OWN}, keep_guarding=keep_guarding,
-                               facts=self.facts_now())
-        self.feed(self.machine.start(0.0), 0.0)
-
-    # the kernel
-    def snapshot(self) -> Snapshot:
-        tables = {}
-        if self.table:
-            tables[NETBIRD] = Table("ip", "netbird", handle=self.table_handle)
-        if self.filter_rules:
-            tables[FILTER] = Table("ip", "filter", chains=(Chain("FORWARD", 1, 2, 0),),
-                                   rules=tuple(self.filter_rules.values()))
-        return Snapshot(self.genid, tables)
-
-    def digest(self) -> str:
-        # A re-created table gets a new handle, as in the kernel.
-        return f"v{self.version}-{self.table and self.table_handle}-{sorted(self.filter_rules)}"
-
-    def facts_now(self):
-        from fwgate.model import Facts
-        return Facts(units=dict(self.units), links={"wt0": LinkState(self.link_up)},
-                     snapshot=None)
-
-    def commit(self, now: float, events: list[Event], notify: bool, portid: int,
-               before: str | None = None) -> None:
-        self.genid += 1
-        # A foreign change: announced, or one that moved the state (a silent no-op is none).
-        if portid != OWN and (notify or before != self.digest()):
-            self.changed_at.append(now)
-        if notify:
-            stamped = [Event(e.kind, e.table, None, portid, None, e.rule) for e in events]
-            self.feed_input(I.NftEvents(now, tuple(stamped + [Event("NEWGEN", None, self.genid,
-                                                                   portid)])))
-
-    def apply(self, now: float, what: str, notify: bool = True) -> None:
-        if what in ("link_up", "link_down"):
-            self.link_up = what == "link_up"
-            self.feed_input(I.LinksChanged(now, {"wt0": LinkState(self.link_up)}))
-            return
-        before = self.digest()
-        if what == "netbird_rule":
-            rule = netbird_oif_rule(self.next_handle)
-            self.next_handle += 1
-            self.filter_rules[rule.handle] = rule
-            self.added_at[rule.handle] = now
-            self.version += 1
-            self.commit(now, [Event("NEWRULE", FILTER, rule=rule)], notify, NETBIRD_PORT, before)
-            return
-        if what == "table_add":
-            self.table_handle += 0 if self.table else 1
-            self.table = True
-        elif what == "table_del":
-            self.table = False
-        else:
-            self.version += 1
-        self.commit(now, [Event("NEWRULE", NETBIRD)], notify, NETBIRD_PORT, before)
-
-    # the executor
-    def feed_input(self, inp) -> None:
-        self.feed(self.machine.handle(inp), inp.now)
-
-    def feed(self, actions, now: float) -> None:
-        queue = list(actions)
-        while queue:
-            action = queue.pop(0)
-            self.actions.append(action)
-            answer = self.execute(action, now)
-            if answer is not None:
-                queue += self.machine.handle(answer)
-
-    def execute(self, action, now: float):
-        if isinstance(action, A.Dump):
-            return I.Dumped(now, self.snapshot(), self.digest(), 0.0)
-        if isinstance(action, A.QueryGeneration):
-            return I.Generation(now, self.genid)
-        if isinstance(action, A.RunCompat):
-            return I.CompatDone(now, self.compat(self))
-        if isinstance(action, A.RepairRules):
-            if action.genid != self.genid:
-                return I.RepairDone(now, action.repairs, None)
-            for repair in action.repairs:
-                old = self.filter_rules.pop(repair.rule.handle)
-                self.repair_windows.append(now - self.added_at[old.handle])
-                new = Rule("ip", "filter", "FORWARD", self.next_handle, -1, (), old.userdata)
-                self.next_handle += 1
-                self.filter_rules[new.handle] = new
-            self.version += 1
-            self.commit(now, [Event("NEWRULE", FILTER), Event("DELRULE", FILTER)], True, OWN)
-            return I.RepairDone(now, action.repairs, self.genid)
-        if isinstance(action, A.Notify) and dict(action.fields).get("READY"):
-            self.ready_at = now
-        if isinstance(action, A.Exit):
-            self.exit = action
-        return None
-
-    def run(self, events: list[tuple[float, str, bool]], horizon: float = 1000.0) -> None:
-        events = sorted(events, key=lambda e: e[0])
-        now, i, spins = 0.0, 0, 0
-        while self.exit is None:
-            wake = self.machine.next_wakeup()
-            # A machine that keeps asking to be woken now, with nothing to do, would
-            # busy-loop the daemon.
-            spins = spins + 1 if wake <= now else 0
-            assert spins < 100, f"no progress at {now}: {self.actions[-5:]}"
-            next_event = events[i][0] if i < len(events) else math.inf
-            now = min(wake, next_event, horizon)
-            if now == horizon:
-                return
-            if wake <= next_event:
-                self.feed_input(I.Tick(now))
-            while i < len(events) and events[i][0] <= now and self.exit is None:
-                _, what, notify = events[i]
-                self.apply(now, what, notify)
-                i += 1
-
-    def journal(self) -> list[str]:
-        return [a.kind for a in self.actions if isinstance(a, A.Journal)]
 
 
 def config(settle=5.0, timeout=0.0, on_timeout="proceed", stages=STAGES, policy="fail",
@@ -179,113 +31,111 @@ def config(settle=5.0, timeout=0.0, on_timeout="proceed", stages=STAGES, policy=
 # --- the boot gate ------------------------------------------------------------------
 
 def test_ready_comes_exactly_one_window_after_the_last_change():
-    world = World(config())
-    world.run([(1.0, "link_up", True), (2.0, "table_add", True), (3.0, "change", True),
-               (4.5, "change", True)])
-    assert world.exit.code == 0 and world.ready_at == 4.5 + 5.0
-    assert world.journal()[-1] == "ready"
+    node = FakeNode(config())
+    node.run([(1.0, "link_up"), (2.0, "table_add"), (3.0, "change"), (4.5, "change")])
+    assert node.exit.exit_code == 0 and node.ready_at == 4.5 + 5.0
+    assert node.journal()[-1] == "ready"
 
 
 def test_stage_window_starts_when_its_conditions_hold():
-    world = World(config())
-    world.run([(0.5, "table_add", True), (20.0, "link_up", True)])
-    assert world.ready_at == 25.0
+    node = FakeNode(config())
+    node.run([(0.5, "table_add"), (20.0, "link_up")])
+    assert node.ready_at == 25.0
 
 
 def test_link_going_down_sends_the_gate_back():
-    world = World(config())
-    world.run([(0.0, "link_up", True), (6.0, "link_down", True), (8.0, "table_add", True),
-               (9.0, "link_up", True)])
-    assert world.ready_at == 14.0  # stage 1 again from 9.0, the last change at 8.0
+    node = FakeNode(config())
+    node.run([(0.0, "link_up"), (6.0, "link_down"), (8.0, "table_add"), (9.0, "link_up")])
+    assert node.ready_at == 14.0  # stage 1 again from 9.0, the last change at 8.0
     assert any(isinstance(a, A.Journal) and a.message.startswith("back to stage 1/2")
-               for a in world.actions)
+               for a in node.actions)
 
 
 def test_stages_of_a_unit_that_is_not_installed_are_skipped_at_once():
     stages = tuple(replace(s, if_installed="netbird.service") for s in STAGES)
-    world = World(config(stages=stages), units={"netbird.service": "not-found"})
-    world.run([])
-    assert world.exit.code == 0 and world.ready_at == 0.0  # no window: nothing to wait for
-    skipped = [a.message for a in world.actions
+    node = FakeNode(config(stages=stages), units={"netbird.service": "not-found"})
+    node.run([])
+    assert node.exit.exit_code == 0 and node.ready_at == 0.0  # no window: nothing to wait for
+    skipped = [a.message for a in node.actions
                if isinstance(a, A.Journal) and a.kind == "stage-skipped"]
     assert skipped == ["stage 1/2 tunnel: skipped: netbird.service is not installed: nothing "
                        "to wait for", "stage 2/2 rules: skipped: netbird.service is not "
                        "installed: nothing to wait for"]
-    installed = World(config(stages=stages), units={"netbird.service": "inactive"})
-    installed.run([(1.0, "link_up", True), (2.0, "table_add", True)])
+    installed = FakeNode(config(stages=stages), units={"netbird.service": "inactive"})
+    installed.run([(1.0, "link_up"), (2.0, "table_add")])
     assert installed.ready_at == 7.0
 
 
 def test_the_state_is_published_at_least_every_heartbeat():
-    world = World(config(stages=()), Role.GUARD)
-    world.run([], horizon=61.0)
-    saved = [a for a in world.actions if isinstance(a, A.SaveState)]
+    node = FakeNode(config(stages=()), Role.GUARD)
+    node.run([], horizon=61.0)
+    saved = [a for a in node.actions if isinstance(a, A.SaveState)]
     times = [a.state.updated_at for a in saved]
     assert max(b - a for a, b in zip(times, times[1:])) <= 10.0 and times[-1] >= 50.0
     assert saved[-1].state.heartbeat_every == 10.0
 
 
 def test_change_nobody_told_us_about_is_caught_by_the_digest():
-    world = World(config())
-    world.run([(0.0, "link_up", True), (0.0, "table_add", True), (3.0, "change", False)])
+    node = FakeNode(config())
+    node.run([(0.0, "link_up"), (0.0, "table_add"), (3.0, "change", False)])
     # Found at the end of the first window (5.0), which restarts there.
-    assert world.ready_at == 10.0
+    assert node.ready_at == 10.0
 
 
 def test_timeout_fail_and_proceed():
-    churn = [(0.0, "link_up", True), (0.0, "table_add", True)] + \
-        [(t * 2.5, "change", True) for t in range(1, 100)]
-    failing = World(config(timeout=30.0, on_timeout="fail"))
+    churn = [(0.0, "link_up"), (0.0, "table_add")] + [(t * 2.5, "change") for t in range(1, 100)]
+    failing = FakeNode(config(timeout=30.0, on_timeout="fail"))
     failing.run(churn)
-    assert failing.exit.code == 1 and failing.ready_at is None
+    assert failing.exit.exit_code == 1 and failing.ready_at is None
     assert "rules: " in failing.exit.status
     assert ("ERRNO", 110) in [f for a in failing.actions if isinstance(a, A.Notify)
                               for f in a.fields]
-    proceeding = World(config(timeout=30.0, on_timeout="proceed"))
+    proceeding = FakeNode(config(timeout=30.0, on_timeout="proceed"))
     proceeding.run(churn)
     assert proceeding.ready_at == 30.0 and "timed out" in proceeding.exit.status
 
 
 def test_stage_timeout():
     stages = (Stage("tunnel", (LinkUp("wt0"),), timeout=7.0), STAGES[1])
-    world = World(config(stages=stages, on_timeout="fail"))
-    world.run([])
-    assert world.exit.code == 1 and "waiting for wt0 to come up" in world.exit.status
+    node = FakeNode(config(stages=stages, on_timeout="fail"))
+    node.run([])
+    assert node.exit.exit_code == 1 and "waiting for wt0 to come up" in node.exit.status
 
 
 def test_status_speaks_to_a_person():
-    world = World(config())
-    assert world.machine.status(0.0) == "stage 1/2 tunnel: waiting for wt0 to come up"
-    world.apply(1.0, "link_up")
-    world.apply(1.0, "table_add")
-    world.apply(2.0, "change")
-    world.apply(2.5, "change")
-    assert world.machine.status(4.6) == "stage 1/2 tunnel: rules: 3 changes, quiet 2.1s of 5s"
+    node = FakeNode(config())
+    node.run([], horizon=0.0)
+    assert node.machine.status(0.0) == "stage 1/2 tunnel: waiting for wt0 to come up"
+    node = FakeNode(config())
+    node.run([(1.0, "link_up"), (1.0, "table_add"), (2.0, "change"), (2.5, "change")],
+             horizon=4.6)
+    assert node.machine.status(4.6) == "stage 1/2 tunnel: rules: 3 changes, quiet 2.1s of 5s"
 
 
-def unreadable(world: World) -> ProbeResult:
+def unreadable(node) -> ProbeResult:
     """A compat probe that finds Netbird's rule (repairable) and a fib rule (not)."""
     from fwgate.netlink import exprs as X
     fib = Rule("ip", "filter", "FORWARD", 99, 1, tuple(Expr(n, d) for n, d in split_expressions(
         X.build("fib", dreg=1, result=1, flags=4) + X.cmp(0, b"\0\0\0\0") + X.verdict(1))))
     findings = tuple(f for f in (judge_rule(netbird_oif_rule(9))[0], judge_rule(fib)[0]))
-    return ProbeResult(CompatReport((FILTER,), findings), world.genid)
+    return ProbeResult(CompatReport((FILTER,), findings), node.generation)
 
 
 def test_one_policy_for_check_and_run():
     """`check` judges a probe result read-only, `run` after its repair: same answer."""
     from fwgate.compat.policy import judge
     for policy, code in (("fail", 3), ("repair", 3), ("warn", 0)):
-        world = World(config(stages=(), policy=policy), compat=unreadable)
-        world.run([])
-        assert world.exit.code == code, policy
-        assert judge(unreadable(world), policy).exit_code == code, policy
-    only_repairable = lambda w: ProbeResult(CompatReport((FILTER,), unreadable(w).report.findings[:1]), w.genid)
-    world = World(config(stages=(), policy="repair"), compat=only_repairable)
-    world.run([])
-    assert world.exit.code == 0
-    from fwgate.compat.policy import judge
-    assert judge(only_repairable(world), "repair").exit_code == 0
+        node = FakeNode(config(stages=(), policy=policy), compat=unreadable)
+        node.run([])
+        assert node.exit.exit_code == code, policy
+        # before READY the gate waits on the probe: it runs in the loop, not the worker
+        assert [thread for _, thread in node.kernel.probes] == ["MainThread"], policy
+        assert judge(unreadable(node.kernel), policy).exit_code == code, policy
+    only_repairable = lambda k: ProbeResult(CompatReport((FILTER,), unreadable(k).report.findings[:1]), k.generation)
+    node = FakeNode(config(stages=(), policy="repair"), compat=only_repairable)
+    node.run([])
+    assert node.exit.exit_code == 0
+    assert judge(only_repairable(node.kernel), "repair").exit_code == 0
 
 
 def test_one_policy_blocks_only_what_kills_k3s():
@@ -295,7 +145,7 @@ def test_one_policy_blocks_only_what_kills_k3s():
     from fwgate.compat.reader import analyse
     from fwgate.netlink import exprs as X
 
-    def nat_and_misread(world: World) -> ProbeResult:
+    def nat_and_misread(kernel) -> ProbeResult:
         def rule(table, chain, handle, blob):
             return Rule("ip", table, chain, handle, 0,
                         tuple(Expr(n, d) for n, d in split_expressions(blob)))
@@ -306,127 +156,125 @@ def test_one_policy_blocks_only_what_kills_k3s():
         for r in rules:
             ref = TableRef(r.family, r.table)
             tables[ref] = Table(r.family, r.table, rules=tables.get(ref, Table("ip", r.table)).rules + (r,))
-        return ProbeResult(analyse(Snapshot(world.genid, tables, tuple(tables))), world.genid)
+        return ProbeResult(analyse(Snapshot(kernel.generation, tables, tuple(tables))),
+                           kernel.generation)
 
     for policy in ("fail", "repair", "warn"):
-        world = World(config(stages=(), policy=policy), compat=nat_and_misread)
-        world.run([])
-        verdict = judge(nat_and_misread(world), policy)
-        assert world.exit.code == verdict.exit_code == 0, policy
+        node = FakeNode(config(stages=(), policy=policy), compat=nat_and_misread)
+        node.run([])
+        verdict = judge(nat_and_misread(node.kernel), policy)
+        assert node.exit.exit_code == verdict.exit_code == 0, policy
         assert verdict.degraded and not verdict.blocking, policy
 
 
 # --- repair at once ---------------------------------------------------------------
 
 def test_a_repairable_rule_is_replaced_as_soon_as_its_event_is_read():
-    world = World(config(policy="repair", watch=(NETBIRD, FILTER)))
-    world.run([(0.0, "link_up", True), (0.0, "table_add", True), (3.0, "netbird_rule", True)])
-    assert world.repair_windows == [0.0]
-    assert [type(a).__name__ for a in world.actions].count("RepairRules") == 1
+    node = FakeNode(config(policy="repair", watch=(NETBIRD, FILTER)))
+    node.run([(0.0, "link_up"), (0.0, "table_add"), (3.0, "netbird_rule")])
+    assert node.repair_windows == [0.0]
+    assert node.kinds().count("RepairRules") == 1
     # Our own repair never restarts the window: READY one window after Netbird's change.
-    assert world.ready_at == 3.0 + 5.0
-    assert "repaired" in world.journal()
+    assert node.ready_at == 3.0 + 5.0
+    assert "repaired" in node.journal()
 
 
 def test_a_refused_repair_is_tried_again_on_the_newer_generation_then_swept():
-    world = World(config(policy="repair", watch=(NETBIRD, FILTER)))
-    world.run([(0.0, "link_up", True), (0.0, "table_add", True)], horizon=1.0)
-    rule = netbird_oif_rule(50)
-    world.filter_rules[50] = rule
-    world.added_at[50] = 1.0
-    world.genid += 1  # Netbird's transaction ...
-    events = (Event("NEWRULE", FILTER, portid=NETBIRD_PORT, rule=rule),
-              Event("NEWGEN", None, world.genid, NETBIRD_PORT))
-    world.genid += 1  # ... and another one we have not read yet
-    before = len(world.actions)
-    world.feed_input(I.NftEvents(1.0, events))
-    # Refused (the World's genid moved on, and no event tells the machine of it): tried
-    # again on the newest generation it knows, a few times, then a full sweep.
-    kinds = [type(a).__name__ for a in world.actions[before:]]
+    """Netbird's rule comes with its event; another transaction lands before the repair
+    and is never announced: the batch is refused (the generation moved on, and no event
+    tells the machine of it), tried again on the newest generation it knows, a few times,
+    then a full sweep."""
     from fwgate.core.machine import MAX_REPAIR_RETRIES
+    node = FakeNode(config(policy="repair", watch=(NETBIRD, FILTER)))
+    node.run([(0.0, "link_up"), (0.0, "table_add"), (1.0, "netbird_rule"),
+              (1.0, "change", False)], horizon=1.5)
+    kinds = node.kinds(node.actions_from(1.0))
     assert kinds.count("RepairRules") == 1 + MAX_REPAIR_RETRIES and kinds.count("RunCompat") == 1
-    assert world.actions[before + kinds.index("RunCompat")].repair is True
+    assert node.actions_from(1.0)[kinds.index("RunCompat")].repair is True
+    assert node.repair_windows == []  # every batch refused; the sweep found nothing (no findings)
 
 
 def test_lost_events_restart_the_window_and_sweep():
-    world = World(config(policy="repair"))
-    world.run([(0.0, "link_up", True), (0.0, "table_add", True)], horizon=2.0)
-    world.feed_input(I.EventsLost(2.0))
-    assert world.machine.state.resyncs_total == 1
-    assert any(isinstance(a, A.RunCompat) for a in world.actions)
-    world.run([])
-    assert world.ready_at == 7.0
+    node = FakeNode(config(policy="repair"))
+    node.run([(0.0, "link_up"), (0.0, "table_add"), (2.0, "events_lost")])
+    assert node.machine.state.resyncs_total == 1
+    assert any(isinstance(a, A.RunCompat) for a in node.actions_from(2.0))
+    assert node.ready_at == 7.0
 
 
 # --- after READY ------------------------------------------------------------------
 
 def test_the_guard_is_ready_at_once_and_checks_again_after_each_change():
-    world = World(config(stages=(), policy="repair", watch=(NETBIRD, FILTER)), Role.GUARD)
-    assert world.ready_at == 0.0 and world.machine.phase is Phase.GUARDING
-    world.run([(10.0, "change", True), (12.0, "netbird_rule", True), (30.0, "change", True)],
-              horizon=100.0)
-    assert world.exit is None  # a guard never ends by itself
-    runs = [a for a in world.actions if isinstance(a, A.RunCompat)]
+    node = FakeNode(config(stages=(), policy="repair", watch=(NETBIRD, FILTER)), Role.GUARD)
+    node.run([(10.0, "change"), (12.0, "netbird_rule"), (30.0, "change")], horizon=100.0)
+    assert node.ready_at == 0.0 and node.machine.phase is Phase.GUARDING
+    assert node.exit is None  # a guard never ends by itself
+    runs = [a for a in node.actions if isinstance(a, A.RunCompat)]
     assert len(runs) == 3  # at start, after 12+5, after 30+5
-    assert world.repair_windows == [0.0]
+    # the first check comes before the guard's READY, in the loop; after READY each runs
+    # on the worker thread, the loop reading events meanwhile
+    assert node.kernel.probes == [(True, "MainThread")] + [(True, "fwgate-worker")] * 2
+    assert node.repair_windows == [0.0]
 
 
 def test_the_guard_checks_a_scope_that_is_never_quiet():
     """kube-router restores ip filter at every sync: on a busy node the guard's window
     never closes, yet it checks at the latest BUSY_WINDOWS windows after a change."""
     from fwgate.core.machine import BUSY_WINDOWS
-    world = World(config(stages=(), policy="repair"), Role.GUARD)
-    world.run([(10.0 + t, "change", True) for t in range(60)], horizon=70.0)
-    runs = [a for a in world.actions if isinstance(a, A.RunCompat)]
+    node = FakeNode(config(stages=(), policy="repair"), Role.GUARD)
+    node.run([(10.0 + t, "change") for t in range(60)], horizon=70.0)
+    runs = [a for a in node.actions if isinstance(a, A.RunCompat)]
     assert len(runs) >= 1 + 60 // (BUSY_WINDOWS * 5) - 1
-    assert world.machine.status(70.0).startswith("guarding: ")
+    assert node.machine.status(70.0).startswith("guarding: ")
 
 
 def test_watch_mode_keeps_guarding_and_stop_exits_zero():
-    world = World(config(), keep_guarding=True)
-    world.run([(0.0, "link_up", True), (0.0, "table_add", True)], horizon=50.0)
-    assert world.ready_at == 5.0 and world.exit is None
-    world.feed_input(I.Stop(51.0, "SIGTERM"))
-    assert world.exit.code == 0
+    node = FakeNode(config(), keep_guarding=True)
+    node.run([(0.0, "link_up"), (0.0, "table_add")], horizon=50.0)
+    assert node.ready_at == 5.0 and node.exit is None
+    stopped = FakeNode(config(), keep_guarding=True)
+    stopped.run([(0.0, "link_up"), (0.0, "table_add"), (51.0, "stop")])
+    assert stopped.ready_at == 5.0 and stopped.exit.exit_code == 0
 
 
 def test_stop_before_ready():
-    world = World(config())
-    world.feed_input(I.Stop(1.0, "SIGINT"))
-    assert world.exit.code == 130 and world.ready_at is None
-    assert ("STOPPING", 1) in [f for a in world.actions if isinstance(a, A.Notify) for f in a.fields]
+    node = FakeNode(config())
+    node.run([(1.0, "interrupt")])
+    assert node.exit.exit_code == 130 and node.ready_at is None
+    assert ("STOPPING", 1) in [f for a in node.actions if isinstance(a, A.Notify) for f in a.fields]
 
 
 def test_reload_starts_the_gate_over_with_the_new_config():
-    world = World(config())
-    world.run([(0.0, "link_up", True), (0.0, "table_add", True)], horizon=2.0)
-    world.feed_input(I.Reload(2.0, config(settle=1.0, stages=STAGES[1:])))
-    world.run([])
-    assert world.ready_at == 3.0
+    node = FakeNode(config())
+    node.run([(0.0, "link_up"), (0.0, "table_add"),
+              (2.0, "reload", config(settle=1.0, stages=STAGES[1:]))])
+    assert node.ready_at == 3.0
 
 
 def test_a_restart_after_a_live_repair_is_rate_limited():
     cfg = Config(settle=1.0, watch=(NETBIRD, FILTER), stages=(), compat=CompatConfig("repair"),
                  after_ready=AfterReady("watch", "k3s.service", 60.0))
-    world = World(cfg, Role.GUARD)
-    world.run([(1.0, "netbird_rule", True), (2.0, "netbird_rule", True)], horizon=10.0)
-    restarts = [a for a in world.actions if isinstance(a, A.RestartUnit)]
-    assert len(restarts) == 2  # no answer came back, so nothing was restarted yet
-    world.feed_input(I.UnitRestarted(10.0, "k3s.service", "failed"))
-    world.run([(11.0, "netbird_rule", True)], horizon=20.0)
-    assert len([a for a in world.actions if isinstance(a, A.RestartUnit)]) == 2
+    node = FakeNode(cfg, Role.GUARD, units={"k3s.service": "active"})
+    node.run([(1.0, "netbird_rule"), (2.0, "netbird_rule"), (10.0, "unit_failed:k3s.service"),
+              (11.0, "netbird_rule"), (12.0, "netbird_rule")], horizon=20.0)
+    # k3s was running: left alone, so nothing was restarted and the next repair asks
+    # again; once it was restarted (at 11), none within the interval (not at 12).
+    assert node.restarts == [(1.0, "k3s.service", None), (2.0, "k3s.service", None),
+                             (11.0, "k3s.service", "failed")]
+    assert len([a for a in node.actions if isinstance(a, A.RestartUnit)]) == 3
+    assert node.repair_windows == [0.0] * 4
 
 
 # --- conditions -------------------------------------------------------------------
 
 def test_if_exists_holds_on_a_plain_node_and_waits_for_the_rule_otherwise():
     wanted = Stage("rules", (ChainExists(FILTER, "FORWARD", iifname="wt0", if_exists=True),))
-    plain = World(config(stages=(wanted,), watch=(NETBIRD, FILTER)))
+    plain = FakeNode(config(stages=(wanted,), watch=(NETBIRD, FILTER)))
     plain.run([])
     assert plain.ready_at == 5.0  # no ip filter at all: nothing to wait for
-    strict = World(config(stages=(Stage("rules", (ChainExists(FILTER, "FORWARD",
-                                                              iifname="wt0"),)),),
-                          watch=(NETBIRD, FILTER)))
+    strict = FakeNode(config(stages=(Stage("rules", (ChainExists(FILTER, "FORWARD",
+                                                                 iifname="wt0"),)),),
+                             watch=(NETBIRD, FILTER)))
     strict.run([], horizon=100.0)
     assert strict.ready_at is None
 
@@ -446,11 +294,11 @@ def test_ready_never_before_settle_after_the_last_foreign_change(evs, settle, po
     0.0 here); a change the kernel never announced at all, later, is found by the digest
     at the window's end (test_change_nobody_told_us_about_is_caught_by_the_digest)."""
     evs = [(t, what, notify if t == 0.0 else True) for t, what, notify in evs]
-    world = World(config(settle=settle, policy=policy, watch=(NETBIRD, FILTER)))
-    world.run(evs + [(61.0, "link_up", True), (61.0, "table_add", True)])
-    assert world.exit is not None and world.ready_at is not None
-    changes = [t for t in world.changed_at if t <= world.ready_at]
-    assert world.ready_at >= max(changes, default=0.0) + settle - 1e-9
+    node = FakeNode(config(settle=settle, policy=policy, watch=(NETBIRD, FILTER)))
+    node.run(evs + [(61.0, "link_up", True), (61.0, "table_add", True)])
+    assert node.exit is not None and node.ready_at is not None
+    changes = [t for t in node.changed_at if t <= node.ready_at]
+    assert node.ready_at >= max(changes, default=0.0) + settle - 1e-9
     # the conditions hold when READY comes, and every repair was at once
-    assert world.link_up and world.table
-    assert all(w == 0.0 for w in world.repair_windows)
+    assert node.link_up and node.table
+    assert all(w == 0.0 for w in node.repair_windows)
