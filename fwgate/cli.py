@@ -220,7 +220,7 @@ def _back_off(log, notifier, path: str) -> int:
 
 
 def _serve(opts: ServeOptions, role) -> int:
-    from .adapters.iptables import k3s_iptables
+    from .adapters import k3s
     from .adapters.journal import Log
     from .adapters.notify import Notifier
     from .adapters.statefile import metrics_path, state_path
@@ -237,7 +237,7 @@ def _serve(opts: ServeOptions, role) -> int:
     _enter_netns(opts.netns)
     daemon = Daemon(config, log, notifier, role, keep_guarding=opts.keep_guarding,
                     config_source=config_source,
-                    k3s_iptables=lambda config: k3s_iptables(config.compat.iptables),
+                    k3s_iptables=k3s.configured,
                     netns=opts.netns, state_file=state_file,
                     metrics_file=metrics_path(config.metrics_textfile, role.value),
                     config_error=problem, crash_streak=streak)
@@ -358,7 +358,7 @@ def cmd_check(opts: CheckOptions) -> int:
     from . import model
     from .adapters.nfsock import NfSocket
     from .compat.policy import judge
-    from .adapters.iptables import k3s_iptables
+    from .adapters.k3s import k3s_iptables
     from .compat.probe import begin_probe
     from .core.conditions import describe, evaluate, skipped
     from .marks import conflicts_json
@@ -431,7 +431,7 @@ def cmd_conflicts(opts: ConflictsOptions) -> int:
 
 
 def cmd_compat(opts: CompatOptions) -> int:
-    from .adapters.iptables import k3s_iptables
+    from .adapters.k3s import k3s_iptables
     from .adapters.nfsock import NfSocket
     from .compat.policy import judge
     from .compat.probe import probe

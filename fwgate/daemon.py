@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 from . import model
 from .adapters.configfile import ConfigSource
-from .adapters.iptables import K3sIptables
+from .adapters.k3s import K3sIptables, unasked
 from .adapters.journal import Log
 from .adapters.kernel import NfKernel
 from .adapters.nfsock import DumpInterrupted
@@ -64,7 +64,7 @@ class Daemon:
     def __init__(self, config: Config, log: Log, notifier: Notifier, role: Role = Role.GATE, *,
                  keep_guarding: bool | None = None,
                  config_source: ConfigSource | None = None,
-                 k3s_iptables: Callable[[Config], K3sIptables] = lambda config: K3sIptables(),
+                 k3s_iptables: Callable[[Config], K3sIptables] = unasked,
                  netns: str | None = None,
                  state_file: str | None = None, metrics_file: str | None = None,
                  tick: float = KEEPALIVE, clock: Callable[[], float] = time.monotonic,

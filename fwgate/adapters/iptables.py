@@ -16,11 +16,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from ..compat.binaries import (
-    DEFAULT_DATA_DIR, LEGACY, NFT, SYSTEMD_PATH, Binary, HostView, asked, k3s_setup, resolve,
-    with_version,
+    DEFAULT_DATA_DIR, LEGACY, NFT, SYSTEMD_PATH, Binary, HostView, asked, resolve, with_version,
 )
 from ..compat.crosscheck import Call, IptablesVerdict, Ran
-from ..compat.impact import Setup
 from ..compat.profiles import parse_version
 from ..errors import EnvironmentProblem
 
@@ -263,23 +261,6 @@ def binaries_for(setting: str, override: str | None = None, root: str = "/",
     return tuple(version_of(_safe(b), run) for b in resolution.binaries), resolution.notes
 
 
-
-@dataclass(frozen=True)
-class K3sIptables:
-    """The iptables binaries to judge for (each with its version), how they were found,
-    and which k3s components run (from k3s's flags and config)."""
-    binaries: tuple[Binary, ...] = ()
-    notes: tuple[str, ...] = ()
-    setup: Setup | None = None
-
-
-def k3s_iptables(setting: str, override: str | None = None) -> K3sIptables:
-    """--iptables PATH (override), else compat.iptables PATH (setting), else (auto) the
-    ones k3s runs. Asked again for every probe: an upgrade may replace them under a
-    running guard."""
-    host = read_host()
-    binaries, notes = binaries_for(setting, override, view=host)
-    return K3sIptables(binaries, notes, k3s_setup(host))
 
 # --- running what k3s runs ----------------------------------------------------------------
 
