@@ -264,7 +264,8 @@ class FakeNode:
         """Run the daemon until it exits or the node's time reaches `horizon`."""
         entries = [(tuple(e) + (True,))[:3] for e in timeline]
         # popped from the end: earliest first, entries at one time in the order given
-        self._timeline = [e for _, e in sorted(enumerate(entries), key=lambda ie: (ie[1][0], ie[0]))][::-1]
+        in_order = sorted(range(len(entries)), key=lambda i: (entries[i][0], i))
+        self._timeline = [entries[i] for i in reversed(in_order)]
         self._horizon = horizon
         self.daemon = RecordingDaemon(
             self.config, Log(journal=False, stream=open(os.devnull, "w")), Notifier.disabled(),

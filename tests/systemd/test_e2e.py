@@ -17,10 +17,12 @@ import pytest
 
 from fwgate_testing.node.container import Container, mono, show, wait_for
 from fwgate_testing.node.e2e import (
-    BURSTS, CONFIG, KUBE_ROUTER_C, SETTLE, SLACK, UNITS, events, install, logs, said, start_fwgate_alone, status, wait_changes, without_guard, write_config,
+    BURSTS, CONFIG, KUBE_ROUTER_C, SETTLE, SLACK, UNITS, events, install, logs, said,
+    start_fwgate_alone, status, wait_changes, without_guard, write_config,
 )
 
 pytestmark = pytest.mark.systemd
+
 
 @pytest.fixture
 def node(container: Container) -> Container:

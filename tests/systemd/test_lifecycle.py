@@ -29,14 +29,15 @@ from fwgate_testing.node.lifecycle import (
 
 pytestmark = pytest.mark.systemd
 
+
+# --- what the node says ---------------------------------------------------------------
+
 def said(c: Container, unit: str) -> str:
     return "\n".join(str(e.get("MESSAGE")) for e in journal(c, unit))
 
 
 def events(c: Container, unit: str) -> list[dict]:
     return [e for e in journal(c, unit) if "FWGATE_EVENT" in e]
-
-
 
 
 def logs(c: Container) -> str:

@@ -73,14 +73,6 @@ def write_config(c: Container, text: str) -> None:
     c.write_file("/etc/fwgate.yaml", text, mode=0o644)  # root-owned: fwgate insists
 
 
-
-
-
-
-
-
-
-
 def events(c: Container) -> list[dict]:
     """fwgate's structured journal entries, oldest first."""
     return [e for e in journal(c, "fwgate.service") if "FWGATE_EVENT" in e]
