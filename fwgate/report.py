@@ -102,6 +102,8 @@ def compat_text(report: dict) -> str:
     for bad in report.get("not_blocking", []):
         lines.append(f"warns: {finding_text(bad)}")
         lines.append(f"  {_impact_text(bad)}, on {bad.get('binary') or 'every version'}")
+        if bad.get("after_sync"):
+            lines.append(f"  {bad['after_sync']}")
     for wrong in report.get("misread", []):
         lines.append(f"misread: {finding_text(wrong)}")
         if wrong.get("after_sync"):
@@ -109,6 +111,8 @@ def compat_text(report: dict) -> str:
     for d in report.get("dropped_chains", []):
         lines.append(f"dropped: {d['family']} {d['table']} {d['chain']} ({d['rules']} rules): "
                      f"iptables never sees it: {d['why']}")
+        if d.get("after_sync"):
+            lines.append(f"  {d['after_sync']}")
     for t in report.get("unnamed_tables", []):
         lines.append(f"unnamed: {t['family']} {t['table']}: iptables has no name for it "
                      f"(in some or all versions), no command reads it")

@@ -44,9 +44,10 @@ from ..netlink.attrs import attr_str
 from ..netlink.exprs import decode_fields, split_expressions
 from .equivalents import iptables_equivalent
 from .impact import (
-    KUBE_ROUTER, KUBE_ROUTER_JUMPS, Impact, Setup, after_sync, impacts, jump_spec,
+    KUBE_ROUTER, KUBE_ROUTER_JUMPS, SYNC_EFFECT, Impact, Setup, after_sync, impacts, jump_spec,
 )
-from .profiles import OLDEST, PROFILES, Profile, profile_for
+from .profiles import BY_VERSION, OLDEST, PROFILES, Profile, profile_for
+from .saveline import saved_line
 
 # Tables iptables-nft has names for (nft.c xtables_ipv4/xtables_arp/xtables_bridge);
 # bridge broute only from 1.8.10 (see tables_named()).
@@ -207,6 +208,7 @@ class Finding:
     kind: str = ""                       # a misread's kind
     after_sync: str | None = None        # a misread rule after kube-router's next restore
     back: str | None = None              # what iptables writes back for the culprit test
+    written_back: str | None = None      # the whole rule as iptables-save prints it (-A …)
     culprit: int = -1                    # a misread's culprit expression
     uncertain: bool = False              # the binary decides by reading uninitialised memory
     variants: tuple["Finding", ...] = ()  # each version's own, where versions differ
@@ -215,7 +217,11 @@ class Finding:
         if version not in self.versions:
             return None
         own = next((v for v in self.variants if version in v.versions), None)
-        return replace(own, impacts=self.impacts, after_sync=self.after_sync) if own else self
+        if own is None:
+            return self
+        # a misread's variant says what its own version writes back
+        return replace(own, impacts=self.impacts,
+                       after_sync=own.after_sync if own.written_back else self.after_sync)
 
     @property
     def blocking(self) -> bool:
@@ -1421,8 +1427,19 @@ def judge_rule(rule: Rule, profile: Profile = OLDEST, setup: Setup = Setup()
     alone: what it breaks, as if it were in a table of its own."""
     bad, wrong = _findings(rule, read_rule(rule, profile))
     if wrong:
-        wrong = replace(wrong, back=written_back(rule, wrong.kind, wrong.culprit, profile.version))
+        wrong = replace(wrong, back=written_back(rule, wrong.kind, wrong.culprit, profile.version),
+                        written_back=saved_line(rule, profile))
     return _complete(bad, (profile.version,), setup), _complete(wrong, (profile.version,), setup)
+
+
+def _by_line(rule: Rule, wrong: Finding, versions: list[str]) -> list[Finding]:
+    """A misread finding per distinct line the versions' iptables-save print for it."""
+    lines: dict[str | None, list[str]] = {}
+    for v in versions:
+        lines.setdefault(saved_line(rule, BY_VERSION[v]), []).append(v)
+    return [replace(wrong, versions=tuple(vs), written_back=line,
+                    back=written_back(rule, wrong.kind, wrong.culprit, vs[0]))
+            for line, vs in lines.items()]
 
 
 def _merge(found: list[Finding]) -> Finding:
@@ -1431,11 +1448,13 @@ def _merge(found: list[Finding]) -> Finding:
     if len(found) == 1:
         return found[0]
     first = found[0]
-    others = "; ".join(f"iptables {', '.join(f.versions)}: {f.iptables_error or f.unlisted or f.kind}"
-                       for f in found[1:])
+    said = lambda f: f.iptables_error or f.unlisted or f.kind  # noqa: E731
+    others = "; ".join(f"iptables {', '.join(f.versions)}: {said(f)}"
+                       for f in found[1:] if said(f) != said(first))
     breaks = tuple(b for b in (BREAKS_CHECK, BREAKS_LIST, BREAKS_SAVE)
                    if any(b in f.breaks for f in found))
-    return replace(first, reason=f"{first.reason} ({others})", breaks=breaks,
+    return replace(first, reason=f"{first.reason} ({others})" if others else first.reason,
+                   breaks=breaks,
                    versions=tuple(v for f in found for v in f.versions),
                    uncertain=any(f.uncertain for f in found), variants=tuple(found))
 
@@ -1447,18 +1466,30 @@ def _complete(f: Finding | None, versions: tuple[str, ...] | None, setup: Setup,
     versions = f.versions if versions is None else versions
     r = f.rule
     if f.breaks:
-        return replace(f, versions=versions, impacts=impacts(
-            r.family, r.table, r.chain, r.position, f.breaks, setup, ip6_kube_router))
+        found = impacts(r.family, r.table, r.chain, r.position, f.breaks, setup, ip6_kube_router)
+        sync = next((i for i in found if i.effect == SYNC_EFFECT), None)
+        after = None
+        if sync is not None:
+            after = (f"after kube-router's next policy sync: every sync fails: `{sync.command}` "
+                     f"fails on this rule, the sync is aborted (logged), network policies are "
+                     f"not applied")
+        return replace(f, versions=versions, impacts=found, after_sync=after)
     restored = setup.network_policy and r.table == "filter" and (
         r.family == "ip" or (r.family == "ip6" and (setup.dual_stack or ip6_kube_router)))
     after = None
     if restored:
         after = f"after kube-router's next policy sync: {after_sync(f.kind)}"
-        if f.back:
+        if f.written_back and f.kind == "refused":
+            after += f"; the line it refuses: `{f.written_back}`"
+        elif f.written_back:
+            after += f"; it writes back `{f.written_back}`"
+        elif f.back:
             after += f"; the test comes back as `{f.back}`"
         if sync_blocked:
             after += " (not while the table holds rules iptables cannot read: the sync aborts)"
-    return replace(f, versions=versions, after_sync=after)
+    variants = tuple(_complete(v, None, setup, ip6_kube_router, sync_blocked)
+                     for v in f.variants)
+    return replace(f, versions=versions, after_sync=after, variants=variants)
 
 
 def _ip6_kube_router(snapshot: Snapshot) -> bool:
@@ -1537,9 +1568,8 @@ def analyse(snapshot: Snapshot, profiles: Iterable[Profile] = PROFILES,
                 if bad:
                     bads.append(replace(bad, versions=tuple(vers)))
                 if wrong:
-                    # how it is shown can depend on the version (`255/3` from 1.8.11)
-                    wrongs.append(replace(wrong, versions=tuple(vers), back=written_back(
-                        rule, wrong.kind, wrong.culprit, vers[0])))
+                    # how it is shown can depend on the version (`255/3` from 1.8.10)
+                    wrongs += _by_line(rule, wrong, vers)
             if bads:
                 findings.append(_complete(_merge(bads), None, setup, ip6_kr))
                 sync_blocked.add(ref)
@@ -1576,10 +1606,11 @@ def finding_json(f: Finding, binaries: dict[str, list[str]] | None = None) -> di
            "component": first.component if first else None,
            "command": first.command if first else None,
            "binary": on[0] if on else None, "binaries": on, "versions": list(f.versions),
-           "impacts": [impact_json(i) for i in f.impacts]}
+           "impacts": [impact_json(i) for i in f.impacts],
+           "after_sync": f.after_sync}
     if f.kind:
         out["kind"] = f.kind
-        out["after_sync"] = f.after_sync
+        out["written_back"] = f.written_back
     if f.repairable:
         equivalent = iptables_equivalent(r)
         out["equivalent"] = equivalent.text if equivalent else None
