@@ -20,14 +20,13 @@ other than comment, a UDP port negation 1.8.9 writes into a tcp match.
 from __future__ import annotations
 
 import ipaddress
-import sys
 from dataclasses import dataclass, field
 
 from ..model import Rule
 from ..netlink import consts as C
+from ..netlink.registers import BYTEORDER
 from .profiles import Profile, version_key
 
-_BYTEORDER = sys.byteorder   # meta mark and interface indexes: host order in the kernel
 _TCP, _UDP, _ICMP, _ICMPV6 = 6, 17, 1, 58
 # libxtables/xtables.c xtables_chain_protos (1.8.11 adds dccp, ipcomp): the names
 # proto_to_name finds first; 1.8.9 then asks getprotobynumber (/etc/protocols).
@@ -67,8 +66,9 @@ class _State:
 
     src: tuple[bytes, bytes, bool] | None = None   # address, mask, inverted
     dst: tuple[bytes, bytes, bool] | None = None
-    iniface: tuple[str, bool] | None = None
-    outiface: tuple[str, bool] | None = None
+    # interfaces: the name buffer parse_ifname copies into (never cleared), the length
+    # of its mask (1.8.9/1.8.10 only), inverted
+    ifaces: dict = field(default_factory=lambda: {d: [bytearray(16), 0, False] for d in "io"})
     proto: int = 0
     proto_inv: bool = False
     frag: tuple[bool, bool] | None = None          # -f, inverted
@@ -137,8 +137,8 @@ class _Reader:
             return
         r = self.reg(f["sreg"])
         if f.get("key") == C.META_MARK:  # 1.8.10+: -j MARK (1.8.9 fails: never a misread)
-            mark = int.from_bytes(r.data[:4].ljust(4, b"\0"), _BYTEORDER)
-            mask = int.from_bytes(r.mask[:4], _BYTEORDER) if r.mask else 0xffffffff
+            mark = int.from_bytes(r.data[:4].ljust(4, b"\0"), BYTEORDER)
+            mask = int.from_bytes(r.mask[:4], BYTEORDER) if r.mask else 0xffffffff
             self.set_target("MARK", f" --set-xmark 0x{mark:x}/0x{mask:x}")
         elif f.get("key") == C.META_NFTRACE:
             self.set_target("TRACE")
@@ -181,28 +181,26 @@ class _Reader:
             self.cs.proto = data[0]
             self.cs.proto_inv |= inv
         elif key in (C.META_IIF, C.META_OIF):
-            if int.from_bytes(data[:4], _BYTEORDER) != 1:
+            if int.from_bytes(data[:4], BYTEORDER) != 1:
                 raise Unrenderable("an interface by index: its name is the node's")
-            self.iface(key == C.META_IIF, "lo", inv)
+            # if_indextoname writes "lo\0"; 1.8.9/1.8.10 set the mask for strlen + 1
+            entry = self.cs.ifaces["i" if key == C.META_IIF else "o"]
+            entry[0][:3] = b"lo\0"
+            entry[1] = max(entry[1], 3)
+            entry[2] |= inv
         elif key in (C.META_IIFNAME, C.META_OIFNAME, C.META_BRI_IIFNAME, C.META_BRI_OIFNAME):
-            self.iface(key in (C.META_IIFNAME, C.META_BRI_IIFNAME), _ifname(data), inv)
+            entry = self.cs.ifaces["i" if key in (C.META_IIFNAME, C.META_BRI_IIFNAME) else "o"]
+            entry[2] |= inv   # IPT_INV_VIA_* is set, never cleared
+            _parse_ifname(entry, data)
         elif key == C.META_MARK:
             opts = self.match("mark")
             opts["inv"] = inv
-            opts["mark"] = int.from_bytes(data[:4].ljust(4, b"\0"), _BYTEORDER)
-            opts["mask"] = int.from_bytes(r.mask[:4].ljust(4, b"\0"), _BYTEORDER) \
+            opts["mark"] = int.from_bytes(data[:4].ljust(4, b"\0"), BYTEORDER)
+            opts["mask"] = int.from_bytes(r.mask[:4].ljust(4, b"\0"), BYTEORDER) \
                 if r.mask is not None else 0xffffffff
         elif key == C.META_PKTTYPE:
             opts = self.match("pkttype")
             opts["inv"], opts["type"] = inv, data[0]
-
-    def iface(self, incoming: bool, name: str, inv: bool) -> None:
-        old = self.cs.iniface if incoming else self.cs.outiface
-        inv = inv or bool(old and old[1])   # IPT_INV_VIA_* is set, never cleared
-        if incoming:
-            self.cs.iniface = (name, inv)
-        else:
-            self.cs.outiface = (name, inv)
 
     def address(self, which: str, r: _Reg, data: bytes, op: int, size: int) -> None:
         addr = data[:size].ljust(size, b"\0")   # get_cmp_data copies the address's size
@@ -357,13 +355,44 @@ _HANDLERS = {"payload": _Reader.payload, "meta": _Reader.meta, "immediate": _Rea
              "target": _Reader.xt_target}
 
 
-def _ifname(data: bytes) -> str:
-    """parse_ifname: a name without its NUL is a prefix, shown with `+`."""
-    if not data:
-        return ""
+def _parse_ifname(entry: list, data: bytes) -> None:
+    """parse_ifname: the name is copied over what the buffer held; one without its NUL
+    is a prefix, marked with `+`. The mask (1.8.9/1.8.10) only ever grows."""
+    n = len(data)
+    if n == 0:
+        return
+    if n > 16:
+        raise Unrenderable("an interface name longer than IFNAMSIZ")
+    buf = entry[0]
+    buf[:n] = data
     if data[-1] == 0:
-        return data.split(b"\0", 1)[0].decode(errors="replace")
-    return data.decode(errors="replace") + "+"
+        entry[1] = max(entry[1], len(data.split(b"\0", 1)[0]) + 1)
+        return
+    if n >= 16:
+        return
+    buf[n] = ord("+")
+    if n + 1 >= 16:
+        return
+    buf[n + 1] = 0
+    entry[1] = max(entry[1], n)
+
+
+def _iface_text(entry: list, masks: bool) -> str | None:
+    """save_iface: by the mask up to 1.8.10, the name as it stands from 1.8.11."""
+    buf, mask, _ = entry
+    if not masks:
+        name = bytes(buf).split(b"\0", 1)[0].decode(errors="replace")
+        return name if name and (name != "+" or entry[2]) else None
+    if mask == 0:
+        return None
+    out = ""
+    for i in range(16):
+        if i < mask:
+            out += chr(buf[i]) if buf[i] else ""
+        else:
+            out += "+" if buf[i - 1] else ""
+            break
+    return out
 
 
 def _save_string(value: str) -> str:
@@ -517,9 +546,10 @@ def _render(cs: _State, family: str, profile: Profile) -> str:
     for letter, value in (("s", cs.src), ("d", cs.dst)):
         if value is not None:
             out += addr(*value, letter)
-    for letter, value in (("i", cs.iniface), ("o", cs.outiface)):
-        if value and value[0] and (value[0] != "+" or value[1]):
-            out += f"{' !' if value[1] else ''} -{letter} {value[0]}"
+    for letter in "io":
+        name = _iface_text(cs.ifaces[letter], profile.interface_masks)
+        if name is not None:
+            out += f"{' !' if cs.ifaces[letter][2] else ''} -{letter} {name}"
     if cs.proto:
         out += f"{' !' if cs.proto_inv else ''} -p {_proto_name(cs.proto, profile)}"
     if cs.frag:

@@ -96,6 +96,9 @@ GENERATED = [
      "`>= 1` read as `== 1` beside `== 1`: the same types either way"),
     (Case("ip", "filter", "NB", "end", "ct state new accept"), {"*": "dropped"},
      "a base chain iptables does not know: gone after the round trip"),
+    (Case("ip", "filter", "INPUT", "above",
+          'oifname == "eth0" oifname "veth*" oifname "veth*" jump GEN'), {"*": "sync fails"},
+     "written back: 1.8.9 prints the interface by the mask it keeps (`-o veth++`)"),
     (Case("ip6", "filter", "FORWARD", "above", 'udp sport <= 65535 iifname "eth0" continue'),
      {"*": "ok"}, "a port test over the whole range comes back as the protocol test alone: "
                   "the same packets (the round trip's normalisation missed it)"),

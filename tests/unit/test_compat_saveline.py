@@ -88,3 +88,12 @@ def test_a_breakage_says_every_sync_fails():
     ct = [X.ct_load(C.CT_STATE), X.cmp(C.CMP_NEQ, b"\0\0\0\0")]
     out = report_json(analyse(snap(rule(*ct, X.verdict(C.NF_ACCEPT))), (OLD,)))
     assert "every sync fails" in out["incompatible"][0]["after_sync"]
+
+
+def test_interface_masks_up_to_1_8_10_print_a_second_plus():
+    # seen with the binaries: `oifname "eth0" oifname "veth*"` in INPUT
+    r = rule(X.meta_load(C.META_OIFNAME), X.cmp(C.CMP_EQ, X.ifname_bytes("eth0", True)),
+             X.meta_load(C.META_OIFNAME), X.cmp(C.CMP_EQ, b"veth"),
+             X.verdict(C.NFT_JUMP, "GEN"), chain="INPUT")
+    assert saved_line(r, OLD) == "-A INPUT -o veth++ -j GEN"
+    assert saved_line(r, NEW) == "-A INPUT -o veth+ -j GEN"
