@@ -2,9 +2,9 @@
 rules) and their scoped digest, link states and unit states. Pure."""
 from __future__ import annotations
 
-import sys
 from dataclasses import FrozenInstanceError, dataclass, field
 
+from .netlink.registers import BYTEORDER
 from .netlink.consts import CMP_EQ, META_IIFNAME, META_OIFNAME
 from .netlink.exprs import decode_fields, encode_expressions, split_expressions, stable_expressions
 
@@ -54,7 +54,6 @@ class Expr:
 # has); large ones (comments) are not kept.
 _SHARED: dict[bytes, Expr] = {}
 _SHARED_MAX_BYTES, _SHARED_ENTRIES = 256, 8192
-_BYTEORDER = sys.byteorder  # netlink attribute headers are in host order
 
 
 def _decode_expressions(blob: bytes) -> tuple[Expr, ...]:
@@ -72,7 +71,7 @@ def _decode_expressions_strictly(blob: bytes) -> tuple[Expr, ...]:
     shared, out = _SHARED, []
     pos, end = 0, len(blob)
     while pos + 4 <= end:
-        step = (int.from_bytes(blob[pos:pos + 2], _BYTEORDER) + 3) & ~3
+        step = (int.from_bytes(blob[pos:pos + 2], BYTEORDER) + 3) & ~3
         element = blob[pos:pos + step]
         expr = shared.get(element)
         if expr is None:

@@ -33,13 +33,14 @@ the shape is read from the kernel's bytes without decoding most expressions.
 """
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
 from ..model import Expr, Rule, Snapshot, Table, TableRef
 from ..netlink import consts as C
+from ..netlink import registers
+from ..netlink.registers import BYTEORDER
 from ..netlink.attrs import attr_str
 from ..netlink.exprs import decode_fields, split_expressions
 from .equivalents import iptables_equivalent
@@ -125,11 +126,6 @@ UNKNOWN_SET = "BUG: lookup expression references unknown set"
 TCP_FLAGS_CRASH = "printing TCP flags ECE/CWR (a flags test without a mask): segmentation fault"
 _FATAL = {SEGFAULT: -11, TCP_FLAGS_CRASH: -11, "BUG: nft_parse_match() unknown family 3": 1,
           "BUG: nft_parse_limit() unknown family 3": 1, UNKNOWN_SET: 1}
-# interface names and kinds: 16 bytes
-_WIDE_META = {C.META_IIFNAME, C.META_OIFNAME, C.META_BRI_IIFNAME, C.META_BRI_OIFNAME,
-              C.META_IIFKIND, C.META_OIFKIND, C.META_SDIFNAME}
-# addresses, labels, helper name: 16 bytes
-_WIDE_CT = {C.CT_SRC, C.CT_DST, C.CT_LABELS, C.CT_HELPER, C.CT_SRC_IP6, C.CT_DST_IP6}
 
 
 def tables_named(family: str, profile: Profile) -> tuple[str, ...]:
@@ -370,8 +366,8 @@ def _set_key_lengths(table: Table) -> dict[str, int]:
     for name, data in table.sets:
         pos = 0
         while pos + 4 <= len(data):
-            length = int.from_bytes(data[pos:pos + 2], _BYTEORDER)
-            kind = int.from_bytes(data[pos + 2:pos + 4], _BYTEORDER) & C.NLA_TYPE_MASK
+            length = int.from_bytes(data[pos:pos + 2], BYTEORDER)
+            kind = int.from_bytes(data[pos + 2:pos + 4], BYTEORDER) & C.NLA_TYPE_MASK
             if length < 4:
                 break
             if kind == C.NFTA_SET_KEY_LEN and length == 8:
@@ -421,30 +417,12 @@ def _slot(reg: int) -> int | None:
     return None
 
 
-def _word(reg: int) -> int:
-    """The kernel's 32-bit word a register starts at."""
-    reg = _normalise(reg)
-    return 4 * reg if reg <= 4 else reg - 4
-
-
 def _next_reg(reg: int, size: int) -> int:
     """nft_get_next_reg (ebtables' among): the 32-bit register after `size` bytes."""
     reg = _normalise(reg)
     if reg <= 4:
         reg = 8 + (reg - 1) * 4
     return reg + (size + 3) // 4
-
-
-def _load_len(name: str, f: dict) -> int:
-    if name in ("payload", "bitwise", "exthdr"):
-        return int(f.get("len", 4))
-    if name == "meta":
-        return 16 if f.get("key") in _WIDE_META else 4
-    if name == "ct":
-        return 16 if f.get("key") in _WIDE_CT else 4
-    if name == "fib":
-        return 16 if f.get("result") == 2 else 4
-    return 4
 
 
 @dataclass(frozen=True)
@@ -542,8 +520,8 @@ class _Parse:
         self.write(num, nbytes, self.i)
 
     def write(self, num: int, length: int, origin: int | None) -> None:
-        start = _word(num)
-        for w in range(start, start + max(1, (length + 3) // 4)):
+        """What the kernel does: the load fills its words, whatever iptables believes."""
+        for w in registers.span(num, length):
             if origin is None:
                 self.truth.pop(w, None)
             else:
@@ -555,7 +533,7 @@ class _Parse:
         slot = self.slot(num)
         if slot is None:
             return None, None
-        r, actual = self.regs[slot], self.truth.get(_word(num))
+        r, actual = self.regs[slot], self.truth.get(registers.word(num))
         return r, (None if actual is None or actual == r.src else actual)
 
     def culprit(self, actual: int | None) -> int:
@@ -636,7 +614,7 @@ class _Parse:
 
     def meta(self, f: dict) -> None:
         if "sreg" not in f:
-            self.load(f.get("dreg", 0), _load_len("meta", f), kind="meta", key=f.get("key", 0))
+            self.load(f.get("dreg", 0), registers.load_bytes("meta", f), kind="meta", key=f.get("key", 0))
             return
         r, _ = self.read(f["sreg"])
         if r is None:
@@ -707,7 +685,7 @@ class _Parse:
                 return
             self.regs[dst] = self.regs[src]  # a copy, not a fresh load
         # The result really comes from whatever loaded the source register.
-        self.write(dreg, int(f.get("len", 4)), self.truth.get(_word(sreg)))
+        self.write(dreg, int(f.get("len", 4)), self.truth.get(registers.word(sreg)))
         xor, mask = f.get("xor"), f.get("mask")
         if self.p.bitwise_strict:
             if not isinstance(xor, bytes):
@@ -1060,7 +1038,7 @@ class _Parse:
         """An expression iptables has no case for: whatever it loads, iptables never sees."""
         self.skipped.add(self.i)
         if isinstance(f.get("dreg"), int) and f["dreg"]:
-            self.write(f["dreg"], _load_len(name, f), self.i)
+            self.write(f["dreg"], registers.load_bytes(name, f), self.i)
 
 
 def _holds(op: int, x: int, value: int) -> bool:
@@ -1170,7 +1148,6 @@ _SHAPE_IDS: dict[object, int] = {}     # shape -> its id (a few hundred)
 _SHAPES_MAX = 65536
 _MEMO: dict[tuple, list] = {}
 _MEMO_MAX = 32768
-_BYTEORDER = sys.byteorder  # netlink attribute headers are in host order
 
 
 def _bytes_shape(key: str, v: bytes):
@@ -1201,7 +1178,7 @@ def _shape_of(name: str, fields: dict) -> tuple:
 
 
 def _attr_head(length: int, kind: int) -> bytes:
-    return length.to_bytes(2, _BYTEORDER) + kind.to_bytes(2, _BYTEORDER)
+    return length.to_bytes(2, BYTEORDER) + kind.to_bytes(2, BYTEORDER)
 
 
 # cmp and verdict immediates are the elements that rarely repeat (addresses, ports, jump
@@ -1215,17 +1192,17 @@ _IMM_DREG, _VERDICT_CODE = _attr_head(8, 1), _attr_head(8, C.NFTA_VERDICT_CODE)
 
 
 def _type_at(element: bytes, at: int) -> int:
-    return int.from_bytes(element[at:at + 2], _BYTEORDER) & C.NLA_TYPE_MASK
+    return int.from_bytes(element[at:at + 2], BYTEORDER) & C.NLA_TYPE_MASK
 
 
 def _fast_shape(element: bytes) -> tuple | None:
     if element[4:4 + len(_CMP_NAME)] == _CMP_NAME and len(element) >= 40 \
             and element[16:20] == _CMP_SREG and element[24:28] == _CMP_OP \
             and _type_at(element, 34) == 3 and _type_at(element, 38) == C.NFTA_DATA_VALUE:
-        vlen = int.from_bytes(element[36:38], _BYTEORDER) - 4
+        vlen = int.from_bytes(element[36:38], BYTEORDER) - 4
         value = element[40:40 + vlen]
         if vlen < 0 or len(value) != vlen or \
-                int.from_bytes(element[32:34], _BYTEORDER) != ((vlen + 3) & ~3) + 8:
+                int.from_bytes(element[32:34], BYTEORDER) != ((vlen + 3) & ~3) + 8:
             return None
         return ("cmp", ("sreg", int.from_bytes(element[20:24], "big")),
                 ("op", int.from_bytes(element[28:32], "big")), ("data", _bytes_shape("data", value)))
@@ -1253,7 +1230,7 @@ def shape_key(rule: Rule) -> tuple | None:
     pos, end = 0, len(blob)
     bridge = rule.family == "bridge"
     while pos + 4 <= end:
-        length = int.from_bytes(blob[pos:pos + 2], _BYTEORDER)
+        length = int.from_bytes(blob[pos:pos + 2], BYTEORDER)
         if length < 4 or pos + length > end:
             return None
         head = blob[pos + 4:pos + 4 + _HEAD_LEN]

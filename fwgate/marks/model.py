@@ -12,20 +12,20 @@ possibly negated; `value` None means one we do not evaluate (set lookups, ranges
 from __future__ import annotations
 
 import struct
-import sys
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import NamedTuple
 
 from ..model import Chain, Rule, Snapshot, TableRef
 from ..netlink.attrs import attr, attr_str
+from ..netlink import registers
 from ..netlink.consts import (
-    BITWISE_BOOL, CMP_EQ, CMP_NEQ, CT_DST, CT_DST_IP6, CT_HELPER, CT_LABELS, CT_MARK, CT_SRC,
-    CT_SRC_IP6, META_BRI_IIFNAME, META_BRI_OIFNAME, META_IIFKIND, META_IIFNAME, META_MARK,
-    META_OIFKIND, META_OIFNAME, META_SDIFNAME, NFT_GOTO, NFT_JUMP, NFTA_EXPR_DATA, NFTA_EXPR_NAME,
-    NFTA_LIST_ELEM, NFTA_VERDICT_CHAIN, NFTA_VERDICT_CODE, NLA_TYPE_MASK, REG_VERDICT, VERDICTS,
+    BITWISE_BOOL, CMP_EQ, CMP_NEQ, CT_MARK, META_IIFNAME, META_MARK, META_OIFNAME, NFT_GOTO,
+    NFT_JUMP, NFTA_EXPR_DATA, NFTA_EXPR_NAME, NFTA_LIST_ELEM, NFTA_VERDICT_CHAIN,
+    NFTA_VERDICT_CODE, NLA_TYPE_MASK, REG_VERDICT, VERDICTS,
 )
 from ..netlink.exprs import SCHEMA, decode_fields, split_expressions
+from ..netlink.registers import BYTEORDER
 
 ALL = 0xFFFFFFFF
 META, CT = "meta", "ct"   # the two marks: the packet's (skb->mark) and its connection's
@@ -40,7 +40,6 @@ _JUMPS = (VERDICTS[NFT_JUMP], VERDICTS[NFT_GOTO])
 _TARGET_ACTIONS = {"MASQUERADE": "masquerade", "SNAT": "snat", "DNAT": "dnat", "REJECT": "reject",
                    "REDIRECT": "redirect", "MARK": "mark", "CONNMARK": "mark", "TPROXY": "tproxy",
                    "NFLOG": "log", "LOG": "log", "NFQUEUE": "queue"}
-_BYTEORDER = sys.byteorder  # marks are host-endian u32s, in nft's registers and xt structs
 
 
 # --- what one rule does to marks ---------------------------------------------------
@@ -123,27 +122,17 @@ class RuleMarks(NamedTuple):
 _NOTHING = RuleMarks()
 
 
-# Registers: 0 is the verdict; 1-4 are 16 bytes (NFT_REG_1..4); 8-23 are 4-byte views
-# of them (NFT_REG32_00..15). We track 4-byte words: reg 1 = word 0, reg 9 = word 1.
-def _word(reg: int) -> int:
-    return (reg - 1) * 4 if 1 <= reg <= 4 else reg - 8
-
-
-# loads of 16 bytes: interface names and kinds, addresses, labels, helper names
-_WIDE = {(META, k) for k in (META_IIFNAME, META_OIFNAME, META_BRI_IIFNAME, META_BRI_OIFNAME,
-                             META_IIFKIND, META_OIFKIND, META_SDIFNAME)} \
-    | {(CT, k) for k in (CT_HELPER, CT_SRC, CT_DST, CT_LABELS, CT_SRC_IP6, CT_DST_IP6)}
+# Registers are tracked by 32-bit word, as the kernel lays them out (netlink/registers.py).
+_word = registers.word
 
 
 def _load_words(name: str, f: dict) -> int:
     """How many 4-byte words an expression's load fills (so it overwrites them)."""
-    if "len" in f and name in ("payload", "exthdr", "bitwise"):
-        return max(1, (int(f["len"]) + 3) // 4)
-    return 4 if (name, f.get("key")) in _WIDE or name == "fib" else 1
+    return registers.words(registers.load_bytes(name, f))
 
 
 def _u32(data: bytes, offset: int = 0) -> int:
-    return int.from_bytes(data[offset:offset + 4], _BYTEORDER)
+    return int.from_bytes(data[offset:offset + 4], BYTEORDER)
 
 
 # A register's content, when it derives from a mark: value = (src & mask) ^ xor, src a
