@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from dataclasses import FrozenInstanceError, dataclass, field
 
-from .netlink.registers import BYTEORDER
 from .netlink.consts import CMP_EQ, META_IIFNAME, META_OIFNAME
-from .netlink.exprs import decode_fields, encode_expressions, split_expressions, stable_expressions
+from .netlink.exprs import (
+    decode_fields, element_bounds, encode_expressions, split_expressions, stable_expressions,
+)
 
 
 @dataclass(frozen=True, order=True)
@@ -68,23 +69,21 @@ def _decode_expressions(blob: bytes) -> tuple[Expr, ...]:
 def _decode_expressions_strictly(blob: bytes) -> tuple[Expr, ...]:
     """The Expr objects of an NFTA_RULE_EXPRESSIONS payload; an element seen before
     (byte for byte) is looked up rather than decoded."""
+    bounds = element_bounds(blob)
+    if bounds is None:
+        return tuple(Expr(n, d) for n, d in split_expressions(blob))
     shared, out = _SHARED, []
-    pos, end = 0, len(blob)
-    while pos + 4 <= end:
-        step = (int.from_bytes(blob[pos:pos + 2], BYTEORDER) + 3) & ~3
-        element = blob[pos:pos + step]
+    for start, end in bounds:
+        element = blob[start:end]
         expr = shared.get(element)
         if expr is None:
             decoded = split_expressions(element)
             if len(decoded) != 1:  # not a list element, or malformed: decode it all strictly
                 return tuple(Expr(n, d) for n, d in split_expressions(blob))
             expr = Expr(*decoded[0])
-            if step <= _SHARED_MAX_BYTES and len(shared) < _SHARED_ENTRIES:
+            if end - start <= _SHARED_MAX_BYTES and len(shared) < _SHARED_ENTRIES:
                 shared[element] = expr
         out.append(expr)
-        pos += step
-    if pos != end:
-        return tuple(Expr(n, d) for n, d in split_expressions(blob))
     return tuple(out)
 
 

@@ -41,8 +41,8 @@ from ..model import Expr, Rule, Snapshot, Table, TableRef
 from ..netlink import consts as C
 from ..netlink import registers
 from ..netlink.registers import BYTEORDER
-from ..netlink.attrs import attr_str
-from ..netlink.exprs import decode_fields, split_expressions
+from ..netlink.attrs import attr_str, iter_packed
+from ..netlink.exprs import decode_fields, element_bounds, split_expressions
 from .equivalents import iptables_equivalent
 from .impact import (
     KUBE_ROUTER, KUBE_ROUTER_JUMPS, SYNC_EFFECT, Impact, Setup, after_sync, impacts, jump_spec,
@@ -364,16 +364,10 @@ def _set_key_lengths(table: Table) -> dict[str, int]:
     snapshot keeps a set's attributes back to back, without their padding."""
     out = {}
     for name, data in table.sets:
-        pos = 0
-        while pos + 4 <= len(data):
-            length = int.from_bytes(data[pos:pos + 2], BYTEORDER)
-            kind = int.from_bytes(data[pos + 2:pos + 4], BYTEORDER) & C.NLA_TYPE_MASK
-            if length < 4:
+        for kind, start, end in iter_packed(data):
+            if kind == C.NFTA_SET_KEY_LEN and end - start == 4:
+                out[name] = int.from_bytes(data[start:end], "big")
                 break
-            if kind == C.NFTA_SET_KEY_LEN and length == 8:
-                out[name] = int.from_bytes(data[pos + 4:pos + 8], "big")
-                break
-            pos += length
     return out
 
 
@@ -1226,20 +1220,19 @@ def _element_shape(element: bytes) -> object:
 def shape_key(rule: Rule) -> tuple | None:
     """The rule's shape, from the kernel's bytes; None when they do not parse."""
     blob = rule.expressions_payload
+    bounds = element_bounds(blob)
+    if bounds is None:
+        return None
     shapes, out = _SHAPES, []
-    pos, end = 0, len(blob)
     bridge = rule.family == "bridge"
-    while pos + 4 <= end:
-        length = int.from_bytes(blob[pos:pos + 2], BYTEORDER)
-        if length < 4 or pos + length > end:
-            return None
-        head = blob[pos + 4:pos + 4 + _HEAD_LEN]
+    for start, end in bounds:
+        head = blob[start + 4:start + 4 + _HEAD_LEN]
         if head == _MATCH_HEAD:
             out.append(-1)
         elif head == _TARGET_HEAD and not bridge:  # ebtables tells log/nflog apart
             out.append(-2)
         else:
-            element = blob[pos:pos + ((length + 3) & ~3)]
+            element = blob[start:end]
             shape = shapes.get(element)
             if shape is None:  # shapes are numbered: a rule's key hashes fast
                 shape = _SHAPE_IDS.setdefault(_fast_shape(element) or _element_shape(element),
@@ -1247,8 +1240,7 @@ def shape_key(rule: Rule) -> tuple | None:
                 if len(shapes) < _SHAPES_MAX:
                     shapes[element] = shape
             out.append(shape)
-        pos += (length + 3) & ~3
-    return tuple(out) if pos == end else None
+    return tuple(out)
 
 
 # chains whose name makes iptables-restore refuse -o (1) or -i (2): part of a verdict

@@ -21,10 +21,10 @@ from ..netlink.attrs import attr, attr_str
 from ..netlink import registers
 from ..netlink.consts import (
     BITWISE_BOOL, CMP_EQ, CMP_NEQ, CT_MARK, META_IIFNAME, META_MARK, META_OIFNAME, NFT_GOTO,
-    NFT_JUMP, NFTA_EXPR_DATA, NFTA_EXPR_NAME, NFTA_LIST_ELEM, NFTA_VERDICT_CHAIN,
-    NFTA_VERDICT_CODE, NLA_TYPE_MASK, REG_VERDICT, VERDICTS,
+    NFT_JUMP, NFTA_EXPR_NAME, NFTA_VERDICT_CHAIN, NFTA_VERDICT_CODE, NLA_TYPE_MASK,
+    REG_VERDICT, VERDICTS,
 )
-from ..netlink.exprs import SCHEMA, decode_fields, split_expressions
+from ..netlink.exprs import SCHEMA, decode_fields, expression_spans, split_expressions
 from ..netlink.registers import BYTEORDER
 
 ALL = 0xFFFFFFFF
@@ -164,42 +164,6 @@ def _fields(name: str, raw: bytes) -> dict | None:
 
 
 _HEADER = struct.Struct("=HH")       # netlink attribute headers are host-endian
-_ELEMENT = struct.Struct("=HHHH")   # list element header, then its NFTA_EXPR_NAME header
-_NAME_STRINGS: dict[bytes, str] = {}
-
-
-def _elements(blob: bytes) -> tuple[bytes, list[tuple[str, int, int]]]:
-    """(buffer, [(name, start, end)]): each expression's NFTA_EXPR_DATA payload is
-    buffer[start:end]. The walk of split_expressions() without copying each expression
-    out, for the kernel's layout (name, then data); any other goes the long way."""
-    out = []
-    pos, end = 0, len(blob)
-    unpack, names = _ELEMENT.unpack_from, _NAME_STRINGS
-    while pos + 8 <= end:
-        length, kind, name_len, name_kind = unpack(blob, pos)
-        data = pos + 4 + ((name_len + 3) & ~3)
-        if kind & NLA_TYPE_MASK != NFTA_LIST_ELEM or name_kind & NLA_TYPE_MASK != NFTA_EXPR_NAME \
-                or length < 8 or pos + length > end or data + 4 > pos + length:
-            break
-        data_len, data_kind = _HEADER.unpack_from(blob, data)
-        if data_kind & NLA_TYPE_MASK != NFTA_EXPR_DATA or data + data_len > pos + length:
-            break
-        raw_name = blob[pos + 8:pos + 4 + name_len]
-        name = names.get(raw_name)
-        if name is None:
-            name = raw_name.split(b"\0", 1)[0].decode(errors="replace")
-            if len(names) < 256:
-                names[raw_name] = name
-        out.append((name, data + 4, data + data_len))
-        pos += (length + 3) & ~3
-    if pos == end:
-        return blob, out
-    parts = split_expressions(blob)   # raises ValueError when malformed
-    buffer, out, at = b"".join(raw for _, raw in parts), [], 0
-    for name, raw in parts:
-        out.append((name, at, at + len(raw)))
-        at += len(raw)
-    return buffer, out
 
 
 def rule_marks(rule: Rule) -> RuleMarks:
@@ -211,7 +175,7 @@ def rule_marks(rule: Rule) -> RuleMarks:
     action, vmap = "", False
     ifaces: dict[str, str] = {}   # "iif"/"oif" -> the name a cmp == requires
     try:
-        blob, elements = _elements(rule.expressions_payload)
+        blob, elements = expression_spans(rule.expressions_payload)
     except ValueError:
         return _NOTHING
     for name, start, end in elements:
