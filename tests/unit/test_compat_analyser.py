@@ -15,9 +15,9 @@ from fwgate import programmer as P
 from fwgate.netlink.attrs import attr, attr_str, attr_u32, attr_u64, nested
 from fwgate.compat.reader import (
     BREAKS_CHECK, BREAKS_LIST, BREAKS_SAVE, ChainRef, analyse, managed_tables, read_rule,
-    report_json,
 )
 from fwgate.model import TableRef
+from fwgate.report import report_json
 from fwgate.netlink.exprs import split_expressions
 from fwgate.model import Expr, Rule, Snapshot, Table
 

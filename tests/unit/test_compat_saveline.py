@@ -8,7 +8,8 @@ from __future__ import annotations
 import socket
 
 from fwgate.compat.profiles import BY_VERSION
-from fwgate.compat.reader import analyse, report_json
+from fwgate.compat.reader import analyse
+from fwgate.report import report_json
 from fwgate.compat.saveline import saved_line
 from fwgate.netlink import consts as C
 from fwgate.netlink import exprs as X
