@@ -184,6 +184,7 @@ class _Parse:
         self.icmp_any: list[tuple[int, int | None]] = []   # tests read as `any`: (where, code)
         self.icmp_codes: set[int] = set()   # codes a type+code test of the rule pins
         self.icmp_types: list[tuple[int, int, int]] = []   # one-byte type tests: op, value, where
+        self.icmp_code_tests: list[tuple[int, int, int]] = []   # code-only tests: op, value, where
         self.port_ranges: dict[str, list] = {}  # port -> [lo, hi, expression] as iptables has it
         # the protocol matches iptables makes of transport tests (icmp, tcp, udp) -> where
         self.l4_matches: dict[int, int] = {}
@@ -588,6 +589,8 @@ class _Parse:
                                f"(`--icmp-type N`): it matches other packets", "icmp", r.src)
                 elif r.offset == 0 and n == 1 and kind != 255:
                     self.icmp_types.append((op, kind, r.src))  # judged at the end
+                if r.offset == 1:
+                    self.icmp_code_tests.append((op, data[0], r.src))
                 self.unmasked(r, "ICMP")
                 self.l4_matches.setdefault(self.proto, r.src)
                 if kind == 255:  # judged at the end: another test may pin the same code
@@ -805,6 +808,13 @@ def read_rule(rule: Rule, profile: Profile = OLDEST, sets: dict[str, int] | None
             what = "negation" if op == C.CMP_NEQ else f"`{_OPS.get(op, op)}` comparison"
             p.wrong(f"iptables-nft reads this ICMP {what} as an equality (`--icmp-type N`): "
                     f"it matches other packets (the opposite ones, for `!=`)", "icmp", at)
+    codes = {x for x in range(256) if all(_holds(op, x, v) for op, v, _ in p.icmp_code_tests)}
+    if p.icmp_code_tests and len(codes) == 256:
+        # the code tests select every code (`icmp code >= 0`): read as any type and any
+        # code (xt_icmp's type 255), they match the same packets
+        harmless = {at for _, _, at in p.icmp_code_tests}
+        p.misread = [m for m in p.misread if not (m.index in harmless and m.kind == "icmp")]
+        p.icmp_any = [(at, code) for at, code in p.icmp_any if at not in harmless]
     for at, code in p.icmp_any:
         if code is None or code not in p.icmp_codes:
             p.wrong("iptables-nft reads ICMP type 255, or a code without a type, as any ICMP "
