@@ -93,9 +93,11 @@ def probe(sock: NfSocket, *, repair: bool = False, dry_run: bool = False,
     their versions (every version when one is unknown). A repair refused on every
     attempt comes back as conflict=True, with nothing changed. marks=False: no packet-mark
     conflicts (`fwgate compat` shows none; they cost a pass over every rule)."""
+    # without marks, the families iptables writes to are all it reads (no inet tables)
     return begin_probe(sock, repair=repair, dry_run=dry_run, binaries=binaries, netns=netns,
                        ifaces=ifaces, attempts=attempts, snapshot=snapshot, setup=setup,
-                       notes=notes, marks=marks).finish()
+                       notes=notes, marks=marks,
+                       families=PROBE_FAMILIES if marks else COMPAT_FAMILIES).finish()
 
 
 class Pending:
