@@ -98,3 +98,13 @@ def test_interface_masks_up_to_1_8_10_print_a_second_plus():
              X.verdict(C.NFT_JUMP, "GEN"), chain="INPUT")
     assert saved_line(r, OLD) == "-A INPUT -o veth++ -j GEN"
     assert saved_line(r, NEW) == "-A INPUT -o veth+ -j GEN"
+
+
+def test_each_version_keeps_its_own_line_in_a_report_for_every_version():
+    r = rule(*l4proto(1), *payload_cmp(T, 1, 1, bytes([3])), X.verdict(C.NF_ACCEPT))
+    report = analyse(snap(r))   # every modelled version
+    lines = {v: report.for_version(v).misread[0] for v in ("1.8.9", "1.8.10", "1.8.13")}
+    assert lines["1.8.9"].written_back == "-A FORWARD -p icmp -m icmp --icmp-type any -j ACCEPT"
+    assert lines["1.8.10"].written_back == lines["1.8.13"].written_back == \
+        "-A FORWARD -p icmp -m icmp --icmp-type 255/3 -j ACCEPT"
+    assert "255/3" in lines["1.8.13"].after_sync and "255/3" not in lines["1.8.9"].after_sync
