@@ -65,8 +65,10 @@ def child() -> None:
 
 
 def run(netns: str, argv: list[str], env: dict | None = None) -> float:
+    # cwd "/": `python -m fwgate` run from the checkout would import the checkout's
+    # package ahead of the baseline on PYTHONPATH
     start = time.perf_counter()
-    subprocess.run(["ip", "netns", "exec", netns, *argv], check=False, env=env,
+    subprocess.run(["ip", "netns", "exec", netns, *argv], check=False, env=env, cwd="/",
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return time.perf_counter() - start
 
@@ -87,8 +89,9 @@ def measure(netns: str, runs: int, baseline: str | None) -> dict:
             # issue 21: `fwgate compat` as a whole process against iptables-save -t filter
             out[name]["compat"].append(run(netns, [PYTHON, "-m", "fwgate", "--config", CONFIG,
                                                    "compat"], env))
-            done = subprocess.run(["ip", "netns", "exec", netns, PYTHON, __file__, "--child"],
-                                  check=True, capture_output=True, text=True, env=env)
+            done = subprocess.run(["ip", "netns", "exec", netns, PYTHON,
+                                   os.path.abspath(__file__), "--child"],
+                                  check=True, capture_output=True, text=True, env=env, cwd="/")
             out[name]["child"].append(json.loads(done.stdout))
     return out
 

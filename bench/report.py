@@ -508,16 +508,20 @@ class Report:
             f"{d['seconds']:.0f} s.")
         add("")
         add("| iptables | cases | agree | % | false ok | false block | ground truth | "
-            "\"comes back as\" right |")
-        add("| --- | --- | --- | --- | --- | --- | --- | --- |")
+            "written back right | written back not said |")
+        add("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
         for v, x in d["versions"].items():
             truth = ", ".join(f"{k} {n}" for k, n in sorted(x["truth"].items()))
             add(f"| {v} | {x['cases']} | {x['agree']} | {100 * x['agree'] / x['cases']:.1f} | "
                 f"{x['false_ok']} | {x['false_block']} | {truth} | "
-                f"{x.get('comes_back_right', 0)}/{x.get('comes_back_said', 0)} |")
+                f"{x.get('written_back_right', 0)}/{x.get('written_back_said', 0)} | "
+                f"{x.get('written_back_unsaid', 0)} |")
         add("")
-        add("\"comes back as\": misreads whose test the model renders from the rule's values, "
-            "and how often that text is in the line the binary's iptables-save wrote.")
+        add("\"written back\": for each misread rule (truth misread or sync fails) the model "
+            "names the whole rule kube-router's restore writes back (`-A CHAIN …`); right = "
+            "equal to the line this version's iptables-save wrote, which the restore reads. "
+            "A wrong line is a disagreement. Not said: the model gave no line (an interface "
+            "by index other than lo, an x_tables match other than comment).")
         add("")
         if d["disagreements"]:
             add("Disagreements left (each is a case in `tests/netns/test_compat_generated.py`):")

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from dataclasses import FrozenInstanceError, dataclass, field
 
-from .netlink.attrs import iter_attrs, pad
 from .netlink.consts import CMP_EQ, META_IIFNAME, META_OIFNAME
-from .netlink.exprs import decode_fields, encode_expressions, split_expressions, stable_expressions
+from .netlink.exprs import (
+    decode_fields, element_bounds, encode_expressions, split_expressions, stable_expressions,
+)
 
 
 @dataclass(frozen=True, order=True)
@@ -67,18 +68,20 @@ def _decode_expressions(blob: bytes) -> tuple[Expr, ...]:
 
 def _decode_expressions_strictly(blob: bytes) -> tuple[Expr, ...]:
     """The Expr objects of an NFTA_RULE_EXPRESSIONS payload; an element seen before
-    (byte for byte) is looked up rather than decoded. A malformed list raises ValueError
-    (the attribute walker's)."""
+    (byte for byte) is looked up rather than decoded."""
+    bounds = element_bounds(blob)
+    if bounds is None:
+        return tuple(Expr(n, d) for n, d in split_expressions(blob))
     shared, out = _SHARED, []
-    for _, start, end in iter_attrs(blob):
-        element = blob[start - 4:pad(end)]  # with its header and padding: the memo's key
+    for start, end in bounds:
+        element = blob[start:end]
         expr = shared.get(element)
         if expr is None:
             decoded = split_expressions(element)
             if len(decoded) != 1:  # not a list element, or malformed: decode it all strictly
                 return tuple(Expr(n, d) for n, d in split_expressions(blob))
             expr = Expr(*decoded[0])
-            if len(element) <= _SHARED_MAX_BYTES and len(shared) < _SHARED_ENTRIES:
+            if end - start <= _SHARED_MAX_BYTES and len(shared) < _SHARED_ENTRIES:
                 shared[element] = expr
         out.append(expr)
     return tuple(out)

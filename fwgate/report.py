@@ -6,10 +6,66 @@ import time
 
 from .compat.binaries import Binary
 from .compat.crosscheck import verdict_json
+from .compat.equivalents import iptables_equivalent
+from .compat.impact import KUBE_ROUTER, Impact
 from .compat.policy import ProbeResult, Verdict
-from .compat.reader import finding_json, report_json
+from .compat.reader import CompatReport, Finding
 from .compat.repair import Repair
 from .netbird import NetbirdRules
+
+
+# --- the compat report's JSON --------------------------------------------------------
+
+def impact_json(i: Impact) -> dict:
+    return {"component": i.component, "command": i.command, "fatal": i.fatal, "effect": i.effect}
+
+
+def finding_json(f: Finding, binaries: dict[str, list[str]] | None = None) -> dict:
+    """One finding; binaries: version -> the binaries (paths) of that version."""
+    r = f.rule
+    first = next((i for i in f.impacts if i.fatal), f.impacts[0] if f.impacts else None)
+    if first is None and f.after_sync:
+        first = Impact(KUBE_ROUTER, "iptables-save -t filter | iptables-restore -T filter",
+                       False, f.after_sync)
+    on = [b for v in f.versions for b in (binaries or {}).get(v, [])]
+    out = {"family": r.family, "table": r.table, "chain": r.chain, "handle": r.handle,
+           "position": r.position, "userdata": r.userdata_text(),
+           "expressions": r.expr_names, "reason": f.reason, "repairable": f.repairable,
+           "blocking": f.blocking, "breaks": list(f.breaks), "iptables_error": f.iptables_error,
+           "unlisted": f.unlisted, "uncertain": f.uncertain,
+           "component": first.component if first else None,
+           "command": first.command if first else None,
+           "binary": on[0] if on else None, "binaries": on, "versions": list(f.versions),
+           "impacts": [impact_json(i) for i in f.impacts],
+           "after_sync": f.after_sync}
+    if f.kind:
+        out["kind"] = f.kind
+        out["written_back"] = f.written_back
+    if f.repairable:
+        equivalent = iptables_equivalent(r)
+        out["equivalent"] = equivalent.text if equivalent else None
+    return out
+
+
+def report_json(report: CompatReport, binaries: dict[str, list[str]] | None = None) -> dict:
+    """`fwgate compat --json`, DESIGN section 3's shape: `incompatible` holds what kills k3s; what only breaks
+    calls that are logged and retried, or nothing k3s runs, is `not_blocking`; rules
+    read wrongly are `misread`; base chains iptables never sees, `dropped_chains`."""
+    blocking = [f for f in report.findings if f.blocking]
+    return {
+        "ok": not blocking,
+        "managed_tables": [{"family": t.family, "table": t.name} for t in report.managed_tables],
+        "incompatible": [finding_json(f, binaries) for f in blocking],
+        "not_blocking": [finding_json(f, binaries) for f in report.findings if not f.blocking],
+        "misread": [finding_json(f, binaries) for f in report.misread],
+        "unlistable_chains": [{"family": c.family, "table": c.table, "chain": c.chain}
+                              for c in report.unlistable_chains],
+        "dropped_chains": [{"family": d.family, "table": d.table, "chain": d.chain,
+                            "why": d.why, "rules": d.rules, "after_sync": d.after_sync}
+                           for d in report.dropped_chains],
+        "unnamed_tables": [{"family": t.family, "table": t.name} for t in report.unnamed_tables],
+        "versions": list(report.versions),
+    }
 
 
 def repair_json(r: Repair) -> dict:
@@ -102,6 +158,8 @@ def compat_text(report: dict) -> str:
     for bad in report.get("not_blocking", []):
         lines.append(f"warns: {finding_text(bad)}")
         lines.append(f"  {_impact_text(bad)}, on {bad.get('binary') or 'every version'}")
+        if bad.get("after_sync"):
+            lines.append(f"  {bad['after_sync']}")
     for wrong in report.get("misread", []):
         lines.append(f"misread: {finding_text(wrong)}")
         if wrong.get("after_sync"):
@@ -109,6 +167,8 @@ def compat_text(report: dict) -> str:
     for d in report.get("dropped_chains", []):
         lines.append(f"dropped: {d['family']} {d['table']} {d['chain']} ({d['rules']} rules): "
                      f"iptables never sees it: {d['why']}")
+        if d.get("after_sync"):
+            lines.append(f"  {d['after_sync']}")
     for t in report.get("unnamed_tables", []):
         lines.append(f"unnamed: {t['family']} {t['table']}: iptables has no name for it "
                      f"(in some or all versions), no command reads it")

@@ -19,7 +19,9 @@ from .binaries import Binary
 from .crosscheck import CrossCheck
 from .impact import Setup
 from .profiles import PROFILES, Profile
-from .reader import IPTABLES_TABLES, CompatReport, Finding, _complete, _findings, verdicts
+from .reader import (
+    IPTABLES_TABLES, CompatReport, DroppedChain, Finding, _complete, _findings, verdicts,
+)
 from .repair import Repair
 
 POLICIES = ("fail", "warn", "repair")
@@ -108,12 +110,18 @@ def finding_line(f: Finding, judged: tuple[str, ...] = ()) -> str:
         tail = f" [{fatal.component} dies on `{fatal.command}`]"
     elif f.impacts:
         names = ", ".join(dict.fromkeys(i.component for i in f.impacts))
-        tail = f" [breaks {names}: logged and retried, k3s keeps running]"
+        sync = f"; {f.after_sync}" if f.after_sync else ""
+        tail = f" [breaks {names}: logged and retried, k3s keeps running{sync}]"
     elif f.breaks:
         tail = " [no k3s component reads it]"
     else:
         tail = f" [{f.after_sync}]" if f.after_sync else ""
     return f"{f.rule.ref}: {f.reason}{_versions(f, judged or tuple(p.version for p in PROFILES))}{tail}"
+
+
+def dropped_line(d: DroppedChain) -> str:
+    """A base chain iptables never sees, in a table kube-router restores."""
+    return f"{d.family} {d.table} {d.chain}: iptables never sees it ({d.why}); {d.after_sync}"
 
 
 def repair_line(r: Repair) -> str:
@@ -154,6 +162,7 @@ def judge(result: ProbeResult, on_incompatible: str, *, read_only: bool = False)
     blocking += [line for check in result.crosschecks for line in check.missed()]
     warnings += [f"disagreement: {line}" for check in result.crosschecks for line in check.lines()
                  if line not in check.missed()]
+    warnings += [dropped_line(d) for d in result.report.dropped_chains if d.after_sync]
     done = [repair_line(r) for r in result.repaired or result.planned] or [line(f) for f in resolved]
     # `warn` lets them through: still counted as what they are (metrics, status).
     code = EXIT_INCOMPATIBLE if blocking and (read_only or on_incompatible != "warn") else EXIT_OK

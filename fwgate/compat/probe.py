@@ -12,14 +12,16 @@ from ..adapters.iptables import Running, version_of
 from ..adapters.nfsock import NetlinkError, NfSocket
 from ..adapters.nft import snapshot as take_snapshot
 from ..model import Rule, Snapshot, Table, TableRef
-from ..netlink.attrs import as_str
-from ..netlink.consts import FAMILIES, GETCHAIN, GETTABLE, NFTA_TABLE_NAME
+from ..netlink.attrs import as_str, attr_str
+from ..netlink.consts import (
+    FAMILIES, GETCHAIN, GETTABLE, NFTA_CHAIN_NAME, NFTA_CHAIN_TABLE, NFTA_TABLE_NAME,
+)
 from ..netlink.nftables import del_rule_msg, parse_chain
 from ..marks import find_conflicts
 from ..netbird import survey
 from .binaries import Binary, asked
 from .crosscheck import Call, CrossCheck, calls_for
-from .impact import Setup
+from .impact import KUBE_ROUTER_JUMPS, Setup
 from .policy import ProbeResult, profiles_of
 from .reader import CompatReport, analyse
 from .repair import Repair, batch_messages, plan_repairs
@@ -91,9 +93,11 @@ def probe(sock: NfSocket, *, repair: bool = False, dry_run: bool = False,
     their versions (every version when one is unknown). A repair refused on every
     attempt comes back as conflict=True, with nothing changed. marks=False: no packet-mark
     conflicts (`fwgate compat` shows none; they cost a pass over every rule)."""
+    # without marks, the families iptables writes to are all it reads (no inet tables)
     return begin_probe(sock, repair=repair, dry_run=dry_run, binaries=binaries, netns=netns,
                        ifaces=ifaces, attempts=attempts, snapshot=snapshot, setup=setup,
-                       notes=notes, marks=marks).finish()
+                       notes=notes, marks=marks,
+                       families=PROBE_FAMILIES if marks else COMPAT_FAMILIES).finish()
 
 
 class Pending:
@@ -115,19 +119,32 @@ class Pending:
 
 
 def _layout(sock: NfSocket) -> Snapshot:
-    """The ip/ip6 tables and their chains, no rules: enough to know which calls k3s
-    makes, in a few milliseconds."""
+    """The ip/ip6 tables, and in `filter` kube-router's own chains, no rules: what
+    calls_for needs to know which calls k3s makes, in a few milliseconds (a node with
+    thousands of chains would cost a dump of them all, which the snapshot dumps again)."""
     genid = sock.genid()
     tables: dict[TableRef, Table] = {}
     for family in ("ip", "ip6"):
-        names = [as_str(m.attrs()[NFTA_TABLE_NAME]) for m in sock.dump(GETTABLE, FAMILIES[family])]
-        chains: dict[str, list] = {}
-        for msg in sock.dump(GETCHAIN, FAMILIES[family]) if names else ():
-            table, chain = parse_chain(msg)
-            chains.setdefault(table, []).append(chain)
-        for name in names:
-            tables[TableRef(family, name)] = Table(family, name, chains=tuple(chains.get(name, ())))
+        for msg in sock.dump(GETTABLE, FAMILIES[family]):
+            name = as_str(msg.attrs()[NFTA_TABLE_NAME])
+            chains = _own_chains(sock, FAMILIES[family], name) if name == "filter" else ()
+            tables[TableRef(family, name)] = Table(family, name, chains=chains)
     return Snapshot(genid, tables)
+
+
+def _own_chains(sock: NfSocket, family: int, table: str) -> tuple:
+    """kube-router's top-level chains in the table, asked for by name."""
+    found = []
+    for own in KUBE_ROUTER_JUMPS.values():
+        try:
+            replies = sock.request(GETCHAIN, family, payload=attr_str(NFTA_CHAIN_TABLE, table) +
+                                   attr_str(NFTA_CHAIN_NAME, own))
+        except NetlinkError as exc:
+            if exc.errno == errno.ENOENT:
+                continue
+            raise
+        found += [parse_chain(msg)[1] for msg in replies]
+    return tuple(found)
 
 
 def begin_probe(sock: NfSocket, *, repair: bool = False, dry_run: bool = False,

@@ -36,18 +36,27 @@ class Profile:
     init_cs: bool
     # 1.8.9's parser keeps one tcp/udp match per rule (nft-shared.c nft_tcp_match and
     # nft_udp_match share ctx->tcpudp): TCP flags after a UDP port test land in the udp
-    # match. 1.8.10's nft-ruleparse.c finds matches by name (nft_create_match(…, true)).
+    # match. f5993955 (nft-shared.c, "Lookup matches in iptables_command_state", first in
+    # 1.8.10) dropped ctx->tcpudp and finds each match in the rule by name.
     tcpudp_shared: bool = False
     # iptables-restore of `-m udp --sport 1024:21` (min > max): 1.8.9's libxt_udp.c takes
-    # it (libxt_tcp.c always said "invalid portrange (min > max)"); 1.8.11's refuses it
-    # ("Port range 1024-21 is negative", the shared xtables port-range parser). Seen with
-    # the binaries of 1.8.9 and 1.8.11/1.8.13; 1.8.10 (no binary here) is given 1.8.9's.
+    # it (libxt_tcp.c always said "invalid portrange (min > max)"); 9d41421a
+    # (libxtables/xtoptions.c xtopt_parse_mport, "Reject negative port ranges", first in
+    # 1.8.11) refuses it: "Port range 1024-21 is negative". Seen with the binaries of
+    # 1.8.9 and 1.8.11/1.8.13.
     udp_range_checked: bool = True
     # How iptables-save shows an ICMP code tested without a type (xt_icmp type 255 =
-    # any): `--icmp-type any` in 1.8.9, `--icmp-type 255/3` in 1.8.11 and 1.8.13 (seen
-    # with the binaries; 1.8.10, without one here, is given 1.8.9's). Only the text
+    # any): `--icmp-type any` in 1.8.9; `--icmp-type 255/3` from 5b5430d6
+    # (extensions/libipt_icmp.c icmp_save, "Fix confusion between 255/255 and any", first
+    # in 1.8.10). Seen with the binaries of 1.8.9, 1.8.11 and 1.8.13. Only the text
     # differs: both match every ICMP type.
     icmp_any_code_shown: bool = True
+    # What iptables-save prints for an interface after several tests of it: up to 1.8.10
+    # the parser keeps a mask beside the name (nft-shared.c parse_ifname memsets it, never
+    # clears it) and save_iface prints by the mask, so `"eth0"` then `"veth*"` shows as
+    # `veth++`; 9ccae639 (nft-ruleparse.c, "Leave interface masks alone when parsing from
+    # kernel", first in 1.8.11) prints the name as it stands: `veth+`.
+    interface_masks: bool = False
     # `udp match extension not found` exists from 1.8.10 (1.8.9 returned silently): no
     # extension is ever missing from a packaged iptables, so it changes no verdict here.
 
@@ -59,10 +68,9 @@ class Profile:
 PROFILES: tuple[Profile, ...] = (
     Profile("1.8.9", meta_set_mark=False, broute_table=False, bridge_ifindex_crash=True,
             bitwise_strict=False, init_cs=False, tcpudp_shared=True, udp_range_checked=False,
-            icmp_any_code_shown=False),
+            icmp_any_code_shown=False, interface_masks=True),
     Profile("1.8.10", meta_set_mark=True, broute_table=True, bridge_ifindex_crash=True,
-            bitwise_strict=False, init_cs=False, udp_range_checked=False,
-            icmp_any_code_shown=False),
+            bitwise_strict=False, init_cs=False, udp_range_checked=False, interface_masks=True),
     Profile("1.8.11", meta_set_mark=True, broute_table=True, bridge_ifindex_crash=False,
             bitwise_strict=False, init_cs=True),
     Profile("1.8.12", meta_set_mark=True, broute_table=True, bridge_ifindex_crash=False,

@@ -22,7 +22,10 @@ import struct
 #   the index by its name; the same packets while the interface exists.
 # - numeric tests as intervals: `< 443` is `<= 442`, `>= 1` is `> 0`, a range `1-10` is
 #   `> 0` and `< 11`, and several tests of one field are the intersection of theirs
-#   (ports, ttl, hop limit, ICMP type and code, lengths, marks).
+#   (ports, ttl, hop limit, ICMP type and code, lengths, marks). An interval that is
+#   the field's whole range (`udp sport <= 65535`) holds for every packet that has the
+#   field: it is the protocol test of a transport header field (`meta l4proto udp`),
+#   and nothing for a field every packet has (ttl, mark).
 # - the order of consecutive tests: they are side-effect free and all must hold
 #   (iptables writes -p, addresses and interfaces first, its matches after).
 # - an interface name compared without its padding (`"wt0"` as 4 bytes, nft's 16): nft
@@ -39,6 +42,7 @@ import struct
 
 # `nft -n`: protocols as numbers
 _PROTO_HEADERS = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmpv6", 132: "sctp", 136: "udplite"}
+_PROTO_NUMBERS = {name: num for num, name in _PROTO_HEADERS.items()}
 
 
 def _is_protocol_test(e: dict) -> str | None:
@@ -126,7 +130,15 @@ def _intervals(run: list) -> list:
         old = spans.get(key, (lo, hi))
         spans[key] = (max(old[0], lo), min(old[1], hi))
     for key, (lo, hi) in spans.items():
-        out.append({"match": {"op": "interval", "left": json.loads(key), "right": [lo, hi]}})
+        left = json.loads(key)
+        leaf = left.get("payload") or left.get("meta") or {}
+        top = (1 << _WIDTH[leaf.get("field") or leaf.get("key")]) - 1
+        if (lo, hi) == (0, top):   # the whole range: only the field's presence is tested
+            proto = _PROTO_NUMBERS.get(leaf.get("protocol"))
+            if proto is not None:
+                out.append(_match({"meta": {"key": "l4proto"}}, "==", proto))
+            continue
+        out.append({"match": {"op": "interval", "left": left, "right": [lo, hi]}})
     return out
 
 

@@ -12,20 +12,20 @@ possibly negated; `value` None means one we do not evaluate (set lookups, ranges
 from __future__ import annotations
 
 import struct
-import sys
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import NamedTuple
 
 from ..model import Chain, Rule, Snapshot, TableRef
 from ..netlink.attrs import attr, attr_str
+from ..netlink import registers
 from ..netlink.consts import (
-    BITWISE_BOOL, CMP_EQ, CMP_NEQ, CT_DST, CT_DST_IP6, CT_HELPER, CT_LABELS, CT_MARK, CT_SRC,
-    CT_SRC_IP6, META_BRI_IIFNAME, META_BRI_OIFNAME, META_IIFKIND, META_IIFNAME, META_MARK,
-    META_OIFKIND, META_OIFNAME, META_SDIFNAME, NFT_GOTO, NFT_JUMP, NFTA_EXPR_DATA, NFTA_EXPR_NAME,
-    NFTA_LIST_ELEM, NFTA_VERDICT_CHAIN, NFTA_VERDICT_CODE, NLA_TYPE_MASK, REG_VERDICT, VERDICTS,
+    BITWISE_BOOL, CMP_EQ, CMP_NEQ, CT_MARK, META_IIFNAME, META_MARK, META_OIFNAME, NFT_GOTO,
+    NFT_JUMP, NFTA_EXPR_NAME, NFTA_VERDICT_CHAIN, NFTA_VERDICT_CODE, NLA_TYPE_MASK,
+    REG_VERDICT, VERDICTS,
 )
-from ..netlink.exprs import SCHEMA, decode_fields, split_expressions
+from ..netlink.exprs import SCHEMA, decode_fields, expression_spans, split_expressions
+from ..netlink.registers import BYTEORDER
 
 ALL = 0xFFFFFFFF
 META, CT = "meta", "ct"   # the two marks: the packet's (skb->mark) and its connection's
@@ -40,7 +40,6 @@ _JUMPS = (VERDICTS[NFT_JUMP], VERDICTS[NFT_GOTO])
 _TARGET_ACTIONS = {"MASQUERADE": "masquerade", "SNAT": "snat", "DNAT": "dnat", "REJECT": "reject",
                    "REDIRECT": "redirect", "MARK": "mark", "CONNMARK": "mark", "TPROXY": "tproxy",
                    "NFLOG": "log", "LOG": "log", "NFQUEUE": "queue"}
-_BYTEORDER = sys.byteorder  # marks are host-endian u32s, in nft's registers and xt structs
 
 
 # --- what one rule does to marks ---------------------------------------------------
@@ -123,27 +122,17 @@ class RuleMarks(NamedTuple):
 _NOTHING = RuleMarks()
 
 
-# Registers: 0 is the verdict; 1-4 are 16 bytes (NFT_REG_1..4); 8-23 are 4-byte views
-# of them (NFT_REG32_00..15). We track 4-byte words: reg 1 = word 0, reg 9 = word 1.
-def _word(reg: int) -> int:
-    return (reg - 1) * 4 if 1 <= reg <= 4 else reg - 8
-
-
-# loads of 16 bytes: interface names and kinds, addresses, labels, helper names
-_WIDE = {(META, k) for k in (META_IIFNAME, META_OIFNAME, META_BRI_IIFNAME, META_BRI_OIFNAME,
-                             META_IIFKIND, META_OIFKIND, META_SDIFNAME)} \
-    | {(CT, k) for k in (CT_HELPER, CT_SRC, CT_DST, CT_LABELS, CT_SRC_IP6, CT_DST_IP6)}
+# Registers are tracked by 32-bit word, as the kernel lays them out (netlink/registers.py).
+_word = registers.word
 
 
 def _load_words(name: str, f: dict) -> int:
     """How many 4-byte words an expression's load fills (so it overwrites them)."""
-    if "len" in f and name in ("payload", "exthdr", "bitwise"):
-        return max(1, (int(f["len"]) + 3) // 4)
-    return 4 if (name, f.get("key")) in _WIDE or name == "fib" else 1
+    return registers.words(registers.load_bytes(name, f))
 
 
 def _u32(data: bytes, offset: int = 0) -> int:
-    return int.from_bytes(data[offset:offset + 4], _BYTEORDER)
+    return int.from_bytes(data[offset:offset + 4], BYTEORDER)
 
 
 # A register's content, when it derives from a mark: value = (src & mask) ^ xor, src a
@@ -175,42 +164,6 @@ def _fields(name: str, raw: bytes) -> dict | None:
 
 
 _HEADER = struct.Struct("=HH")       # netlink attribute headers are host-endian
-_ELEMENT = struct.Struct("=HHHH")   # list element header, then its NFTA_EXPR_NAME header
-_NAME_STRINGS: dict[bytes, str] = {}
-
-
-def _elements(blob: bytes) -> tuple[bytes, list[tuple[str, int, int]]]:
-    """(buffer, [(name, start, end)]): each expression's NFTA_EXPR_DATA payload is
-    buffer[start:end]. The walk of split_expressions() without copying each expression
-    out, for the kernel's layout (name, then data); any other goes the long way."""
-    out = []
-    pos, end = 0, len(blob)
-    unpack, names = _ELEMENT.unpack_from, _NAME_STRINGS
-    while pos + 8 <= end:
-        length, kind, name_len, name_kind = unpack(blob, pos)
-        data = pos + 4 + ((name_len + 3) & ~3)
-        if kind & NLA_TYPE_MASK != NFTA_LIST_ELEM or name_kind & NLA_TYPE_MASK != NFTA_EXPR_NAME \
-                or length < 8 or pos + length > end or data + 4 > pos + length:
-            break
-        data_len, data_kind = _HEADER.unpack_from(blob, data)
-        if data_kind & NLA_TYPE_MASK != NFTA_EXPR_DATA or data + data_len > pos + length:
-            break
-        raw_name = blob[pos + 8:pos + 4 + name_len]
-        name = names.get(raw_name)
-        if name is None:
-            name = raw_name.split(b"\0", 1)[0].decode(errors="replace")
-            if len(names) < 256:
-                names[raw_name] = name
-        out.append((name, data + 4, data + data_len))
-        pos += (length + 3) & ~3
-    if pos == end:
-        return blob, out
-    parts = split_expressions(blob)   # raises ValueError when malformed
-    buffer, out, at = b"".join(raw for _, raw in parts), [], 0
-    for name, raw in parts:
-        out.append((name, at, at + len(raw)))
-        at += len(raw)
-    return buffer, out
 
 
 def rule_marks(rule: Rule) -> RuleMarks:
@@ -222,7 +175,7 @@ def rule_marks(rule: Rule) -> RuleMarks:
     action, vmap = "", False
     ifaces: dict[str, str] = {}   # "iif"/"oif" -> the name a cmp == requires
     try:
-        blob, elements = _elements(rule.expressions_payload)
+        blob, elements = expression_spans(rule.expressions_payload)
     except ValueError:
         return _NOTHING
     for name, start, end in elements:

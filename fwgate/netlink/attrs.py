@@ -34,6 +34,19 @@ def iter_attrs(buf: bytes | memoryview, start: int = 0, end: int | None = None
         raise ValueError(f"{end - pos} stray bytes after the last netlink attribute")
 
 
+def iter_packed(buf: bytes) -> Iterator[tuple[int, int, int]]:
+    """iter_attrs for attributes kept back to back without their padding (a snapshot's
+    set definitions, adapters/nft.py): (type, payload_start, payload_end); a length
+    that cannot be ends the walk."""
+    pos, end, unpack = 0, len(buf), NLATTR.unpack_from
+    while pos + 4 <= end:
+        length, kind = unpack(buf, pos)
+        if length < 4 or pos + length > end:
+            return
+        yield kind & NLA_TYPE_MASK, pos + 4, pos + length
+        pos += length
+
+
 def attrs(buf: bytes | memoryview, start: int = 0, end: int | None = None) -> dict[int, bytes]:
     return {k: bytes(buf[s:e]) for k, s, e in iter_attrs(buf, start, end)}
 

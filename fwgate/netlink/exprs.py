@@ -173,6 +173,61 @@ def split_expressions(buf: bytes, start: int = 0, end: int | None = None
     return out
 
 
+def element_bounds(blob: bytes) -> list[tuple[int, int]] | None:
+    """(start, end) of each element of an NFTA_RULE_EXPRESSIONS payload, padding
+    included: the bytes that make one expression, to look it up by. None when the
+    lengths do not add up (decode it with split_expressions, which says why)."""
+    out = []
+    pos, end = 0, len(blob)
+    unpack = _ATTR.unpack_from
+    while pos + 4 <= end:
+        length = unpack(blob, pos)[0]
+        if length < 4 or pos + length > end:
+            return None
+        step = (length + 3) & ~3
+        out.append((pos, pos + step))
+        pos += step
+    return out if pos == end else None
+
+
+_ELEMENT = struct.Struct("=HHHH")   # list element header, then its NFTA_EXPR_NAME header
+
+
+def expression_spans(blob: bytes) -> tuple[bytes, list[tuple[str, int, int]]]:
+    """(buffer, [(name, start, end)]): each expression's NFTA_EXPR_DATA payload is
+    buffer[start:end]. split_expressions() without copying each expression out, for
+    the kernel's layout (name, then data); any other goes the long way. Raises
+    ValueError when malformed."""
+    out = []
+    pos, end = 0, len(blob)
+    unpack, header, names = _ELEMENT.unpack_from, _ATTR.unpack_from, _NAMES
+    while pos + 8 <= end:
+        length, kind, name_len, name_kind = unpack(blob, pos)
+        data = pos + 4 + ((name_len + 3) & ~3)
+        if kind & NLA_TYPE_MASK != NFTA_LIST_ELEM or name_kind & NLA_TYPE_MASK != NFTA_EXPR_NAME \
+                or length < 8 or pos + length > end or data + 4 > pos + length:
+            break
+        data_len, data_kind = header(blob, data)
+        if data_kind & NLA_TYPE_MASK != NFTA_EXPR_DATA or data + data_len > pos + length:
+            break
+        raw_name = blob[pos + 8:pos + 4 + name_len]
+        name = names.get(raw_name)
+        if name is None:
+            name = as_str(raw_name)
+            if len(names) < 256:
+                names[raw_name] = name
+        out.append((name, data + 4, data + data_len))
+        pos += (length + 3) & ~3
+    if pos == end:
+        return blob, out
+    parts = split_expressions(blob)   # raises ValueError when malformed
+    buffer, out, at = b"".join(raw for _, raw in parts), [], 0
+    for name, raw in parts:
+        out.append((name, at, at + len(raw)))
+        at += len(raw)
+    return buffer, out
+
+
 def stable_bytes(name: str, raw: bytes) -> bytes:
     """The expression without its traffic-driven attributes, for digests."""
     volatile = VOLATILE.get(name)

@@ -296,20 +296,22 @@ class VersionResult:
     calls: dict = field(default_factory=dict)      # call text -> (actual, predicted)
     detail: str = ""                               # what differed, what came back
     after_sync: str | None = None                  # the model's words for a misread
+    written_back: str | None = None                # the model's line for a misread rule
     saved_rule: str = ""                           # the rule's line in iptables-save
 
     @property
     def back_ok(self) -> bool | None:
-        """The model's "comes back as `X`" is in the line iptables-save wrote (None: not
-        said, or nothing saved)."""
-        m = re.search(r"comes back as `([^`]*)`", self.after_sync or "")
-        if not m or not self.saved_rule:
+        """The rule the model says kube-router's restore writes back is the line this
+        version's iptables-save wrote, which the restore reads (None: the model gave no
+        line, or nothing was saved)."""
+        if not self.written_back or not self.saved_rule:
             return None
-        return m.group(1) in self.saved_rule
+        return self.written_back == self.saved_rule
 
     @property
     def agrees(self) -> bool:
-        return self.truth == self.model and all(a in p or not p for a, p in self.calls.values())
+        return self.truth == self.model and all(a in p or not p for a, p in self.calls.values()) \
+            and self.back_ok is not False
 
 
 @dataclass
@@ -330,23 +332,28 @@ class CaseResult:
             calls = "; ".join(f"{t}: {a} vs {sorted(p, key=str)}" for t, (a, p) in r.calls.items()
                               if p and a not in p)
             out.append(f"  {v}: truth {r.truth}, model {r.model} {mark} {calls} {r.detail}")
+            if r.back_ok is False:
+                out.append(f"    written back: model `{r.written_back}`, iptables-save "
+                           f"`{r.saved_rule}`")
         return "\n".join(out)
 
 
 def model_category(report: CompatReport, family: str, table: str, chain: str, handle: int
-                   ) -> tuple[str, str | None]:
-    """The model's verdict on one rule, in the ground truth's words."""
+                   ) -> tuple[str, str | None, str | None]:
+    """The model's verdict on one rule, in the ground truth's words; for a misread also
+    its words for the sync and the line it says the restore writes back."""
     mine = lambda fs: [f for f in fs if (f.rule.family, f.rule.table, f.rule.chain,  # noqa: E731
                                          f.rule.handle) == (family, table, chain, handle)]
     bad = mine(report.findings)
     if bad:
-        return ("blocking" if any(f.blocking for f in bad) else "broken"), None
+        return ("blocking" if any(f.blocking for f in bad) else "broken"), None, None
     if any((d.family, d.table, d.chain) == (family, table, chain) for d in report.dropped_chains):
-        return "dropped", None
+        return "dropped", None, None
     wrong = mine(report.misread)
     if wrong:
-        return ("sync fails" if wrong[0].kind in SYNC_FAILS else "misread"), wrong[0].after_sync
-    return "ok", None
+        return ("sync fails" if wrong[0].kind in SYNC_FAILS else "misread"), \
+            wrong[0].after_sync, wrong[0].written_back
+    return "ok", None, None
 
 
 # misread kinds whose rule iptables-restore then refuses (the model's words for them)
@@ -386,10 +393,10 @@ def judge(case: Case, versions: dict[str, str] | None = None) -> CaseResult:
         result = CaseResult(case, True)
         for version, bindir in versions.items():
             report = analyse(snap, (profile_for(version),))
-            model, after = model_category(report, case.family, case.table, case.chain,
-                                          rule.handle)
+            model, after, line = model_category(report, case.family, case.table, case.chain,
+                                                rule.handle)
             ran = call_in(ns, lambda: [(c, _run([f"{bindir}/{c.tool}", *c.args])) for c in calls])
-            res = VersionResult("ok", model, after_sync=after)
+            res = VersionResult("ok", model, after_sync=after, written_back=line)
             fatal = broken = False
             saved = None
             for call, done in ran:
@@ -419,7 +426,8 @@ def _round_trip(case: Case, bindir: str, saved: str, before: dict[str, list],
                 position: int) -> tuple[str, str, str]:
     tool = "ip6tables" if case.family == "ip6" else "iptables"
     prefix = f"-A {case.chain} "
-    lines = [ln for ln in saved.splitlines() if ln.startswith(prefix)]
+    # a rule iptables reads as no test and no target is saved as `-A CHAIN` alone
+    lines = [ln for ln in saved.splitlines() if ln.startswith(prefix) or ln == prefix.strip()]
     with throwaway("fwr") as ns2:
         def restore():
             done = _run([f"{bindir}/{tool}-restore", "-T", case.table], input=saved)
@@ -453,10 +461,13 @@ def summary(results: list[CaseResult]) -> dict:
         for v, res in r.versions.items():
             s = out.setdefault(v, {"cases": 0, "agree": 0, "truth": {}, "model_alone": {},
                                    "disagreements": {}, "false_ok": 0, "false_block": 0,
-                                   "comes_back_said": 0, "comes_back_right": 0})
+                                   "written_back_said": 0, "written_back_right": 0,
+                                   "written_back_unsaid": 0})
             if res.back_ok is not None:
-                s["comes_back_said"] += 1
-                s["comes_back_right"] += res.back_ok
+                s["written_back_said"] += 1
+                s["written_back_right"] += res.back_ok
+            elif res.truth in ("misread", "sync fails") and res.saved_rule:
+                s["written_back_unsaid"] += 1
             s["cases"] += 1
             s["agree"] += res.agrees
             s["truth"][res.truth] = s["truth"].get(res.truth, 0) + 1

@@ -37,7 +37,8 @@ from fwgate.compat.binaries import asked
 from fwgate.compat.crosscheck import Call, calls_for, compare, predict
 from fwgate.compat.impact import jump_spec
 from fwgate.compat.profiles import profile_for
-from fwgate.compat.reader import BUILTIN_CHAINS, TCP_FLAGS_CRASH, analyse, read_rule
+from fwgate.compat.parser import TCP_FLAGS_CRASH, read_rule
+from fwgate.compat.reader import BUILTIN_CHAINS, analyse
 from fwgate.model import TableRef
 from fwgate.netlink import consts as C
 from fwgate.netlink import exprs as X

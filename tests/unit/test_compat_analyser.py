@@ -13,11 +13,12 @@ from fwgate.netlink import consts as C
 from fwgate.netlink import exprs as X
 from fwgate import programmer as P
 from fwgate.netlink.attrs import attr, attr_str, attr_u32, attr_u64, nested
+from fwgate.compat.parser import read_rule
 from fwgate.compat.reader import (
-    BREAKS_CHECK, BREAKS_LIST, BREAKS_SAVE, ChainRef, analyse, managed_tables, read_rule,
-    report_json,
+    BREAKS_CHECK, BREAKS_LIST, BREAKS_SAVE, ChainRef, analyse, managed_tables,
 )
 from fwgate.model import TableRef
+from fwgate.report import report_json
 from fwgate.model import Expr, Rule
 from fwgate_testing.compat_rules import (  # noqa: F401
     ACCEPT, EST_REL, ZERO, ct_state, l4proto, oifname, payload_cmp, raw, rule, snap,
@@ -346,7 +347,8 @@ def _th(offset: int, length: int, op: int, data: bytes, mask: bytes | None = Non
 
 
 def test_tcp_flags_without_a_mask_crash_listing_not_check():
-    from fwgate.compat.reader import BREAKS_CHECK, TCP_FLAGS_CRASH
+    from fwgate.compat.parser import TCP_FLAGS_CRASH
+    from fwgate.compat.reader import BREAKS_CHECK
     for data in (b"\x02", b"\x00", b"\x12"):
         v = read_rule(rule(*_l4(6), *_th(13, 1, C.CMP_EQ, data), *ACCEPT))
         assert v.crash and v.crash[1] == TCP_FLAGS_CRASH and not v.errors

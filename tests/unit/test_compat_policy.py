@@ -179,3 +179,22 @@ def test_dropped_base_chains_are_reported_not_judged():
     assert report.findings == () and len(report.dropped_chains) == 1
     d = report.dropped_chains[0]
     assert (d.chain, d.rules) == ("NB", 1) and "priority 10" in d.why
+
+
+def test_a_dropped_chain_in_filter_is_deleted_at_every_sync_in_check_and_compat():
+    from fwgate.report import compat_text, report_json
+    foreign = Chain("NB", 9, C.NF_INET_FORWARD, 10, 1, "filter")
+    table = Table("ip", "filter", chains=(Chain("FORWARD", 1, 2, 0, 1, "filter"), foreign),
+                  rules=(fib(chain="NB"),))
+    report = analyse(Snapshot(1, {table.ref: table}, (table.ref,)))
+    verdict = judge(ProbeResult(report, 1), "fail")
+    assert verdict.exit_code == EXIT_OK   # a warning: nothing k3s dies on
+    assert any("ip filter NB" in w and "deleted at every sync" in w for w in verdict.warnings)
+    text = compat_text(report_json(report))
+    assert "dropped: ip filter NB (1 rules)" in text and "deleted at every sync" in text
+
+
+def test_a_rule_that_breaks_only_the_sync_says_every_sync_fails_in_check():
+    bad = rule(*ct_state(1), *ACCEPT, chain="KUBE-ROUTER-FORWARD-X", position=3)
+    verdict = judge(result(bad), "fail")
+    assert any("every sync fails" in w for w in verdict.warnings), verdict.warnings

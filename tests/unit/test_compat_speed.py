@@ -8,7 +8,9 @@ import struct
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from fwgate.compat import memo as M
 from fwgate.compat import reader as R
+from fwgate.compat.parser import read_rule
 from fwgate.compat.profiles import PROFILES
 from fwgate.netlink import consts as C
 from fwgate.netlink import exprs as X
@@ -60,43 +62,43 @@ EXPRS = st.one_of(
        st.sampled_from(["filter", "broute"]))
 def test_the_memo_answers_what_the_reader_answers(exprs, family, table):
     r = rule(*exprs, family=family, table=table)
-    want = R._unless_clean(tuple(R.read_rule(r, p) for p in PROFILES))
-    assert R.verdicts(r, PROFILES) == want
-    assert R.verdicts(r, PROFILES) == want   # and again, from the memo
+    want = M._unless_clean(tuple(read_rule(r, p) for p in PROFILES))
+    assert M.verdicts(r, PROFILES) == want
+    assert M.verdicts(r, PROFILES) == want   # and again, from the memo
 
 
 def _slow(element_bytes: bytes):
-    return R._element_shape(element_bytes)
+    return M._element_shape(element_bytes)
 
 
 @settings(max_examples=400, deadline=None)
 @given(st.integers(0, 5), DATA, REG)
 def test_cmp_shapes_at_fixed_offsets_match_decoding(op, data, reg):
     e = X.cmp(op, data, reg)
-    assert R._fast_shape(e) == _slow(e)
+    assert M._fast_shape(e) == _slow(e)
 
 
 @settings(max_examples=200, deadline=None)
 @given(st.sampled_from([0, 1, -1, -2, -3, -4, -5, 3]), st.text("ABCDEFGH-", min_size=1, max_size=28))
 def test_verdict_shapes_at_fixed_offsets_match_decoding(code, chain):
     e = X.verdict(code, chain if code in (C.NFT_JUMP, C.NFT_GOTO) else None)
-    assert R._fast_shape(e) == _slow(e)
+    assert M._fast_shape(e) == _slow(e)
 
 
 def test_other_layouts_are_decoded():
-    assert R._fast_shape(X.immediate_data(b"\x01\0\0\0", 1)) is None   # data, not a verdict
-    assert R._fast_shape(X.meta_load(7, 1)) is None
+    assert M._fast_shape(X.immediate_data(b"\x01\0\0\0", 1)) is None   # data, not a verdict
+    assert M._fast_shape(X.meta_load(7, 1)) is None
     # a cmp whose attributes come in another order is not read at fixed offsets
     odd = X.encode_expressions([("cmp", attr_u32(2, 0) + attr_u32(1, 1) +
                                  nested(3, attr(1, b"\x06")))])
-    assert R._fast_shape(odd) is None
+    assert M._fast_shape(odd) is None
 
 
 def test_one_read_per_shape(monkeypatch):
     calls = []
-    real = R.read_rule
+    real = read_rule
     monkeypatch.setattr(R, "read_rule", lambda *a, **k: calls.append(a) or real(*a, **k))
-    R._MEMO.clear()
+    M._MEMO.clear()
     # 300 rules of kube-proxy's shape: different addresses, ports, comments, jump targets
     rules = [rule(X.payload_load(1, 16, 4), X.cmp(0, bytes([10, 43, i >> 8, i & 255])),
                   X.meta_load(C.META_L4PROTO), X.cmp(0, b"\x06"),
@@ -106,4 +108,4 @@ def test_one_read_per_shape(monkeypatch):
                   handle=i, position=i) for i in range(300)]
     report = R.analyse(snap(*rules), PROFILES)
     assert report.findings == () and report.misread == ()
-    assert len(calls) <= 5 * len({R.shape_key(r) for r in rules}) <= 5 * 3
+    assert len(calls) <= 5 * len({M.shape_key(r) for r in rules}) <= 5 * 3
