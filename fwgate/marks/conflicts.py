@@ -17,6 +17,11 @@ neither does a write that leaves the tested bits as they already are (Netbird's
 writer's own base chain are not in its cubes: iptables chains for different pods or
 services exclude each other, and counting them together would invent values no
 packet has.
+
+Outside nf_tables (marks/routing.py). A socket mark is a writer at the very start of
+the output hook; a routing policy rule is a reader at the routing decision after
+prerouting, and at the re-route after output, which only `type route` chains (and the
+socket's own mark) can change.
 """
 from __future__ import annotations
 
@@ -29,6 +34,7 @@ from ..netlink.consts import (
 )
 from .model import ALL, CT, META, BaseChain, MarkModel, Placed, Read, Write, build, rule_marks
 from .owners import UNKNOWN, owner_of
+from .routing import Outside, RouteRule, SocketMark, rule_owner, socket_owner
 
 PATHS = ((NF_INET_PRE_ROUTING, NF_INET_FORWARD, NF_INET_POST_ROUTING),
          (NF_INET_PRE_ROUTING, NF_INET_LOCAL_IN),
@@ -49,18 +55,25 @@ COOPERATIONS = {
         "MasqRules: \"will not masquerade traffic marked by the kube-proxy\")",
 }
 # A test whose rule only counts or logs changes nothing of the packet's fate.
-_NO_DECISION = ("", "log")
+_NO_DECISION = ("", "log", "nop", "goto")
+# Where the marks outside nf_tables sit among the base chains: a socket's mark before
+# every output chain; the routing decisions after every chain of their hook.
+_FIRST, _LAST = -(1 << 40), 1 << 40
+SOCKET, ROUTING = "socket mark", "ip rule"
 
 
 @dataclass(frozen=True)
 class Side:
-    """One end of a conflict: a rule (the first of `similar` more with the same effect)."""
+    """One end of a conflict: a rule (the first of `similar` more with the same effect),
+    or, outside nf_tables, a marked socket or a routing policy rule (`source`)."""
 
-    rule: Rule
+    rule: Rule | None
     owner: str
     base: BaseChain
     what: str        # the write, or the test and what the rule then does
     similar: int = 0
+    source: str | None = None   # what it is when it is no nf_tables rule
+    kind: str = "nftables"      # "nftables", "socket mark" or "ip rule"
 
 
 @dataclass(frozen=True)
@@ -156,6 +169,10 @@ _PHRASES = {"accept": ("accept missed", "accepted unexpectedly"),
             "drop": ("drop skipped", "dropped"),
             "reject": ("reject skipped", "rejected"),
             "masquerade": ("masquerade skipped", "masqueraded unexpectedly"),
+            "lookup": ("rerouted: its table skipped", "rerouted: into its table"),
+            "blackhole": ("rerouted: blackhole skipped", "rerouted: blackholed"),
+            "unreachable": ("rerouted: unreachable skipped", "rerouted: unreachable"),
+            "prohibit": ("rerouted: prohibit skipped", "rerouted: prohibited"),
             "snat": ("snat skipped", "source-NATed unexpectedly"),
             "dnat": ("dnat skipped", "destination-NATed unexpectedly"),
             "redirect": ("redirect skipped", "redirected unexpectedly"),
@@ -168,6 +185,8 @@ def _phrase(action: str, fires: bool) -> str:
     verb, _, chain = action.partition(" ")
     if verb in ("jump", "goto") and chain:
         return f"{verb} to {chain} missed" if not fires else f"{verb}s to {chain} unexpectedly"
+    if verb == "lookup" and chain:
+        return f"rerouted: table {chain} skipped" if not fires else f"rerouted: into table {chain}"
     missed, fired = _PHRASES.get(verb, (f"{action} skipped", f"{action} unexpectedly"))
     return fired if fires else missed
 
@@ -216,6 +235,9 @@ class _Group:
     last: int = 0     # the latest
     iif: str | None = None   # the packets its rules apply to (None: any interface)
     oif: str | None = None
+    source: str | None = None   # outside nf_tables: the socket or routing rule
+    kind: str = "nftables"
+    similar: int = 0
 
 
 def _meet(a: _Group, b: _Group) -> bool:
@@ -296,10 +318,50 @@ class _Cubes:
         return cubes
 
 
-def find_conflicts(snapshot: Snapshot) -> tuple[Conflict, ...]:
-    """Every mark conflict in the snapshot's ip, ip6 and inet tables, in a stable order."""
+def _outside_groups(outside: Outside) -> tuple[list[_Group], list[_Group]]:
+    """Socket marks as writers, routing policy rules as readers."""
+    writers = [_socket_group(s, socket_owner(s, outside.rules)) for s in outside.sockets]
+    readers = []
+    for rule in outside.rules:
+        owner = rule_owner(rule)
+        readers.append(_rule_group(rule, owner, NF_INET_PRE_ROUTING, "routing decision"))
+        if rule.iif in (None, "lo"):   # locally sent packets come from lo
+            readers.append(_rule_group(rule, owner, NF_INET_LOCAL_OUT, "output re-route"))
+    return writers, readers
+
+
+def _socket_group(sock: SocketMark, owner: str) -> _Group:
+    base = BaseChain(sock.family, "", SOCKET, NF_INET_LOCAL_OUT, _FIRST)
+    return _Group(owner, base, sock.write, "mark", [], source=sock.source, kind=SOCKET,
+                  similar=sock.similar)
+
+
+def _rule_group(rule: RouteRule, owner: str, hook: int, where: str) -> _Group:
+    base = BaseChain(rule.family, "", where, hook, _LAST)
+    return _Group(owner, base, rule.read, rule.verdict, [], iif=None if rule.invert else rule.iif,
+                  oif=None if rule.invert else rule.oif, source=rule.describe(), kind=ROUTING)
+
+
+def _reroutes(model: MarkModel, w: _Group, r: _Group) -> bool:
+    """Can the writer change the routing rule's answer? Locally sent packets are routed
+    again after output only by `type route` chains (and sent with their socket's mark)."""
+    if r.kind != ROUTING or r.base.hook != NF_INET_LOCAL_OUT or w.kind == SOCKET:
+        return True
+    if w.base.hook != NF_INET_LOCAL_OUT:
+        return False
+    chain = model.chain(w.base.family, w.base.table, w.base.chain)
+    return chain is not None and chain.type == "route"
+
+
+def find_conflicts(snapshot: Snapshot, outside: Outside | None = None) -> tuple[Conflict, ...]:
+    """Every mark conflict in the snapshot's ip, ip6 and inet tables (and, given what the
+    node holds outside nf_tables, its marked sockets and routing rules), in a stable order."""
     model = build(snapshot)
     writers, readers = _groups(model)
+    if outside is not None:
+        more_writers, more_readers = _outside_groups(outside)
+        writers += more_writers
+        readers += more_readers
     cubes = _Cubes(writers)
     found: dict[tuple, Conflict] = {}
     for r in readers:
@@ -311,12 +373,14 @@ def find_conflicts(snapshot: Snapshot) -> tuple[Conflict, ...]:
                 continue
             if w.op.key == META and not _meet(w, r):
                 continue  # a packet mark lives one packet; a ct mark, the connection's
+            if not _reroutes(model, w, r):
+                continue
             l3s = [v for v in _L3[w.base.family] if v in _L3[r.base.family]]
             for l3 in l3s:
                 hit = _check(model, cubes, w, r, l3, bits)
                 if hit is not None:
                     hit = _classify(hit)
-                    k = (id(hit.writer.rule), id(hit.reader.rule), hit.key, hit.bits)
+                    k = (id(hit.writer.rule or w), id(hit.reader.rule or r), hit.key, hit.bits)
                     found.setdefault(k, hit)
                     break
     return tuple(sorted(found.values(), key=_sort_key))
@@ -340,22 +404,24 @@ def _check(model: MarkModel, cubes: _Cubes, w: _Group, r: _Group, l3: int, bits:
                 lost, gained = lost or a, gained or b
         if not (lost or gained):
             continue
-        reader_place = r.places[0]
         effect = _effect(read, r.action, lost, gained)
         if order == LATER_PACKETS:
             hooks = (HOOK_NAMES[w.base.hook], HOOK_NAMES[r.base.hook])
         else:
             hooks = tuple(HOOK_NAMES[h] for h in
                           path[path.index(w.base.hook):path.index(r.base.hook) + 1])
-        writer_place = min(w.places, key=lambda p: p.first)
-        return Conflict(
-            write.key, bits,
-            Side(writer_place.rule, w.owner, w.base, write.describe(), len(w.places) - 1),
-            Side(reader_place.rule, r.owner, r.base,
-                 f"{read.describe()}" + (f" → {r.action}" if r.action else ""),
-                 len(r.places) - 1),
-            hooks, order, effect, _then(model, reader_place.rule, effect))
+        reader = _side(r, f"{read.describe()}" + (f" → {r.action}" if r.action else ""))
+        then = _then(model, reader.rule, effect) if reader.rule is not None else None
+        return Conflict(write.key, bits, _side(w, write.describe()), reader, hooks, order,
+                        effect, then)
     return None
+
+
+def _side(g: _Group, what: str) -> Side:
+    if not g.places:   # a socket or a routing rule
+        return Side(None, g.owner, g.base, what, g.similar, g.source, g.kind)
+    first = min(g.places, key=lambda p: p.first)
+    return Side(first.rule, g.owner, g.base, what, len(g.places) - 1)
 
 
 def _classify(c: Conflict) -> Conflict:
@@ -376,20 +442,29 @@ def harms(conflicts: tuple[Conflict, ...]) -> tuple[Conflict, ...]:
 
 
 def _sort_key(c: Conflict) -> tuple:
-    r, w = c.reader.rule, c.writer.rule
-    return (r.family, r.table, r.chain, r.handle, w.family, w.table, w.chain, w.handle, c.key,
-            c.bits)
+    return (*_where(c.reader), *_where(c.writer), c.key, c.bits)
+
+
+def _where(side: Side) -> tuple:
+    rule = side.rule
+    if rule is None:
+        return (side.base.family, "", side.base.chain, 0, side.source or "")
+    return (rule.family, rule.table, rule.chain, rule.handle, "")
 
 
 # --- how a conflict reads ----------------------------------------------------------------------
 
 def _side_json(side: Side) -> dict:
     rule = side.rule
+    where = {"kind": side.kind, "source": side.source,
+             "hook": HOOK_NAMES.get(side.base.hook, str(side.base.hook)),
+             "owner": side.owner, "does": side.what, "similar": side.similar}
+    if rule is None:   # outside nf_tables: no table, chain or handle; no priority either
+        return {"family": side.base.family, "table": None, "chain": None, "handle": None,
+                "userdata": None, "priority": None, "base_chain": None, **where}
     return {"family": rule.family, "table": rule.table, "chain": rule.chain,
-            "handle": rule.handle, "owner": side.owner, "userdata": rule.userdata_text(),
-            "hook": HOOK_NAMES.get(side.base.hook, str(side.base.hook)),
-            "priority": side.base.priority, "base_chain": side.base.chain,
-            "does": side.what, "similar": side.similar}
+            "handle": rule.handle, "userdata": rule.userdata_text(),
+            "priority": side.base.priority, "base_chain": side.base.chain, **where}
 
 
 def conflict_json(c: Conflict) -> dict:
@@ -411,7 +486,8 @@ def conflict_text(c: Conflict) -> str:
     netbird ip netbird netbird-acl-forward-filter handle 5 (...): accept missed [...]`."""
     def side(s: Side) -> str:
         more = f", and {s.similar} more like it" if s.similar else ""
-        return f"{s.owner} {s.rule.ref} ({s.what}{more})"
+        where = s.rule.ref if s.rule is not None else s.source
+        return f"{s.owner} {where} ({s.what}{more})"
     order = {TIE: "; same hook and priority: whichever registered last runs first",
              LATER_PACKETS: "; on the connection's later packets"}.get(c.order, "")
     then = f", {c.then}" if c.then else ""

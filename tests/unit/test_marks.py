@@ -501,7 +501,8 @@ def test_json_and_text():
     assert c["writer"] | {"handle": 0} == {
         "family": "ip", "table": "filter", "chain": "KUBE-POD-FW-ABCDEFGHIJKLMNOP", "handle": 0,
         "owner": "kube-router", "userdata": None, "hook": "forward", "priority": 0,
-        "base_chain": "FORWARD", "does": "meta mark: set bits 0x20000", "similar": 0}
+        "base_chain": "FORWARD", "does": "meta mark: set bits 0x20000", "similar": 0,
+        "kind": "nftables", "source": None}
     assert c["reader"]["does"] == "meta mark == 0x1bd20 → accept"
     assert (c["path"], c["order"], c["mark"]) == (["forward"], "tie", "meta mark")
     assert conflict_json(found[0]) == doc["conflicts"][0]
