@@ -28,8 +28,9 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from ..model import Rule, Snapshot
+from ..netlink.exprs import decode_fields, split_expressions
 from ..netlink.consts import (
-    HOOK_NAMES, NF_DROP, NF_INET_FORWARD, NF_INET_LOCAL_IN, NF_INET_LOCAL_OUT,
+    HOOK_NAMES, META_MARK, NF_DROP, NF_INET_FORWARD, NF_INET_LOCAL_IN, NF_INET_LOCAL_OUT,
     NF_INET_POST_ROUTING, NF_INET_PRE_ROUTING,
 )
 from .model import ALL, CT, META, BaseChain, MarkModel, Placed, Read, Write, build, rule_marks
@@ -255,7 +256,10 @@ def _groups(model: MarkModel) -> tuple[list[_Group], list[_Group]]:
         owner = owners.get(id(rule))
         if owner is None:
             owner = owners[id(rule)] = owner_of(rule, marks)
-        for ops, found in ((marks.writes, writers), (marks.reads, readers)):
+        writes = marks.writes
+        if any(w.copied for w in writes):
+            writes = tuple(_guarded_copy(w, marks.reads) for w in writes)
+        for ops, found in ((writes, writers), (marks.reads, readers)):
             for op in ops:
                 key = (owner, base, op, marks.action, marks.iif, marks.oif)
                 group = found.get(key)
@@ -267,6 +271,16 @@ def _groups(model: MarkModel) -> tuple[list[_Group], list[_Group]]:
         group.first = min(p.first for p in group.places)
         group.last = max(p.last for p in group.places)
     return list(writers.values()), list(readers.values())
+
+
+def _guarded_copy(write: Write, reads: tuple[Read, ...]) -> Write:
+    """A copy from the other mark in a rule that first tests that mark for a value copies
+    that value: wg-quick's `meta mark 0xca6c ct mark set meta mark` sets ct mark 0xca6c."""
+    other = CT if write.key == META else META
+    for read in reads:
+        if read.key == other and read.value is not None and not read.negate:
+            return write.given((read.value, ~read.mask & ALL))
+    return write
 
 
 def _same_owner(w: _Group, r: _Group) -> bool:
@@ -363,6 +377,10 @@ def find_conflicts(snapshot: Snapshot, outside: Outside | None = None) -> tuple[
         writers += more_writers
         readers += more_readers
     cubes = _Cubes(writers)
+    by_base: dict[BaseChain, tuple[list[_Group], list[_Group]]] = {}
+    for groups, side in ((writers, 0), (readers, 1)):
+        for g in groups:
+            by_base.setdefault(g.base, ([], []))[side].append(g)
     found: dict[tuple, Conflict] = {}
     for r in readers:
         if r.action in _NO_DECISION:
@@ -380,6 +398,10 @@ def find_conflicts(snapshot: Snapshot, outside: Outside | None = None) -> tuple[
                 hit = _check(model, cubes, w, r, l3, bits)
                 if hit is not None:
                     hit = _classify(hit)
+                    if hit.harm:
+                        shadow = _shadowed(by_base, w, r)
+                        if shadow:
+                            hit = replace(hit, severity=SHARED, why_shared=shadow)
                     k = (id(hit.writer.rule or w), id(hit.reader.rule or r), hit.key, hit.bits)
                     found.setdefault(k, hit)
                     break
@@ -415,6 +437,67 @@ def _check(model: MarkModel, cubes: _Cubes, w: _Group, r: _Group, l3: int, bits:
         return Conflict(write.key, bits, _side(w, write.describe()), reader, hooks, order,
                         effect, then)
     return None
+
+
+# --- shadows: the writer's own component ends the packet's way first --------------------
+
+_TERMINAL = ("accept", "drop", "reject")
+
+
+def _shadowed(by_base: dict, w: _Group, r: _Group) -> str | None:
+    """In one base chain, the writer's component may mark the packet and then accept (or
+    drop) it on that mark before the reader's rule: kube-router's pod chain sets 0x20000
+    and its KUBE-ROUTER-FORWARD accepts 0x20000 before Netbird's rule further down FORWARD
+    (iptables mode). Then no packet the write reaches meets the reader — while that rule
+    order holds: the next restart or sync of either can change it. Why, or None."""
+    if w.base != r.base or not w.places:
+        return None
+    writers, readers = by_base.get(w.base, ((), ()))
+    chain = min(w.places, key=lambda p: p.first).rule.chain
+    for guard in readers:
+        if guard.owner != w.owner or guard.action not in _TERMINAL                 or not w.first < guard.first < r.first or guard.iif or guard.oif:
+            continue
+        guard_rule = min(guard.places, key=lambda p: p.first).rule
+        if not _only_marks(guard_rule):
+            continue
+        for marker in writers:
+            if marker.owner != w.owner or not _makes_true(marker.op, guard.op):
+                continue
+            after = [p for p in marker.places if p.rule.chain == chain
+                     and w.first <= p.first < guard.first and _only_marks(p.rule)]
+            if after:
+                return (f"shadowed: {w.owner} {after[0].rule.ref} marks these packets and "
+                        f"{guard_rule.ref} {guard.action}s them before the reader's rule; "
+                        f"harm only if that rule order changes (a restart, the next sync)")
+    return None
+
+
+def _makes_true(write: Write, read: Read) -> bool:
+    """After the write, does the test surely hold?"""
+    mask = read.mask
+    if read.value is None or (write.force0 | write.force1) & mask != mask:
+        return False
+    return ((write.force1 & mask) == read.value) != read.negate
+
+
+_PLAIN = {"counter", "immediate", "bitwise", "cmp"}
+
+
+def _only_marks(rule: Rule) -> bool:
+    """Does the rule test or set nothing but the packet mark (a comment aside)? Then it
+    applies to every packet that reaches it."""
+    for name, raw in split_expressions(rule.expressions_payload):
+        if name in _PLAIN:
+            continue
+        f = decode_fields(name, raw)
+        if name == "meta" and f.get("key") == META_MARK:
+            continue
+        if name == "match" and f.get("name") in ("mark", "comment"):
+            continue
+        if name == "target" and f.get("name") == "MARK":
+            continue
+        return False
+    return True
 
 
 def _side(g: _Group, what: str) -> Side:

@@ -180,3 +180,31 @@ def test_a_components_own_routing_rule_and_socket_never_conflict():
     # wg-quick's socket mark and its own `not fwmark` rule; Netbird's mark never equals it
     sockets = (SocketMark(0xCA6C, "inet", "wg0"), SocketMark(0x1BD00, "inet", "wt0"))
     assert find_conflicts(snapshot(), Outside((WG_RULE, NB_RULE, TS_RULE), sockets)) == ()
+
+
+def test_a_copy_guarded_by_a_test_of_its_source_copies_that_value():
+    """wg-quick (linux.bash add_default): postmangle `meta l4proto udp meta mark 0xca6c ct
+    mark set meta mark` saves only 0xca6c; premangle restores it. So the restored mark is
+    0 or 0xca6c, never kube-router's 0x20000, and its explicit accept is not at stake."""
+    from test_marks import mark_test
+    from fwgate.netlink import exprs as X
+    save = [X.meta_load(C.META_MARK), X.build("ct", key=C.CT_MARK, sreg=1)]
+    restore = [X.ct_load(C.CT_MARK), X.build("meta", key=C.META_MARK, sreg=1)]
+
+    def wg_quick(guarded: bool):
+        chains = [base("premangle", C.NF_INET_PRE_ROUTING, -150),
+                  base("postmangle", C.NF_INET_POST_ROUTING, -150)]
+        rules = [rule("premangle", restore, table="wg-quick-wg0"),
+                 rule("postmangle", mark_test(0xCA6C) if guarded else [], save,
+                      table="wg-quick-wg0")]
+        return ("ip", "wg-quick-wg0", chains, rules)
+    accept = ("ip", "filter", [base("INPUT", C.NF_INET_LOCAL_IN, 0)],
+              [rule("INPUT", comment_rule(), xt_match("mark", 0x20000, 0x20000), verdict("accept"))])
+    assert find_conflicts(snapshot(wg_quick(True), accept)) == ()
+    (c,) = find_conflicts(snapshot(wg_quick(False), accept))
+    assert (c.writer.owner, c.reader.owner, c.bits) == ("wg-quick", "kube-router", 0x20000)
+
+
+def comment_rule() -> bytes:
+    from test_marks import comment
+    return comment("KUBE-ROUTER rule to explicitly ACCEPT traffic that comply to network policies")

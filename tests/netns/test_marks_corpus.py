@@ -1,0 +1,224 @@
+"""A corpus of real components' rulesets, each as its upstream source writes it, on the
+lab of test_marks_packets (peer ── wt0 ── node ── cni0 ── pod).
+
+For every one: each rule that writes or tests a mark is named (no "unknown"), and the
+node gives exactly the harms proven with packets — none for a standard node.
+
+Sources, each read at the version named:
+- Netbird in iptables mode: netbirdio/netbird v0.77.1 client/firewall/iptables/
+  acl_linux.go (seedInitialEntries, seedInitialOptionalEntries: entries inserted at
+  position 1 in reverse, the mark accept at position 2; the ACL's mangle rule into
+  NETBIRD-RT-PRE), router_linux.go (setupDataPlaneMark; the jumps from built-in chains).
+- Tailscale: tailscale/tailscale util/linuxfw/iptables_runner.go at 0002b411 (AddHooks,
+  addBase4, AddStatefulRule, AddSNATRule, AddConnmarkSaveRule, AddMagicsockPortRule);
+  its routing rules wgengine/router/router_linux.go (ipRules: 5210-5270).
+- wg-quick: WireGuard/wireguard-tools v1.0.20210914 src/wg-quick/linux.bash add_default
+  (the nft path: table wg-quick-IFACE, preraw / premangle / postmangle).
+"""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from helpers import fwgate_cmd, in_netns, sh
+from test_marks_packets import (  # noqa: F401  (lab is a fixture)
+    FLANNEL, HOSTPORT, K3S_EXPLICIT_ACCEPT, KUBE_PROXY, KUBE_ROUTER, NODE_WT0, PEER_WT0, POD,
+    PORTMAP, arrived, lab, send,
+)
+
+NETBIRD_IPTABLES = f"""*mangle
+:PREROUTING ACCEPT [0:0]
+:INPUT ACCEPT [0:0]
+:FORWARD ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:POSTROUTING ACCEPT [0:0]
+:NETBIRD-RT-PRE - [0:0]
+-A PREROUTING -j NETBIRD-RT-PRE
+-A PREROUTING -i wt0 -m conntrack --ctstate NEW -j CONNMARK --set-xmark 0x1bd10/0xffffffff
+-A FORWARD -i wt0 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+-A FORWARD -i wt0 -m conntrack --ctstate DNAT -m mark ! --mark 0x1bd20 -j DROP
+-A POSTROUTING -o wt0 -m conntrack --ctstate NEW -j CONNMARK --set-xmark 0x1bd11/0xffffffff
+-A NETBIRD-RT-PRE -s {PEER_WT0}/32 -p udp -i wt0 -m addrtype --dst-type LOCAL -j MARK --set-xmark 0x1bd20/0xffffffff
+COMMIT
+*filter
+:INPUT ACCEPT [0:0]
+:FORWARD ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:NETBIRD-ACL-INPUT - [0:0]
+:NETBIRD-RT-FWD-IN - [0:0]
+:NETBIRD-RT-FWD-OUT - [0:0]
+-A INPUT -i wt0 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+-A INPUT -i wt0 -j NETBIRD-ACL-INPUT
+-A INPUT -i wt0 -j DROP
+-A FORWARD -i wt0 -j NETBIRD-RT-FWD-IN
+-A FORWARD -m mark --mark 0x1bd20 -j ACCEPT
+-A FORWARD -o wt0 -j NETBIRD-RT-FWD-OUT
+-A FORWARD -i wt0 -j DROP
+-A NETBIRD-ACL-INPUT -s {PEER_WT0}/32 -p udp -j ACCEPT
+-A NETBIRD-RT-FWD-IN -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+-A NETBIRD-RT-FWD-OUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+COMMIT
+"""
+
+TAILSCALE = """*mangle
+:PREROUTING ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+-A PREROUTING -m conntrack --ctstate RELATED,ESTABLISHED -j CONNMARK --restore-mark --nfmask 0xff0000 --ctmask 0xff0000
+-A OUTPUT -m conntrack --ctstate NEW -m mark ! --mark 0x0/0xff0000 -j CONNMARK --save-mark --nfmask 0xff0000 --ctmask 0xff0000
+COMMIT
+*filter
+:INPUT ACCEPT [0:0]
+:FORWARD ACCEPT [0:0]
+:ts-input - [0:0]
+:ts-forward - [0:0]
+-A INPUT -j ts-input
+-A FORWARD -j ts-forward
+-A ts-input -i lo -s 100.100.1.1/32 -j ACCEPT
+-A ts-input ! -i tailscale0 -s 100.115.92.0/23 -j RETURN
+-A ts-input ! -i tailscale0 -s 100.64.0.0/10 -j DROP
+-A ts-input -i tailscale0 -j ACCEPT
+-A ts-input -p udp -m udp --dport 41641 -j ACCEPT
+-A ts-forward -i tailscale0 -j MARK --set-xmark 0x40000/0xff0000
+-A ts-forward -m mark --mark 0x40000/0xff0000 -j ACCEPT
+-A ts-forward -s 100.64.0.0/10 -o tailscale0 -j DROP
+-A ts-forward -o tailscale0 -m conntrack ! --ctstate RELATED,ESTABLISHED -j DROP
+-A ts-forward -o tailscale0 -j ACCEPT
+COMMIT
+*nat
+:POSTROUTING ACCEPT [0:0]
+:ts-postrouting - [0:0]
+-A POSTROUTING -j ts-postrouting
+-A ts-postrouting -m mark --mark 0x40000/0xff0000 -j MASQUERADE
+COMMIT
+"""
+TAILSCALE_RULES = [("5210", "fwmark", "0x80000/0xff0000", "table", "main"),
+                   ("5230", "fwmark", "0x80000/0xff0000", "table", "default"),
+                   ("5250", "fwmark", "0x80000/0xff0000", "unreachable"),
+                   ("5270", "table", "52")]
+
+WG_QUICK = """table ip wg-quick-wg0 {
+  chain preraw {
+    type filter hook prerouting priority -300; policy accept;
+    iifname != "wg0" ip daddr 10.77.0.2 fib saddr type != local drop
+  }
+  chain premangle {
+    type filter hook prerouting priority mangle; policy accept;
+    meta l4proto udp meta mark set ct mark
+  }
+  chain postmangle {
+    type filter hook postrouting priority mangle; policy accept;
+    meta l4proto udp meta mark 0x0000ca6c ct mark set meta mark
+  }
+}
+"""
+
+
+def tailscale(node: str) -> None:
+    sh(node, "ip", "link", "add", "tailscale0", "type", "veth", "peer", "name", "tailscale0p")
+    sh(node, "iptables-restore", "-n", input=TAILSCALE)
+    for rule in TAILSCALE_RULES:
+        sh(node, "ip", "-4", "rule", "add", "priority", *rule)
+
+
+def wg_quick(node: str) -> None:
+    sh(node, "ip", "link", "add", "wg0", "type", "veth", "peer", "name", "wg0p")
+    sh(node, "nft", "-f", "-", input=WG_QUICK)
+    sh(node, "ip", "-4", "rule", "add", "not", "fwmark", "51820", "table", "51820")
+    sh(node, "ip", "-4", "rule", "add", "table", "main", "suppress_prefixlength", "0")
+
+
+def k3s(node: str) -> None:
+    sh(node, "iptables-restore", "-n", input=PORTMAP)
+    sh(node, "iptables-restore", "-n", input=KUBE_PROXY)
+    sh(node, "iptables-restore", "-n", input=FLANNEL)
+    sh(node, "iptables-restore", "-n", input=KUBE_ROUTER.replace(
+        "COMMIT", K3S_EXPLICIT_ACCEPT + "\nCOMMIT"))
+
+
+def owners(node: str) -> dict[str, str]:
+    """Every mark-touching rule's owner, by `family table chain handle`."""
+    from fwgate.adapters.nfsock import NfSocket
+    from fwgate.adapters.nft import snapshot
+    from fwgate.marks.model import rule_marks
+    from fwgate.marks.owners import owner_of
+
+    def take():
+        with NfSocket() as sock:
+            return snapshot(sock, families=("ip", "ip6", "inet"))
+    out = {}
+    for table in in_netns(node, take).tables.values():
+        for rule in table.rules:
+            marks = rule_marks(rule)
+            if marks.writes or marks.reads:
+                out[rule.ref] = owner_of(rule, marks)
+    return out
+
+
+def conflicts(node: str, everything: bool = False) -> tuple[int, list[dict]]:
+    out = sh(node, *fwgate_cmd(), "conflicts", "--json", *(["--all"] if everything else []),
+             check=False)
+    assert out.returncode in (0, 1), out.stderr
+    return out.returncode, json.loads(out.stdout)["conflicts"]
+
+
+def pairs(found: list[dict]) -> set[tuple]:
+    return {(c["writer"]["owner"], c["reader"]["owner"], c["bits"], c["effect"]) for c in found}
+
+
+@pytest.mark.parametrize("component", ["netbird-iptables", "tailscale", "wg-quick"])
+def test_each_component_alone_is_named_and_raises_no_alarm(lab, component):
+    node, _, _ = lab
+    {"netbird-iptables": lambda: sh(node, "iptables-restore", "-n", input=NETBIRD_IPTABLES),
+     "tailscale": lambda: tailscale(node), "wg-quick": lambda: wg_quick(node)}[component]()
+    named = owners(node)
+    assert named and set(named.values()) == {component.split("-iptables")[0]}, named
+    assert conflicts(node, everything=True) == (0, [])
+
+
+def counted(node: str, table: str, chain: str, verdict: str) -> int:
+    """Packets through the chain's first counting rule ending in `verdict` (iptables-nft
+    gives every rule a counter)."""
+    listing = json.loads(sh(node, "nft", "-j", "list", "chain", "ip", table, chain).stdout)
+    for item in listing["nftables"]:
+        exprs = item.get("rule", {}).get("expr", [])
+        if any(verdict in e for e in exprs):
+            return next(e["counter"]["packets"] for e in exprs if "counter" in e)
+    raise AssertionError(f"no {verdict} rule in {table} {chain}")
+
+
+def test_k3s_and_netbird_in_iptables_mode(lab):
+    """Netbird's iptables mode below kube-router's jump in FORWARD (kube-router keeps its
+    jump first at each sync). Its rules share the chain: kube-router's explicit accept
+    takes the hostPort traffic before Netbird's mark test (shadowed, not a harm), while
+    Netbird's mark 0x1bd20 carries portmap's 0x2000 and kube-proxy's 0x4000 breaks
+    Netbird's mangle FORWARD guard for DNATed traffic."""
+    from test_marks_packets import SERVICE_PORT, masqueraded
+    node, peer, pod = lab
+    k3s(node)
+    sh(node, "iptables-restore", "-n", input=NETBIRD_IPTABLES)
+    named = owners(node)
+    assert "unknown" not in named.values(), named
+
+    code, harms = conflicts(node)
+    assert code == 1
+    found = pairs(harms)
+    assert ("netbird", "cni-portmap", "0x2000", "masqueraded unexpectedly") in found
+    assert ("kube-proxy", "netbird", "0x4000", "dropped") in found
+    guard = next(c for c in harms if c["effect"] == "dropped")
+    assert (guard["reader"]["table"], guard["reader"]["chain"]) == ("mangle", "FORWARD")
+    # kube-router's marks and Netbird's accept: shadowed by kube-router's own accept
+    _, everything = conflicts(node, everything=True)
+    shadowed = [c for c in everything if c["writer"]["owner"] == "kube-router"
+                and c["reader"]["owner"] == "netbird"]
+    assert shadowed and all(c["severity"] == "shared" and c["why_shared"].startswith("shadowed")
+                            for c in shadowed), shadowed
+
+    # hostPort: accepted by kube-router (not dropped by Netbird), masqueraded by portmap
+    send(peer, HOSTPORT)
+    assert (arrived(pod), masqueraded(pod)) == (3, 3)
+    assert counted(node, "mangle", "FORWARD", "drop") == 0
+    # service: kube-proxy's 0x4000 makes 0x1fd20, and Netbird's guard drops it
+    send(peer, SERVICE_PORT)
+    assert arrived(pod) == 3
+    assert counted(node, "mangle", "FORWARD", "drop") == 3
