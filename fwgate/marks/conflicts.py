@@ -314,12 +314,35 @@ class _Cubes:
     def __init__(self, writers: list[_Group]):
         self.writers = writers
         self.cache: dict[tuple, set[Cube]] = {}
-        ct_writes = [g.op for g in writers if g.op.key == CT]
+        constants = [g.op for g in writers if g.op.key == CT and not g.op.copied]
+        # First the connection marks without the saves: the restores the saves' sources
+        # see take those (a save's source restored from its own save is not followed).
+        self.ct = _close(_close({(0, 0)}, constants), constants)
+        ct_writes = list(constants)
+        for g in writers:
+            if g.op.key != CT or not g.op.copied:
+                continue
+            # A save copies what the packet's mark can hold where it runs: Tailscale's
+            # save in mangle OUTPUT sees socket marks, not kube-router's later filter marks.
+            sources: set[Cube] = set()
+            for path in PATHS:
+                if g.base.hook in path:
+                    for l3 in _L3[g.base.family]:
+                        sources |= self.meta_before(path, l3, g)
+            if len(sources) > MAX_CUBES:
+                sources = {_hull(sources)}
+            ct_writes += [g.op.given(c) for c in sources]
         self.ct = _close(_close({(0, 0)}, ct_writes), ct_writes)   # any packet of the connection
+        self.cache.clear()
 
     def seen_by(self, path: tuple[int, ...], l3: int, g: _Group) -> set[Cube]:
         if g.op.key == CT:
             return self.ct
+        return self.meta_before(path, l3, g)
+
+    def meta_before(self, path: tuple[int, ...], l3: int, g: _Group) -> set[Cube]:
+        """The packet marks g can see: from the META writes of the base chains before
+        g's own (and those tied with it)."""
         cache_key = (path, l3, g.base, g.iif, g.oif)
         cubes = self.cache.get(cache_key)
         if cubes is None:
@@ -328,7 +351,10 @@ class _Cubes:
                       if w.op.key == META and l3 in _L3[w.base.family] and w.base != g.base
                       and _meet(w, g) and _order(path, w, g) in (BEFORE, TIE)]
             before.sort(key=lambda w: (path.index(w.base.hook), w.base.priority))
-            cubes = self.cache[cache_key] = _close({(0, 0)}, [w.op for w in before])
+            ops: list[Write] = []
+            for w in before:   # a restore writes what the connection's mark can hold
+                ops += [w.op.given(c) for c in self.ct] if w.op.copied else [w.op]
+            cubes = self.cache[cache_key] = _close({(0, 0)}, ops)
         return cubes
 
 

@@ -222,3 +222,18 @@ def test_k3s_and_netbird_in_iptables_mode(lab):
     send(peer, SERVICE_PORT)
     assert arrived(pod) == 3
     assert counted(node, "mangle", "FORWARD", "drop") == 3
+
+
+def test_k3s_and_tailscale_raise_no_alarm(lab):
+    """Tailscale's connection-mark save runs in mangle OUTPUT, before kube-router marks
+    anything: what it saves, and so what its restore in mangle PREROUTING brings back,
+    is only what locally sent packets carry there — never kube-router's bits."""
+    node, peer, pod = lab
+    k3s(node)
+    tailscale(node)
+    named = owners(node)
+    assert "unknown" not in named.values(), named
+    code, harms = conflicts(node)
+    assert (code, harms) == (0, []), harms
+    send(peer, HOSTPORT)
+    assert arrived(pod) == 3
