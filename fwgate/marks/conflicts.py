@@ -27,13 +27,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from ..model import Rule, Snapshot
+from ..model import Rule, Snapshot, TableRef
 from ..netlink.exprs import decode_fields, split_expressions
 from ..netlink.consts import (
     HOOK_NAMES, META_MARK, NF_DROP, NF_INET_FORWARD, NF_INET_LOCAL_IN, NF_INET_LOCAL_OUT,
     NF_INET_POST_ROUTING, NF_INET_PRE_ROUTING,
 )
-from .model import ALL, CT, META, BaseChain, MarkModel, Placed, Read, Write, build, rule_marks
+import struct
+
+from ..netlink.consts import META_IIFNAME, META_OIFNAME
+from .model import (
+    _DECODED, _VERDICT_CODE, _field_attr, ALL, CT, META, BaseChain, MarkModel, Placed, Read, Write, build,
+    rule_marks, scan,
+)
 from .owners import UNKNOWN, owner_of
 from .routing import Outside, RouteRule, SocketMark, rule_owner, socket_owner
 
@@ -247,15 +253,93 @@ def _meet(a: _Group, b: _Group) -> bool:
         (a.oif is None or b.oif is None or a.oif == b.oif)
 
 
+# --- interfaces a chain inherits from the jumps that reach it --------------------------
+
+_IFACE_KEYS = tuple(_field_attr(META, "key", struct.pack(">I", k))
+                    for k in (META_IIFNAME, META_OIFNAME))
+_ANY = (None, None)
+
+
+class _Inherited:
+    """The interfaces every jump into a chain requires (its own, or inherited in turn):
+    Netbird's `-A FORWARD -i wt0 -j NETBIRD-RT-FWD-IN` makes every rule of that chain a
+    rule for wt0's packets. Computed per table, on demand."""
+
+    def __init__(self, model: MarkModel):
+        self.model = model
+        # (family, table) → ({chain: [(caller, iif, oif)]}, base chain names), or None
+        # when no jump in the table requires an interface (then nothing inherits one)
+        self.callers: dict[tuple, tuple | None] = {}
+        self.memo: dict[tuple, tuple] = {}
+
+    def _index(self, family: str, table: str) -> tuple | None:
+        key = (family, table)
+        if key in self.callers:
+            return self.callers[key]
+        found = self.model.snapshot.tables.get(TableRef(family, table))
+        rules = found.rules if found else ()
+        iif_key, oif_key = _IFACE_KEYS
+        # a byte search first: most tables (kube-router's, kube-proxy's) have no such jump
+        if not any((iif_key in p or oif_key in p) and _VERDICT_CODE in p
+                   for p in (r.expressions_payload for r in rules)):
+            self.callers[key] = None
+            return None
+        index: dict[str, list[tuple]] = {}
+        bases = {c.name for c in found.chains if c.hook is not None}
+        self.callers[key] = (index, bases)
+        vmaps: set[str] = set()
+        for rule in rules:
+            marks = scan(rule, _DECODED)
+            if marks.vmap:
+                vmaps.add(rule.chain)
+            if not marks.jumps:
+                continue
+            iif, oif = marks.iif, marks.oif
+            if iif is None and oif is None and any(k in rule.expressions_payload
+                                                   for k in _IFACE_KEYS):
+                full = rule_marks(rule)   # the fast scan of a jump reads no interface
+                iif, oif = full.iif, full.oif
+            for target in marks.jumps:
+                index.setdefault(target, []).append((rule.chain, iif, oif))
+        for chain in found.chains:
+            if chain.hook is None and vmaps:   # a verdict map may lead anywhere
+                index.setdefault(chain.name, []).append((next(iter(vmaps)), None, None))
+        return self.callers[key]
+
+    def of(self, family: str, table: str, chain: str, seen: frozenset = frozenset()) -> tuple:
+        key = (family, table, chain)
+        got = self.memo.get(key)
+        if got is not None:
+            return got
+        indexed = self._index(family, table)
+        callers = indexed[0].get(chain, []) if indexed else []
+        if not callers or chain in indexed[1] or key in seen:
+            got = _ANY
+        else:
+            wants = set()
+            for caller, iif, oif in callers:
+                up_iif, up_oif = self.of(family, table, caller, seen | {key})
+                wants.add((iif or up_iif, oif or up_oif))
+            iifs, oifs = {w[0] for w in wants}, {w[1] for w in wants}
+            got = (iifs.pop() if len(iifs) == 1 else None, oifs.pop() if len(oifs) == 1 else None)
+        self.memo[key] = got
+        return got
+
+
 def _groups(model: MarkModel) -> tuple[list[_Group], list[_Group]]:
     writers: dict[tuple, _Group] = {}
     readers: dict[tuple, _Group] = {}
     owners: dict[int, str] = {}
+    inherited = _Inherited(model)
     for p in model.placed:
         rule, marks, base = p.rule, p.marks, p.base
         owner = owners.get(id(rule))
         if owner is None:
             owner = owners[id(rule)] = owner_of(rule, marks)
+        if rule.chain != base.chain and (marks.iif is None or marks.oif is None):
+            up_iif, up_oif = inherited.of(rule.family, rule.table, rule.chain)
+            if (up_iif and not marks.iif) or (up_oif and not marks.oif):
+                marks = marks._replace(iif=marks.iif or up_iif, oif=marks.oif or up_oif)
         writes = marks.writes
         if any(w.copied for w in writes):
             writes = tuple(_guarded_copy(w, marks.reads) for w in writes)
