@@ -596,10 +596,17 @@ _PLAIN = {"counter", "immediate", "bitwise", "cmp"}
 def _only_marks(rule: Rule) -> bool:
     """Does the rule test or set nothing but the packet mark (a comment aside)? Then it
     applies to every packet that reaches it."""
-    for name, raw in split_expressions(rule.expressions_payload):
+    try:
+        parts = split_expressions(rule.expressions_payload)
+    except ValueError:
+        return False
+    for name, raw in parts:
         if name in _PLAIN:
             continue
-        f = decode_fields(name, raw)
+        try:
+            f = decode_fields(name, raw)
+        except ValueError:
+            return False
         if name == "meta" and f.get("key") == META_MARK:
             continue
         if name == "match" and f.get("name") in ("mark", "comment"):
