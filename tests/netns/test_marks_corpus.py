@@ -14,6 +14,10 @@ Sources, each read at the version named:
   its routing rules wgengine/router/router_linux.go (ipRules: 5210-5270).
 - wg-quick: WireGuard/wireguard-tools v1.0.20210914 src/wg-quick/linux.bash add_default
   (the nft path: table wg-quick-IFACE, preraw / premangle / postmangle).
+- Cilium: its mangle chains as its iptables manager leaves them, from the `iptables -S`
+  its own tests expect (cilium/cilium pkg/datapath/iptables/iptables_test.go at 01524ef0,
+  TestAddProxyRulesv4: the feeders, the transparent-socket mark 0x200, the DNS proxy's
+  TPROXY on its mark); kubelet's rules as tests/netns/test_marks_outside.py has them.
 """
 from __future__ import annotations
 
@@ -236,4 +240,34 @@ def test_k3s_and_tailscale_raise_no_alarm(lab):
     code, harms = conflicts(node)
     assert (code, harms) == (0, []), harms
     send(peer, HOSTPORT)
+    assert arrived(pod) == 3
+
+
+CILIUM = """*mangle
+:PREROUTING ACCEPT [0:0]
+:POSTROUTING ACCEPT [0:0]
+:CILIUM_PRE_mangle - [0:0]
+:CILIUM_POST_mangle - [0:0]
+-A PREROUTING -m comment --comment "cilium-feeder: CILIUM_PRE_mangle" -j CILIUM_PRE_mangle
+-A POSTROUTING -m comment --comment "cilium-feeder: CILIUM_POST_mangle" -j CILIUM_POST_mangle
+-A CILIUM_PRE_mangle -m socket --transparent -m comment --comment "cilium: any->pod redirect proxied traffic to host proxy" -j MARK --set-xmark 0x200/0xffffffff
+-A CILIUM_PRE_mangle -p tcp -m mark --mark 0x3920200 -m comment --comment "cilium: TPROXY to host cilium-dns-egress proxy" -j TPROXY --on-port 37379 --on-ip 127.0.0.1 --tproxy-mark 0x200/0xffffffff
+-A CILIUM_PRE_mangle -p udp -m mark --mark 0x3920200 -m comment --comment "cilium: TPROXY to host cilium-dns-egress proxy" -j TPROXY --on-port 37379 --on-ip 127.0.0.1 --tproxy-mark 0x200/0xffffffff
+COMMIT
+"""
+
+
+def test_a_cilium_node_with_kube_proxy_and_kubelet_raises_no_alarm(lab):
+    """Cilium's whole mark 0x200 leaves kube-proxy's 0x4000 and kubelet's 0x8000 as they
+    were (0 on a received packet): nothing to report, and the service works."""
+    from test_marks_outside import KUBELET
+    from test_marks_packets import SERVICE_PORT
+    node, peer, pod = lab
+    sh(node, "iptables-restore", "-n", input=CILIUM)
+    sh(node, "iptables-restore", "-n", input=KUBE_PROXY)
+    sh(node, "iptables-restore", "-n", input=KUBELET)
+    named = owners(node)
+    assert set(named.values()) == {"cilium", "kube-proxy", "kubelet"}, named
+    assert conflicts(node, everything=True) == (0, [])
+    send(peer, SERVICE_PORT)
     assert arrived(pod) == 3
