@@ -61,6 +61,15 @@ COOPERATIONS = {
         "KUBE-POSTROUTING masquerades it once (flannel pkg/trafficmngr/iptables/iptables.go "
         "MasqRules: \"will not masquerade traffic marked by the kube-proxy\")",
 }
+# Bits a reader leaves to another component on purpose, whoever set them: (reader, mark,
+# bits) -> (the component it defers to, why). Shared only while that one tests them too:
+# then what the bits do to the packet is judged there.
+DEFERS = {
+    ("flannel", META, 0x4000): (
+        "kube-proxy", "flannel returns what carries kube-proxy's masquerade bit 0x4000 so that "
+        "kube-proxy's KUBE-POSTROUTING decides its masquerade (flannel "
+        "pkg/trafficmngr/iptables/iptables.go MasqRules); that test is judged on its own"),
+}
 # A test whose rule only counts or logs changes nothing of the packet's fate.
 _NO_DECISION = ("", "log", "nop", "goto")
 # Where the marks outside nf_tables sit among the base chains: a socket's mark before
@@ -213,6 +222,8 @@ def _then(model: MarkModel, rule: Rule, effect: str) -> str | None:
     accept, the masquerade an early return skips."""
     if "accept missed" in effect:
         wanted, verb = ("drop", "reject"), "then"
+    elif "return missed" in effect:   # the rest of the chain runs
+        wanted, verb = ("masquerade", "snat", "dnat", "accept", "drop", "reject"), "then"
     elif "returns early" in effect:
         wanted, verb = ("masquerade", "snat", "dnat", "accept", "drop", "reject"), "skipping"
     else:
@@ -245,6 +256,14 @@ class _Group:
     source: str | None = None   # outside nf_tables: the socket or routing rule
     kind: str = "nftables"
     similar: int = 0
+    # a copy that runs only when the source mark passes this test (wg-quick's
+    # `meta mark 0xca6c ct mark set meta mark`): it writes nothing where it cannot
+    guard: Read | None = None
+    paths: tuple | None = None   # the only paths it is on (None: every path through its hook)
+    # a test whose rule only copies the packet's mark into the other (a guarded save):
+    # whether it copies is followed into the connection's marks, and judged where those
+    # are tested, so the test is no decision of its own
+    copy_only: bool = False
 
 
 def _meet(a: _Group, b: _Group) -> bool:
@@ -340,16 +359,18 @@ def _groups(model: MarkModel) -> tuple[list[_Group], list[_Group]]:
             up_iif, up_oif = inherited.of(rule.family, rule.table, rule.chain)
             if (up_iif and not marks.iif) or (up_oif and not marks.oif):
                 marks = marks._replace(iif=marks.iif or up_iif, oif=marks.oif or up_oif)
-        writes = marks.writes
+        writes, guards = marks.writes, (None,) * len(marks.writes)
         if any(w.copied for w in writes):
-            writes = tuple(_guarded_copy(w, marks.reads) for w in writes)
-        for ops, found in ((writes, writers), (marks.reads, readers)):
-            for op in ops:
-                key = (owner, base, op, marks.action, marks.iif, marks.oif)
+            writes, guards = zip(*(_guarded_copy(w, marks.reads) for w in writes))
+        for ops, conds, found in ((writes, guards, writers),
+                                  (marks.reads, (None,) * len(marks.reads), readers)):
+            for op, guard in zip(ops, conds):
+                key = (owner, base, op, marks.action, marks.iif, marks.oif, guard)
                 group = found.get(key)
                 if group is None:
                     group = found[key] = _Group(owner, base, op, marks.action, [],
-                                                iif=marks.iif, oif=marks.oif)
+                                                iif=marks.iif, oif=marks.oif, guard=guard,
+                                                copy_only=found is readers and _copy_only(marks))
                 group.places.append(p)
     for group in (*writers.values(), *readers.values()):
         group.first = min(p.first for p in group.places)
@@ -357,14 +378,22 @@ def _groups(model: MarkModel) -> tuple[list[_Group], list[_Group]]:
     return list(writers.values()), list(readers.values())
 
 
-def _guarded_copy(write: Write, reads: tuple[Read, ...]) -> Write:
+def _copy_only(marks) -> bool:
+    """Does the rule only copy one mark into the other, after testing it?"""
+    return marks.action == "mark" and bool(marks.writes) and all(
+        w.copied and w.bits == w.copied and all(r.key != w.key for r in marks.reads)
+        for w in marks.writes)
+
+
+def _guarded_copy(write: Write, reads: tuple[Read, ...]) -> tuple[Write, Read | None]:
     """A copy from the other mark in a rule that first tests that mark for a value copies
-    that value: wg-quick's `meta mark 0xca6c ct mark set meta mark` sets ct mark 0xca6c."""
+    that value: wg-quick's `meta mark 0xca6c ct mark set meta mark` sets ct mark 0xca6c.
+    The write, and the test it runs under (None: no such test)."""
     other = CT if write.key == META else META
     for read in reads:
         if read.key == other and read.value is not None and not read.negate:
-            return write.given((read.value, ~read.mask & ALL))
-    return write
+            return write.given((read.value, ~read.mask & ALL)), read
+    return write, None
 
 
 def _same_owner(w: _Group, r: _Group) -> bool:
@@ -391,6 +420,15 @@ def _order(path: tuple[int, ...], w: _Group, r: _Group) -> str | None:
     return BEFORE if w.first < r.last else None
 
 
+# Connections by the paths their packets take: one with an end on this node sends its
+# packets prerouting → input one way and output → postrouting the other; a forwarded one
+# both ways prerouting → forward → postrouting. A connection mark written on one kind
+# never reaches the other's packets: wg-quick saves 0xca6c on what its socket sends, and
+# restores it on the replies, which are for this node, never forwarded.
+LOCAL, FORWARDED = "local", "forwarded"
+_CLASS = {PATHS[0]: FORWARDED, PATHS[1]: LOCAL, PATHS[2]: LOCAL}
+
+
 class _Cubes:
     """The cubes a writer can see, per (path, l3, key), from the writes of the base
     chains before its own (and of the others tied with it)."""
@@ -398,30 +436,42 @@ class _Cubes:
     def __init__(self, writers: list[_Group]):
         self.writers = writers
         self.cache: dict[tuple, set[Cube]] = {}
-        constants = [g.op for g in writers if g.op.key == CT and not g.op.copied]
-        # First the connection marks without the saves: the restores the saves' sources
-        # see take those (a save's source restored from its own save is not followed).
-        self.ct = _close(_close({(0, 0)}, constants), constants)
-        ct_writes = list(constants)
-        for g in writers:
-            if g.op.key != CT or not g.op.copied:
+        ct_writers = [g for g in writers if g.op.key == CT]
+        # First the connection marks without the copies: the restores the copies' sources
+        # see take those (a copy's source restored from its own copy is not followed).
+        constants = {c: [g.op for g in ct_writers if g.op.copied == 0 and g.guard is None
+                         and any(_CLASS[p] == c for p in _paths(g))] for c in (LOCAL, FORWARDED)}
+        self.ct = {c: _close(_close({(0, 0)}, ops), ops) for c, ops in constants.items()}
+        ct_writes = {c: list(ops) for c, ops in constants.items()}
+        for g in ct_writers:
+            if not g.op.copied and g.guard is None:
                 continue
-            # A save copies what the packet's mark can hold where it runs: Tailscale's
-            # save in mangle OUTPUT sees socket marks, not kube-router's later filter marks.
-            sources: set[Cube] = set()
-            for path in PATHS:
-                if g.base.hook in path:
-                    for l3 in _L3[g.base.family]:
-                        sources |= self.meta_before(path, l3, g)
-            if len(sources) > MAX_CUBES:
-                sources = {_hull(sources)}
-            ct_writes += [g.op.given(c) for c in sources]
-        self.ct = _close(_close({(0, 0)}, ct_writes), ct_writes)   # any packet of the connection
+            # A copy takes what the packet's mark can hold where it runs: Tailscale's
+            # save in mangle OUTPUT sees socket marks, not kube-router's later filter marks;
+            # a guarded one runs only on the paths where its test can hold.
+            for path in _paths(g):
+                sources: set[Cube] = set()
+                for l3 in _L3[g.base.family]:
+                    sources |= self.meta_before(path, l3, g)
+                guard = g.guard
+                if guard is not None:
+                    if any(_can(c, guard.mask, guard.value) for c in sources):
+                        ct_writes[_CLASS[path]].append(g.op)
+                    continue
+                if len(sources) > MAX_CUBES:
+                    sources = {_hull(sources)}
+                ct_writes[_CLASS[path]] += [g.op.given(c) for c in sources]
+        # any packet of the connection
+        self.ct = {c: _close(_close({(0, 0)}, ops), ops) for c, ops in ct_writes.items()}
         self.cache.clear()
+
+    def ct_on(self, path: tuple[int, ...]) -> set[Cube]:
+        """The connection marks a packet on this path can carry."""
+        return self.ct[_CLASS[path]]
 
     def seen_by(self, path: tuple[int, ...], l3: int, g: _Group) -> set[Cube]:
         if g.op.key == CT:
-            return self.ct
+            return self.ct_on(path)
         return self.meta_before(path, l3, g)
 
     def meta_before(self, path: tuple[int, ...], l3: int, g: _Group) -> set[Cube]:
@@ -437,9 +487,14 @@ class _Cubes:
             before.sort(key=lambda w: (path.index(w.base.hook), w.base.priority))
             ops: list[Write] = []
             for w in before:   # a restore writes what the connection's mark can hold
-                ops += [w.op.given(c) for c in self.ct] if w.op.copied else [w.op]
+                ops += [w.op.given(c) for c in self.ct_on(path)] if w.op.copied else [w.op]
             cubes = self.cache[cache_key] = _close({(0, 0)}, ops)
         return cubes
+
+
+def _paths(g: _Group) -> tuple[tuple[int, ...], ...]:
+    """The paths a group's rules are on."""
+    return tuple(p for p in PATHS if g.base.hook in p and (g.paths is None or p in g.paths))
 
 
 def _outside_groups(outside: Outside) -> tuple[list[_Group], list[_Group]]:
@@ -462,8 +517,11 @@ def _socket_group(sock: SocketMark, owner: str) -> _Group:
 
 def _rule_group(rule: RouteRule, owner: str, hook: int, where: str) -> _Group:
     base = BaseChain(rule.family, "", where, hook, _LAST)
+    # after `lookup local`, a received packet reaching the rule is one to forward
+    paths = (PATHS[0],) if hook == NF_INET_PRE_ROUTING and rule.after_local else None
     return _Group(owner, base, rule.read, rule.verdict, [], iif=None if rule.invert else rule.iif,
-                  oif=None if rule.invert else rule.oif, source=rule.describe(), kind=ROUTING)
+                  oif=None if rule.invert else rule.oif, source=rule.describe(), kind=ROUTING,
+                  paths=paths)
 
 
 def _reroutes(model: MarkModel, w: _Group, r: _Group) -> bool:
@@ -492,8 +550,9 @@ def find_conflicts(snapshot: Snapshot, outside: Outside | None = None) -> tuple[
         for g in groups:
             by_base.setdefault(g.base, ([], []))[side].append(g)
     found: dict[tuple, Conflict] = {}
+    testers = frozenset((r.owner, r.op.key, r.op.mask) for r in readers)
     for r in readers:
-        if r.action in _NO_DECISION:
+        if r.action in _NO_DECISION or r.copy_only:
             continue
         for w in writers:
             bits = w.op.bits & r.op.mask
@@ -507,7 +566,7 @@ def find_conflicts(snapshot: Snapshot, outside: Outside | None = None) -> tuple[
             for l3 in l3s:
                 hit = _check(model, cubes, w, r, l3, bits)
                 if hit is not None:
-                    hit = _classify(hit)
+                    hit = _classify(hit, testers)
                     if hit.harm:
                         shadow = _shadowed(by_base, w, r)
                         if shadow:
@@ -521,9 +580,12 @@ def find_conflicts(snapshot: Snapshot, outside: Outside | None = None) -> tuple[
 def _check(model: MarkModel, cubes: _Cubes, w: _Group, r: _Group, l3: int, bits: int
            ) -> Conflict | None:
     write, read = w.op, r.op
-    # A restore from ct mark writes what the connection's mark can hold.
-    writes = [write.given(c) for c in cubes.ct] if write.key == META and write.copied else [write]
     for path in PATHS:
+        if (w.paths and path not in w.paths) or (r.paths and path not in r.paths):
+            continue
+        # A restore from ct mark writes what the connection's mark can hold.
+        writes = [write.given(c) for c in cubes.ct_on(path)] \
+            if write.key == META and write.copied else [write]
         order = _order(path, w, r)
         if order is None and write.key == CT and w.base.hook in path and r.base.hook in path:
             order = LATER_PACKETS
@@ -624,14 +686,18 @@ def _side(g: _Group, what: str) -> Side:
     return Side(first.rule, g.owner, g.base, what, len(g.places) - 1)
 
 
-def _classify(c: Conflict) -> Conflict:
+def _classify(c: Conflict, testers: frozenset = frozenset()) -> Conflict:
     """Harm, or bits shared without an alarm: a side fwgate cannot name is never an
-    alarm on its own, nor is a cooperation the components intend."""
+    alarm on its own, nor is a cooperation the components intend. `testers`: the
+    (owner, mark, bits) every reader tests."""
     unknown = [s.owner for s in (c.writer, c.reader) if s.owner == UNKNOWN]
     if unknown:
         return replace(c, severity=SHARED, why_shared="one side's owner is unknown: no alarm "
                                                       "on its own")
     why = COOPERATIONS.get((c.writer.owner, c.reader.owner, c.key, c.bits))
+    deferral = DEFERS.get((c.reader.owner, c.key, c.bits))
+    if why is None and deferral is not None and (deferral[0], c.key, c.bits) in testers:
+        why = deferral[1]
     if why:
         return replace(c, severity=SHARED, why_shared=f"intended: {why}")
     return c

@@ -33,6 +33,9 @@ class RouteRule(NamedTuple):
     iif: str | None = None
     oif: str | None = None
     others: tuple[str, ...] = ()   # other selectors ("from", "to", ...): fewer packets
+    # `lookup local` comes first (priority 0 unless moved): a packet for a local address
+    # is routed there and never reaches this rule, so received ones it sees are forwarded
+    after_local: bool = False
 
     @property
     def read(self) -> Read:
@@ -73,14 +76,24 @@ class Outside(NamedTuple):
 
 # --- from the decoded netlink answers ------------------------------------------------------
 
+RT_TABLE_LOCAL = 255   # linux/rtnetlink.h
+
+
 def route_rules(fib_rules) -> tuple[RouteRule, ...]:
     """The rules that test a mark, from netlink.route.FibRule answers."""
+    fib_rules = list(fib_rules)
+    local: dict[int, int] = {}   # family → priority of the first plain `lookup local`
+    for r in fib_rules:
+        if r.table == RT_TABLE_LOCAL and r.action == "lookup" and not (
+                r.invert or r.fwmask or r.iifname or r.oifname or r.others):
+            local[r.family] = min(r.priority, local.get(r.family, r.priority))
     out = []
     for r in fib_rules:
         if not r.fwmask or r.family not in _FAMILIES:
             continue
         out.append(RouteRule(_FAMILIES[r.family], r.priority, r.fwmark, r.fwmask, r.invert,
-                             r.table, r.action, r.iifname, r.oifname, r.others))
+                             r.table, r.action, r.iifname, r.oifname, r.others,
+                             r.family in local and local[r.family] < r.priority))
     return tuple(sorted(out, key=lambda r: (r.family, r.priority)))
 
 

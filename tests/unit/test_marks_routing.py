@@ -10,6 +10,7 @@ import struct
 from test_marks import base, regular, rule, snapshot, verdict, xt_mark, xt_match
 
 from fwgate.marks import conflict_json, conflict_text, find_conflicts, harms
+from fwgate.marks.model import ALL
 from fwgate.model import Chain
 from fwgate.marks.routing import (
     Outside, RouteRule, SocketMark, route_rules, rule_owner, socket_marks, socket_owner,
@@ -198,21 +199,139 @@ def test_a_copy_guarded_by_a_test_of_its_source_copies_that_value():
                  rule("postmangle", mark_test(0xCA6C) if guarded else [], save,
                       table="wg-quick-wg0")]
         return ("ip", "wg-quick-wg0", chains, rules)
-    # kube-router marks forwarded packets 0x20000 and accepts that mark in INPUT
-    filter_ = ("ip", "filter", [base("INPUT", C.NF_INET_LOCAL_IN, 0),
-                                base("FORWARD", C.NF_INET_FORWARD, 0), regular("KUBE-POD-FW-X")],
-               [rule("INPUT", comment_rule(), xt_match("mark", 0x20000, 0x20000), verdict("accept")),
-                rule("FORWARD", verdict("jump", "KUBE-POD-FW-X")),
-                rule("KUBE-POD-FW-X", xt_mark(0x20000, 0x20000))])
-    assert not [c for c in find_conflicts(snapshot(wg_quick(True), filter_))
+    # kube-router marks what the node sends to a pod 0x20000 and accepts that mark in INPUT
+    def filter_(pod_chain_from: str):
+        hook = {"OUTPUT": C.NF_INET_LOCAL_OUT, "FORWARD": C.NF_INET_FORWARD}[pod_chain_from]
+        return ("ip", "filter", [base("INPUT", C.NF_INET_LOCAL_IN, 0),
+                                 base(pod_chain_from, hook, 0), regular("KUBE-POD-FW-X")],
+                [rule("INPUT", comment_rule(), xt_match("mark", 0x20000, 0x20000),
+                      verdict("accept")),
+                 rule(pod_chain_from, verdict("jump", "KUBE-POD-FW-X")),
+                 rule("KUBE-POD-FW-X", xt_mark(0x20000, 0x20000))])
+    assert not [c for c in find_conflicts(snapshot(wg_quick(True), filter_("OUTPUT")))
                 if c.writer.owner == "wg-quick"]
     # saved whatever the mark holds, the restore brings kube-router's bit back onto the
-    # connection's later packets
-    found = harms(find_conflicts(snapshot(wg_quick(False), filter_)))
+    # connection's replies, which INPUT sees
+    found = harms(find_conflicts(snapshot(wg_quick(False), filter_("OUTPUT"))))
     assert {(c.writer.owner, c.reader.owner, c.bits) for c in found} == \
         {("wg-quick", "kube-router", 0x20000)}
+    # saved on forwarded packets, it comes back only on forwarded ones: INPUT never sees it
+    assert not [c for c in find_conflicts(snapshot(wg_quick(False), filter_("FORWARD")))
+                if c.writer.owner == "wg-quick"]
+
+
+def test_a_guarded_copy_runs_only_where_its_test_can_hold():
+    """wg-quick's save of 0xca6c runs on packets that carry 0xca6c: its socket's, on the
+    output path. Without such a sender nothing is saved; with one, the mark comes back on
+    the replies (for this node), never on forwarded packets."""
+    from test_marks import mark_test
+    from fwgate.netlink import exprs as X
+    save = [X.meta_load(C.META_MARK), X.build("ct", key=C.CT_MARK, sreg=1)]
+    restore = [X.ct_load(C.CT_MARK), X.build("meta", key=C.META_MARK, sreg=1)]
+    wg = ("ip", "wg-quick-wg0", [base("premangle", C.NF_INET_PRE_ROUTING, -150),
+                                 base("postmangle", C.NF_INET_POST_ROUTING, -150)],
+          [rule("premangle", restore, table="wg-quick-wg0"),
+           rule("postmangle", mark_test(0xCA6C), save, table="wg-quick-wg0")])
+    # a reader of 0x4000 on each path: kube-proxy's masquerade (forwarded) and a drop in
+    # INPUT (for this node) by another component
+    nat = ("ip", "nat", [base("POSTROUTING", C.NF_INET_POST_ROUTING, 100),
+                         regular("KUBE-POSTROUTING")],
+           [rule("POSTROUTING", verdict("jump", "KUBE-POSTROUTING"), table="nat"),
+            rule("KUBE-POSTROUTING", xt_match("mark", 0x4000, 0x4000, invert=True),
+                 verdict("return"), table="nat")])
+    firewall = ("ip", "filter", [base("INPUT", C.NF_INET_LOCAL_IN, 0), regular("KUBE-FIREWALL")],
+                [rule("INPUT", verdict("jump", "KUBE-FIREWALL")),
+                 rule("KUBE-FIREWALL", xt_match("mark", 0x8000, 0x8000), verdict("drop"))])
+    socket_ = Outside((), (SocketMark(0xCA6C, "inet", "WireGuard link wg0"),))
+    assert find_conflicts(snapshot(wg, nat, firewall)) == ()
+    found = harms(find_conflicts(snapshot(wg, nat, firewall), socket_))
+    assert {(c.writer.owner, c.reader.owner, c.writer.base.chain, c.reader.base.chain)
+            for c in found if c.writer.rule is not None} == \
+        {("wg-quick", "kubelet", "premangle", "INPUT")}
 
 
 def comment_rule() -> bytes:
     from test_marks import comment
     return comment("KUBE-ROUTER rule to explicitly ACCEPT traffic that comply to network policies")
+
+
+def test_packets_for_local_addresses_are_routed_before_any_later_fwmark_rule():
+    """wg-quick restores 0xca6c onto its replies, which are for this node; Netbird then
+    marks wt0's traffic for local addresses 0x1bd20. Both change the answer of
+    `not fwmark 0xca6c` only on packets for this node, and those the `local` table (rule
+    priority 0) routes before rule 32764 is ever asked."""
+    from test_marks import mark_test, set_mark
+    from fwgate.netlink import exprs as X
+    from fwgate.netlink.route import FibRule
+    save = [X.meta_load(C.META_MARK), X.build("ct", key=C.CT_MARK, sreg=1)]
+    restore = [X.ct_load(C.CT_MARK), X.build("meta", key=C.META_MARK, sreg=1)]
+    wg = ("ip", "wg-quick-wg0", [base("premangle", C.NF_INET_PRE_ROUTING, -150),
+                                 base("postmangle", C.NF_INET_POST_ROUTING, -150)],
+          [rule("premangle", restore, table="wg-quick-wg0"),
+           rule("postmangle", mark_test(0xCA6C), save, table="wg-quick-wg0")])
+    netbird = ("ip", "netbird", [base("netbird-mangle-prerouting", C.NF_INET_PRE_ROUTING, -150)],
+               [rule("netbird-mangle-prerouting", set_mark(0x1BD20), table="netbird")])
+    socket_ = (SocketMark(0xCA6C, "inet", "WireGuard link wg0"),)
+
+    def fib(priority, table, fwmark=0, fwmask=0, invert=False):
+        return FibRule(2, priority, table, "lookup", invert, fwmark, fwmask, None, None, None, ())
+    wg_rule = fib(32764, 51820, 0xCA6C, ALL, invert=True)
+    for local_first, rerouted in ((True, False), (False, True)):
+        rules = route_rules([fib(0 if local_first else 40000, 255), wg_rule])
+        assert rules[0].after_local is local_first
+        found = [c for c in find_conflicts(snapshot(wg, netbird), Outside(rules, socket_))
+                 if c.reader.kind == "ip rule"]
+        assert bool(found) is rerouted, [conflict_text(c) for c in found]
+
+
+def kube_proxy_and_flannel_postrouting() -> tuple:
+    """kube-proxy's KUBE-POSTROUTING and flannel's FLANNEL-POSTRTG, both on 0x4000."""
+    from test_marks import comment
+    return ("ip", "nat", [base("POSTROUTING", C.NF_INET_POST_ROUTING, 100),
+                          regular("KUBE-POSTROUTING"), regular("FLANNEL-POSTRTG")],
+            [rule("POSTROUTING", verdict("jump", "KUBE-POSTROUTING"), table="nat"),
+             rule("POSTROUTING", comment("flanneld masq"), verdict("jump", "FLANNEL-POSTRTG"),
+                  table="nat"),
+             rule("KUBE-POSTROUTING", xt_match("mark", 0x4000, 0x4000, invert=True),
+                  verdict("return"), table="nat"),
+             rule("KUBE-POSTROUTING", X.build("masq"), table="nat"),
+             rule("FLANNEL-POSTRTG", xt_match("mark", 0x4000, 0x4000), verdict("return"),
+                  table="nat"),
+             rule("FLANNEL-POSTRTG", X.build("masq"), table="nat")])
+
+
+from fwgate.netlink import exprs as X  # noqa: E402
+
+
+def test_a_socket_mark_with_kube_proxys_bit_is_masqueraded_and_flannel_defers():
+    """WireGuard's 0xca6c holds 0x4000: kube-proxy's KUBE-POSTROUTING no longer returns and
+    masquerades what the socket sends (a harm); flannel's return on the bit leaves that to
+    kube-proxy, whoever set it (shared) — but only while kube-proxy tests it."""
+    from test_marks import comment
+    wg = (SocketMark(0xCA6C, "inet", "WireGuard link wg0"),)
+    found = find_conflicts(snapshot(kube_proxy_and_flannel_postrouting()), Outside((WG_RULE,), wg))
+    assert {(c.reader.owner, c.severity, c.effect) for c in found} == {
+        ("kube-proxy", "harm", "return missed"), ("flannel", "shared", "returns early")}
+    (harm,) = harms(found)
+    assert harm.then.startswith("then masquerade by ip nat KUBE-POSTROUTING")
+    flannel_only = ("ip", "nat", [base("POSTROUTING", C.NF_INET_POST_ROUTING, 100)],
+                    [rule("POSTROUTING", comment("flanneld masq"),
+                          xt_match("mark", 0x4000, 0x4000), verdict("return"), table="nat"),
+                     rule("POSTROUTING", X.build("masq"), table="nat")])
+    found = find_conflicts(snapshot(flannel_only), Outside((WG_RULE,), wg))
+    assert [c.severity for c in found] == ["harm"]
+
+
+def test_a_guarded_save_is_no_decision_of_its_own():
+    """wg-quick's `meta mark 0xca6c ct mark set meta mark`: another component's bit on the
+    packet only keeps the save from running, and that is followed into the connection's
+    marks, where they are tested."""
+    from test_marks import mark_test
+    save = [X.meta_load(C.META_MARK), X.build("ct", key=C.CT_MARK, sreg=1)]
+    wg = ("ip", "wg-quick-wg0", [base("postmangle", C.NF_INET_POST_ROUTING, -150)],
+          [rule("postmangle", mark_test(0xCA6C), save, table="wg-quick-wg0")])
+    sockets = (SocketMark(0xCA6C, "inet", "wg0"),)
+    kube_router = ("ip", "filter", [base("OUTPUT", C.NF_INET_LOCAL_OUT, 0), regular("KUBE-POD-FW-X")],
+                   [rule("OUTPUT", verdict("jump", "KUBE-POD-FW-X")),
+                    rule("KUBE-POD-FW-X", xt_mark(0x20000, 0x20000))])
+    assert find_conflicts(snapshot(wg, kube_router), Outside((WG_RULE,), sockets)) == ()
