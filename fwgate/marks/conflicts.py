@@ -551,6 +551,7 @@ def find_conflicts(snapshot: Snapshot, outside: Outside | None = None) -> tuple[
             by_base.setdefault(g.base, ([], []))[side].append(g)
     found: dict[tuple, Conflict] = {}
     testers = frozenset((r.owner, r.op.key, r.op.mask) for r in readers)
+    decided = _Decided(model)
     for r in readers:
         if r.action in _NO_DECISION or r.copy_only:
             continue
@@ -568,7 +569,7 @@ def find_conflicts(snapshot: Snapshot, outside: Outside | None = None) -> tuple[
                 if hit is not None:
                     hit = _classify(hit, testers)
                     if hit.harm:
-                        shadow = _shadowed(by_base, w, r)
+                        shadow = _shadowed(by_base, w, r) or decided.of(r)
                         if shadow:
                             hit = replace(hit, severity=SHARED, why_shared=shadow)
                     k = (id(hit.writer.rule or w), id(hit.reader.rule or r), hit.key, hit.bits)
@@ -641,6 +642,174 @@ def _shadowed(by_base: dict, w: _Group, r: _Group) -> str | None:
                 return (f"shadowed: {w.owner} {after[0].rule.ref} marks these packets and "
                         f"{guard_rule.ref} {guard.action}s them before the reader's rule; "
                         f"harm only if that rule order changes (a restart, the next sync)")
+    return None
+
+
+# --- latent: the reader's own component decides its test first -------------------------
+
+_NOT_CONDITIONS = {"counter", "immediate", "target", "log", "limit"}
+
+
+def _conditions(rule: Rule) -> list[bytes] | None:
+    """What a rule requires of a packet, as its expressions' bytes (comments, counters,
+    its verdict and target left out); None when it does not decode."""
+    try:
+        parts = split_expressions(rule.expressions_payload)
+    except ValueError:
+        return None
+    return [name.encode() + raw for name, raw in parts
+            if name not in _NOT_CONDITIONS and not (name == "match" and raw.startswith(_COMMENT))]
+
+
+def _within(needs: list[bytes], given: list[bytes]) -> bool:
+    """Does every packet that passes `given` pass `needs` (each of its conditions one of
+    given's)? Rules of one writer encode one condition in the same bytes."""
+    left = list(given)
+    for one in needs:
+        if one not in left:
+            return False
+        left.remove(one)
+    return True
+
+
+_COMMENT = _field_attr("match", "name", b"comment\0")
+_LEAVES = ("return", "goto")
+
+
+class _Decided:
+    """A test whose answer its own component fixes first on every packet that reaches it:
+    kube-router's pod firewall jumps to KUBE-NWPLCY-DEFAULT, which sets 0x10000, for
+    every packet it takes (`-d POD`, `-s POD`), before `! --mark 0x10000/0x10000 -j
+    REJECT` — while no NetworkPolicy selects the pod. Another component's write to those
+    bits changes nothing then: latent, not a harm."""
+
+    def __init__(self, model: MarkModel):
+        self.model = model
+        self.callers: dict[tuple, dict[str, list[Rule]]] = {}
+
+    def _callers(self, family: str, table: str) -> dict[str, list[Rule]]:
+        key = (family, table)
+        if key not in self.callers:
+            index: dict[str, list[Rule]] = {}
+            found = self.model.snapshot.tables.get(TableRef(family, table))
+            for rule in found.rules if found else ():
+                for target in scan(rule, _DECODED).jumps:
+                    index.setdefault(target, []).append(rule)
+            self.callers[key] = index
+        return self.callers[key]
+
+    def of(self, r: _Group) -> str | None:
+        if r.kind != "nftables" or not r.places or r.op.value is None:
+            return None
+        fixer = None
+        for place in r.places:
+            fixer = self._fixed_before(place.rule, r.owner, r.op)
+            if fixer is None:
+                return None
+        return (f"latent: {r.owner} {fixer.ref} sets the tested bits itself before this test on "
+                f"every packet that reaches it; harm only where it does not (kube-router: once "
+                f"a NetworkPolicy selects the pod)")
+
+    def _fixed_before(self, reader: Rule, owner: str, read: Read) -> Rule | None:
+        """The rule of `owner` that fixes the tested bits before `reader` for every
+        packet entering its chain, or None."""
+        model = self.model
+        chain = model.chain(reader.family, reader.table, reader.chain)
+        rules = model.chain_rules(reader.family, reader.table, reader.chain)
+        at = next((i for i, x in enumerate(rules) if x.handle == reader.handle), None)
+        if chain is None or at is None:
+            return None
+        if chain.hook is not None:
+            entries = [[]]   # a base chain: every packet, no condition
+        else:
+            entries = [_conditions(j) for j in self._callers(reader.family, reader.table)
+                       .get(reader.chain, [])]
+        if not entries or any(e is None for e in entries):
+            return None
+        fixer = None
+        for entry in entries:
+            fixer = self._first_fix(rules[:at], entry, owner, read)
+            if fixer is None:
+                return None
+        return fixer
+
+    def _first_fix(self, before: list[Rule], entry: list[bytes], owner: str, read: Read
+                   ) -> Rule | None:
+        """The last rule before the test that surely fixes its bits for packets entering
+        under `entry`, with nothing changing them to other values after it; or None."""
+        fixer, value = None, None
+        for rule in before:
+            marks = rule_marks(rule)
+            if marks.action.split(" ")[0] in _LEAVES:
+                return None   # some packets may leave before the test
+            sets = self._sets(rule, marks, read)
+            conds = _conditions(rule)
+            if sets is not None and conds is not None and owner_of(rule, marks) == owner \
+                    and _within(conds, entry):
+                fixer, value = rule, sets
+            elif sets is not None and sets == value:
+                continue      # sets them again, to the same values
+            elif _touches(marks, read) or any(
+                    self._touches_in(rule.family, rule.table, target, read, set())
+                    for target in marks.jumps):
+                fixer = value = None   # the bits may change again after
+        return fixer
+
+    def _sets(self, rule: Rule, marks, read: Read) -> int | None:
+        """The values the rule (or the chain it jumps to) surely gives the tested bits."""
+        fixed = _fixed(marks, read)
+        if fixed is not None:
+            return fixed
+        for target in marks.jumps:
+            fixed = self._fixes_in(rule.family, rule.table, target, read, set())
+            if fixed is not None:
+                return fixed
+        return None
+
+    def _fixes_in(self, family: str, table: str, chain: str, read: Read, seen: set
+                  ) -> int | None:
+        """The values every packet entering the chain leaves it with in the tested bits,
+        or None."""
+        if chain in seen:
+            return None
+        seen.add(chain)
+        fixed = None
+        for rule in self.model.chain_rules(family, table, chain):
+            marks = rule_marks(rule)
+            if marks.action.split(" ")[0] in _LEAVES:
+                return None
+            value = _fixed(marks, read)
+            if value is not None and _conditions(rule) == []:
+                fixed = value
+            elif value is not None and value == fixed:
+                continue
+            elif _touches(marks, read) or any(self._touches_in(family, table, t, read, seen)
+                                              for t in marks.jumps):
+                fixed = None
+        return fixed
+
+    def _touches_in(self, family: str, table: str, chain: str, read: Read, seen: set) -> bool:
+        """May a rule in the chain, or in one it jumps to, change the tested bits?"""
+        if chain in seen:
+            return False
+        seen.add(chain)
+        for rule in self.model.chain_rules(family, table, chain):
+            marks = rule_marks(rule)
+            if _touches(marks, read) or any(self._touches_in(family, table, t, read, seen)
+                                            for t in marks.jumps):
+                return True
+        return False
+
+
+def _touches(marks, read: Read) -> bool:
+    return any(w.key == read.key and w.bits & read.mask for w in marks.writes)
+
+
+def _fixed(marks, read: Read) -> int | None:
+    """The values the rule sets every tested bit to, or None."""
+    for w in marks.writes:
+        if w.key == read.key and (w.force0 | w.force1) & read.mask == read.mask:
+            return w.force1 & read.mask
     return None
 
 

@@ -29,7 +29,7 @@ import pytest
 from helpers import fwgate_cmd, in_netns, sh
 from test_marks_packets import (  # noqa: F401  (lab is a fixture)
     FLANNEL, HOSTPORT, K3S_EXPLICIT_ACCEPT, KUBE_PROXY, KUBE_ROUTER, NODE_WT0, PEER_WT0, POD,
-    PORTMAP, SERVICE_PORT, arrived, dropped_by_netbird, lab, netbird, send,
+    POD_FW, PORTMAP, SERVICE_PORT, arrived, dropped_by_netbird, lab, netbird, send,
 )
 
 NETBIRD_IPTABLES = f"""*mangle
@@ -312,15 +312,18 @@ def test_a_cilium_node_with_kube_proxy_and_kubelet_raises_no_alarm(lab):
     assert arrived(pod) == 3
 
 
-def masqueraded_by_kube_proxy(node: str) -> int:
-    """Packets through KUBE-POSTROUTING's MASQUERADE (an xt target, with its counter)."""
-    listing = json.loads(sh(node, "nft", "-j", "list", "chain", "ip", "nat",
-                            "KUBE-POSTROUTING").stdout)
+def through_target(node: str, table: str, chain: str, target: str) -> int:
+    """Packets through the chain's rule ending in the x_tables `target` (its counter)."""
+    listing = json.loads(sh(node, "nft", "-j", "list", "chain", "ip", table, chain).stdout)
     for item in listing["nftables"]:
         exprs = item.get("rule", {}).get("expr", [])
-        if {"xt": {"type": "target", "name": "MASQUERADE"}} in exprs:
+        if {"xt": {"type": "target", "name": target}} in exprs:
             return next(e["counter"]["packets"] for e in exprs if "counter" in e)
-    raise AssertionError("no MASQUERADE in KUBE-POSTROUTING")
+    raise AssertionError(f"no {target} in {table} {chain}")
+
+
+def masqueraded_by_kube_proxy(node: str) -> int:
+    return through_target(node, "nat", "KUBE-POSTROUTING", "MASQUERADE")
 
 
 def test_k3s_and_wg_quick(lab):
@@ -400,3 +403,64 @@ def test_netbird_and_wg_quick(lab):
         assert conflicts(node)[0] == 1
     finally:
         sender.close()
+
+
+# kube-router with a NetworkPolicy selecting the pod (k3s-io/kube-router, the v2 line read
+# at 569ffdf3: pkg/controllers/netpol/pod.go setupPodNetpolRules — an ingress policy's
+# jump `-I POD-FW 1 -d POD -m comment --comment "run through nw policy NAME" -j
+# KUBE-NWPLCY-…` takes the place of the default ingress chain; policy.go
+# processIngressRules and appendRuleToPolicyChain — for `from: podSelector`, a MARK
+# --set-xmark 0x10000/0x10000 and a RETURN on it, both matching the source pods' and the
+# target pods' ipsets). The policy lets only another pod (10.42.0.7) in.
+POLICY_CHAIN = "KUBE-NWPLCY-C7GMZWVLMVGDGH5U"
+SRC_SET, DST_SET = "KUBE-SRC-NDHR2CWGYXGSM6KV", "KUBE-DST-NDHR2CWGYXGSM6KV"
+_MATCH = (f'-m comment --comment "rule to ACCEPT traffic from source pods to dest pods selected '
+          f'by policy name allow-pods namespace kube-system" -m set --match-set {SRC_SET} src '
+          f'-m set --match-set {DST_SET} dst')
+KUBE_ROUTER_POLICY = KUBE_ROUTER.replace(
+    f'-A {POD_FW} -d {POD} -m comment --comment "run through default ingress network policy '
+    f'chain" -j KUBE-NWPLCY-DEFAULT',
+    f'-A {POD_FW} -d {POD} -m comment --comment "run through nw policy allow-pods" -j {POLICY_CHAIN}'
+).replace(":KUBE-NWPLCY-DEFAULT - [0:0]", f":KUBE-NWPLCY-DEFAULT - [0:0]\n:{POLICY_CHAIN} - [0:0]"
+          ).replace("COMMIT", f"""-A {POLICY_CHAIN} {_MATCH} -j MARK --set-xmark 0x10000/0x10000
+-A {POLICY_CHAIN} {_MATCH} -m mark --mark 0x10000/0x10000 -j RETURN
+{K3S_EXPLICIT_ACCEPT}
+COMMIT""")
+
+
+def test_kube_routers_reject_is_latent_until_a_network_policy_selects_the_pod(lab):
+    """Netbird's 0x1bd20 carries kube-router's "a policy matched" bit 0x10000. Without a
+    policy kube-router's default chain sets that bit itself on every packet its REJECT
+    sees: latent, shown with --all. With an ingress policy that admits only another pod,
+    the peer's traffic to the pod is rejected — unless Netbird marked it: then it passes
+    the policy (Netbird's table registered after kube-router's, so netbird#6022 does not
+    drop it first)."""
+    node, peer, pod = lab
+    sh(node, "iptables-restore", "-n", input=PORTMAP)
+    sh(node, "iptables-restore", input=KUBE_ROUTER.replace(
+        "COMMIT", K3S_EXPLICIT_ACCEPT + "\nCOMMIT"))
+    sh(node, "nft", "-f", "-", input=netbird())
+    _, everything = conflicts(node, everything=True)
+    latent = [c for c in everything if c["effect"] == "reject skipped"]
+    assert [(c["writer"]["owner"], c["reader"]["owner"], c["bits"], c["severity"])
+            for c in latent] == [("netbird", "kube-router", "0x10000", "shared")], latent
+    assert latent[0]["why_shared"].startswith("latent: kube-router")
+    send(peer, HOSTPORT)
+    assert arrived(pod) == 3
+
+    # the policy: first without Netbird, the peer is rejected
+    sh(node, "nft", "delete", "table", "ip", "netbird")
+    sh(node, "ipset", "create", SRC_SET, "hash:ip")
+    sh(node, "ipset", "add", SRC_SET, "10.42.0.7")
+    sh(node, "ipset", "create", DST_SET, "hash:ip")
+    sh(node, "ipset", "add", DST_SET, POD)
+    sh(node, "iptables-restore", input=KUBE_ROUTER_POLICY)
+    send(peer, HOSTPORT)
+    assert (arrived(pod), through_target(node, "filter", POD_FW, "REJECT")) == (3, 3)
+    # with Netbird's table: its mark lets the peer through the policy
+    sh(node, "nft", "-f", "-", input=netbird())
+    code, harms = conflicts(node)
+    assert code == 1
+    assert ("netbird", "kube-router", "0x10000", "reject skipped") in pairs(harms), harms
+    send(peer, HOSTPORT)
+    assert (arrived(pod), through_target(node, "filter", POD_FW, "REJECT")) == (6, 3)

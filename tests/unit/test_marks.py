@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fwgate.marks import conflict_json, conflict_text, conflicts_json, find_conflicts
+from fwgate.marks import conflict_json, conflict_text, conflicts_json, find_conflicts, harms
 from fwgate.marks.conflicts import BEFORE, LATER_PACKETS, TIE, flips
 from fwgate.marks.model import ALL, CT, META, Read, Write, comment_of, rule_marks
 from fwgate.marks.owners import owner_of
@@ -344,8 +344,11 @@ def test_netbird_6022_kube_router_clears_and_sets_bits_netbird_tests_exactly():
     # kube-router's set of 0x10000 leaves 0x1bd20 as it was: no conflict of its own
     assert not any(c.writer.rule.chain == "KUBE-NWPLCY-DEFAULT" and c.reader.owner == "netbird"
                    for c in found)
-    # and Netbird's 0x1bd20 carries kube-router's "a policy matched" bit: its REJECT is skipped
+    # and Netbird's 0x1bd20 carries kube-router's "a policy matched" bit: its REJECT is
+    # skipped — latent while kube-router's default chain sets that bit itself first
     assert ("netbird", "kube-router", 0x10000, "reject skipped", BEFORE) in summary(found)
+    latent = next(c for c in found if c.effect == "reject skipped")
+    assert latent.severity == "shared" and latent.why_shared.startswith("latent: kube-router")
 
 
 def test_kube_proxy_or_mark_breaks_netbirds_exact_tests():
@@ -505,7 +508,7 @@ def test_json_and_text():
         "kind": "nftables", "source": None}
     assert c["reader"]["does"] == "meta mark == 0x1bd20 → accept"
     assert (c["path"], c["order"], c["mark"]) == (["forward"], "tie", "meta mark")
-    assert conflict_json(found[0]) == doc["conflicts"][0]
+    assert conflict_json(harms(found)[0]) == doc["conflicts"][0]
     line = conflict_text(next(x for x in found if x.bits == 0x20000))
     assert line.startswith("meta mark 0x20000: kube-router ip filter KUBE-POD-FW-")
     assert "→ netbird ip netbird netbird-acl-forward-filter handle" in line

@@ -68,3 +68,47 @@ def test_the_writers_own_accept_on_its_mark_shadows_a_reader_further_down():
                if c.bits == 0x20000]
     assert [(c.writer.owner, c.reader.owner, c.effect) for c in exposed] == \
         [("kube-router", "netbird", "accept missed")]
+
+
+POD = bytes([10, 42, 0, 5])
+TO_POD = [X.payload_load(C.PAYLOAD_NETWORK, 16, 4), X.cmp(C.CMP_EQ, POD)]
+FROM_POD = [X.payload_load(C.PAYLOAD_NETWORK, 12, 4), X.cmp(C.CMP_EQ, POD)]
+REJECT = X.xt("target", "REJECT", 0, b"\0" * 8)
+
+
+def pod_firewall(ingress_policy: bool) -> tuple:
+    """kube-router's pod firewall (k3s-io/kube-router pkg/controllers/netpol/pod.go,
+    setupPodNetpolRules and dropUnmarkedTrafficRules; policy.go appendRuleToPolicyChain),
+    entered for packets to (`-d POD`) and from (`-s POD`) the pod. Without a policy both
+    go through KUBE-NWPLCY-DEFAULT, which sets 0x10000; with an ingress policy, packets to
+    the pod go through the policy's chain, which sets it only for the sources it allows."""
+    pod, policy = "KUBE-POD-FW-X", "KUBE-NWPLCY-POLICY"
+    chains = [base("FORWARD", C.NF_INET_FORWARD, 0), regular("KUBE-ROUTER-FORWARD"),
+              regular("KUBE-NWPLCY-DEFAULT"), regular(policy), regular(pod)]
+    allowed = X.xt("match", "set", 4, b"\0" * 40)   # `-m set --match-set SRC src`
+    rules = [rule("FORWARD", comment("kube-router netpol - TEMCG2JMHZYE7H7T"),
+                  verdict("jump", "KUBE-ROUTER-FORWARD")),
+             rule("KUBE-ROUTER-FORWARD", TO_POD, verdict("jump", pod)),
+             rule("KUBE-ROUTER-FORWARD", FROM_POD, verdict("jump", pod)),
+             rule("KUBE-NWPLCY-DEFAULT", xt_mark(0x10000, 0x10000)),
+             rule(policy, allowed, xt_mark(0x10000, 0x10000)),
+             rule(policy, allowed, xt_match("mark", 0x10000, 0x10000), verdict("return")),
+             rule(pod, FROM_POD, verdict("jump", "KUBE-NWPLCY-DEFAULT")),
+             rule(pod, TO_POD, verdict("jump", policy if ingress_policy else "KUBE-NWPLCY-DEFAULT")),
+             rule(pod, xt_match("mark", 0x10000, 0x10000, invert=True), REJECT),
+             rule(pod, xt_mark(0, 0x10000)),
+             rule(pod, xt_mark(0x20000, 0x20000))]
+    return ("ip", "filter", chains, rules)
+
+
+def test_a_test_its_own_component_decides_first_is_latent():
+    netbird = ("ip", "netbird", [base("netbird-mangle-prerouting", C.NF_INET_PRE_ROUTING, -150)],
+               [rule("netbird-mangle-prerouting", IIF_WT0, set_mark(0x1BD20), table="netbird")])
+
+    def reject_skipped(policy: bool):
+        return [c for c in find_conflicts(snapshot(netbird, pod_firewall(policy)))
+                if c.writer.owner == "netbird" and c.effect == "reject skipped"]
+    (latent,) = reject_skipped(False)
+    assert latent.severity == "shared" and latent.why_shared.startswith("latent: kube-router")
+    (harm,) = reject_skipped(True)
+    assert harm.severity == "harm"
