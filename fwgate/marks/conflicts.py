@@ -42,6 +42,7 @@ from .model import (
 )
 from .owners import UNKNOWN, owner_of
 from .routing import Outside, RouteRule, SocketMark, rule_owner, socket_owner
+from .states import ESTABLISHED_OR_RELATED, conditions
 
 PATHS = ((NF_INET_PRE_ROUTING, NF_INET_FORWARD, NF_INET_POST_ROUTING),
          (NF_INET_PRE_ROUTING, NF_INET_LOCAL_IN),
@@ -569,7 +570,8 @@ def find_conflicts(snapshot: Snapshot, outside: Outside | None = None) -> tuple[
                 if hit is not None:
                     hit = _classify(hit, testers)
                     if hit.harm:
-                        shadow = _shadowed(by_base, w, r) or decided.of(r)
+                        shadow = _shadowed(by_base, w, r) or decided.of(r) \
+                            or _accepted_by_state(model, w, hit)
                         if shadow:
                             hit = replace(hit, severity=SHARED, why_shared=shadow)
                     k = (id(hit.writer.rule or w), id(hit.reader.rule or r), hit.key, hit.bits)
@@ -799,6 +801,90 @@ class _Decided:
                                             for t in marks.jumps):
                 return True
         return False
+
+
+# --- a write on later packets only, whose reader's chain accepts those by state ----------
+
+_MAX_STEPS = 512
+
+
+def _accepted_by_state(model: MarkModel, w: _Group, c: Conflict) -> str | None:
+    """Tailscale restores its connection marks only on established and related packets
+    (`--ctstate RELATED,ESTABLISHED -j CONNMARK --restore-mark`); when the reader's chain,
+    after the accept the write makes it miss, accepts every such packet anyway (Netbird's
+    `iifname "wt0" jump netbird-rt-fwd`, whose first rule accepts them by state), no
+    packet's fate changes. Why, or None."""
+    if "accept missed" not in c.effect or not w.places or c.reader.rule is None:
+        return None
+    states = 0
+    for place in w.places:
+        found = conditions(place.rule)
+        if found is None or found.states & ~ESTABLISHED_OR_RELATED:
+            return None
+        states |= found.states
+    if _fates(model, c.reader.rule, states) != {"accept"}:
+        return None
+    return (f"{w.owner} {w.places[0].rule.ref} changes the mark of established and related "
+            f"packets only, and the rest of {c.reader.rule.family} {c.reader.rule.table} "
+            f"{c.reader.rule.chain} accepts all of those by their state")
+
+
+def _fates(model: MarkModel, rule: Rule, states: int) -> set[str] | None:
+    """The verdicts the rest of the rule's chain (and the chains it jumps to) can give a
+    packet whose connection state lies in `states`: "accept", "drop". A condition met
+    once is met again (rules with the same condition bytes take the same packets). None
+    when it cannot tell: the chain is no base chain, a verdict map, too many branches."""
+    chain = model.chain(rule.family, rule.table, rule.chain)
+    rules = model.chain_rules(rule.family, rule.table, rule.chain)
+    at = next((i for i, x in enumerate(rules) if x.handle == rule.handle), None)
+    if chain is None or chain.hook is None or at is None:
+        return None
+    policy = "drop" if chain.policy == NF_DROP else "accept"
+    fates: set[str] = set()
+    steps = 0
+    # (frames: [(chain name, next index)], what each condition was found to be)
+    work: list[tuple[tuple, dict]] = [(((rule.chain, at + 1),), {})]
+    while work:
+        frames, known = work.pop()
+        while True:
+            steps += 1
+            if steps > _MAX_STEPS:
+                return None
+            if not frames:
+                fates.add(policy)
+                break
+            name, index = frames[-1]
+            here = model.chain_rules(rule.family, rule.table, name)
+            if index >= len(here):      # the end of a chain, or return: back to its caller
+                frames = frames[:-1]
+                continue
+            current = here[index]
+            frames = frames[:-1] + ((name, index + 1),)
+            found = conditions(current)
+            if found is None:
+                return None
+            if not found.states & states:
+                continue                 # it takes none of these packets
+            key = (found.others, found.states & states != states)
+            taken = known.get(key, None if any(key[1:]) or key[0] else True)
+            if taken is None:            # it may or may not: follow both
+                work.append((frames, {**known, key: False}))
+                known = {**known, key: True}
+            elif not taken:
+                continue
+            verb, _, target = rule_marks(current).action.partition(" ")
+            if verb in ("accept", "drop", "reject"):
+                fates.add("accept" if verb == "accept" else "drop")
+                break
+            if verb == "verdict":
+                return None
+            if verb == "return":
+                frames = frames[:-1]
+            elif verb == "jump" and target:
+                frames = frames + ((target, 0),)
+            elif verb == "goto" and target:
+                frames = frames[:-1] + ((target, 0),)
+    return fates
 
 
 def _touches(marks, read: Read) -> bool:

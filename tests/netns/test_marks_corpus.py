@@ -464,3 +464,53 @@ def test_kube_routers_reject_is_latent_until_a_network_policy_selects_the_pod(la
     assert ("netbird", "kube-router", "0x10000", "reject skipped") in pairs(harms), harms
     send(peer, HOSTPORT)
     assert (arrived(pod), through_target(node, "filter", POD_FW, "REJECT")) == (6, 3)
+
+
+def test_netbird_and_tailscale_share_bits_without_harm(lab):
+    """Tailscale's restore into 0xff0000 runs on established and related packets only,
+    and Netbird's forward chain accepts those by their state (its route chain's first
+    rule) whatever their mark: shared, not a harm. With packets: a peer's exchange with
+    a pod behind a hostPort, its later datagrams through the restore, all delivered."""
+    import threading
+
+    from test_marks_packets import masqueraded
+    node, peer, pod = lab
+    sh(node, "iptables-restore", "-n", input=PORTMAP)
+    tailscale(node)
+    sh(node, "nft", "-f", "-", input=netbird())
+    named = owners(node)
+    assert "unknown" not in named.values(), named
+    # the one harm is Netbird's own 0x1bd20 carrying portmap's 0x2000 (the hostPort)
+    code, harms = conflicts(node)
+    assert (code, pairs(harms)) == (1, {("netbird", "cni-portmap", "0x2000",
+                                         "masqueraded unexpectedly")}), harms
+    _, everything = conflicts(node, everything=True)
+    restores = [c for c in everything if c["writer"]["owner"] == "tailscale"
+                and c["reader"]["owner"] == "netbird"]
+    assert restores and all("established and related packets only" in c["why_shared"]
+                            for c in restores), restores
+
+    def bind(address: str, port: int) -> socket.socket:
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.bind((address, port))
+        s.settimeout(5)
+        return s
+    server = in_netns(pod, bind, POD, HOSTPORT)
+    client = in_netns(peer, bind, PEER_WT0, 0)
+
+    def echo() -> None:
+        for _ in range(3):
+            data, source = server.recvfrom(64)
+            server.sendto(data, source)
+    replier = threading.Thread(target=echo)
+    replier.start()
+    try:
+        for _ in range(3):   # the first opens the connection, the others are established
+            client.sendto(b"fwgate", (NODE_WT0, HOSTPORT))
+            assert client.recvfrom(64)[0] == b"fwgate"
+    finally:
+        replier.join(timeout=10)
+        server.close()
+        client.close()
+    assert (arrived(pod), masqueraded(pod)) == (3, 3)
+    assert through_target(node, "mangle", "PREROUTING", "CONNMARK") >= 2   # the restore ran
