@@ -26,7 +26,7 @@ import socket
 
 import pytest
 
-from helpers import fwgate_cmd, in_netns, sh
+from helpers import delete_netns, fwgate_cmd, in_netns, new_netns, sh
 from test_marks_packets import (  # noqa: F401  (lab is a fixture)
     FLANNEL, HOSTPORT, K3S_EXPLICIT_ACCEPT, KUBE_PROXY, KUBE_ROUTER, NODE_WT0, PEER_WT0, POD,
     POD_FW, PORTMAP, SERVICE_PORT, arrived, dropped_by_netbird, lab, netbird, send,
@@ -514,3 +514,360 @@ def test_netbird_and_tailscale_share_bits_without_harm(lab):
         client.close()
     assert (arrived(pod), masqueraded(pod)) == (3, 3)
     assert through_target(node, "mangle", "PREROUTING", "CONNMARK") >= 2   # the restore ran
+
+
+# --- a Calico node: Felix in iptables mode (iptables-nft), kube-proxy, kubelet -------------
+#
+# Felix's rules as projectcalico/calico v3.32.1 (0ca9d1b9) renders them with its defaults
+# and the calico.yaml manifest's settings (FELIX_DEFAULTENDPOINTTOHOSTACTION=ACCEPT; no
+# IPIP/VXLAN/WireGuard, no host endpoints, no policy; one namespace profile that allows
+# all). Mark bits (felix/dataplane/driver.go, in order from IptablesMarkMask 0xffff0000,
+# felix/config/config_params.go): accept 0x10000, pass 0x20000, drop 0x40000,
+# scratch0 0x80000, scratch1 0x100000; allCalicoMarkBits = 0x1b0000.
+# Every rule carries Felix's `cali:<hash>` comment, computed the way Felix does
+# (felix/generictables/rules.go RuleHashes: SHA-224 chained from the chain name over each
+# rule's text, URL-safe base64, 16 characters) over the rule text written here.
+CALI_A, CALI_B = "cali1a2b3c4d5e6", "cali6e5d4c3b2a1"   # "cali" + 11 hex, as Calico names
+POD_A, POD_B, HOST_IP, CLUSTER_IP = "192.168.10.5", "192.168.10.6", "172.20.0.1", "10.43.0.10"
+GATEWAY = "169.254.1.1"   # the pods' default gateway (Calico's CNI plugin)
+
+_FELIX_RAW = f"""*raw
+:PREROUTING ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:cali-PREROUTING - [0:0]
+:cali-OUTPUT - [0:0]
+:cali-rpf-skip - [0:0]
+:cali-from-host-endpoint - [0:0]
+:cali-to-host-endpoint - [0:0]
+-I PREROUTING 1 -j cali-PREROUTING
+-I OUTPUT 1 -j cali-OUTPUT
+-A cali-PREROUTING -j MARK --set-xmark 0x0/0x1b0000
+-A cali-PREROUTING -i cali+ -j MARK --set-xmark 0x80000/0x80000
+-A cali-PREROUTING -m mark --mark 0x80000/0x80000 -j cali-rpf-skip
+-A cali-PREROUTING -m mark --mark 0x80000/0x80000 -m rpfilter --validmark --invert -j DROP
+-A cali-PREROUTING -m mark --mark 0x0/0x80000 -j cali-from-host-endpoint
+-A cali-PREROUTING -m mark --mark 0x10000/0x10000 -j ACCEPT
+-A cali-OUTPUT -j MARK --set-xmark 0x0/0x1b0000
+-A cali-OUTPUT -j cali-to-host-endpoint
+-A cali-OUTPUT -m mark --mark 0x10000/0x10000 -j ACCEPT
+COMMIT
+"""
+# raw: static.go StaticRawPreroutingChain (clear all Calico bits, scratch0 marks what
+# comes from a workload, RPFilter on it, host endpoints for the rest), StaticRawOutputChain.
+
+_FELIX_MANGLE = """*mangle
+:PREROUTING ACCEPT [0:0]
+:POSTROUTING ACCEPT [0:0]
+:cali-PREROUTING - [0:0]
+:cali-POSTROUTING - [0:0]
+:cali-from-host-endpoint - [0:0]
+:cali-to-host-endpoint - [0:0]
+-I PREROUTING 1 -j cali-PREROUTING
+-I POSTROUTING 1 -j cali-POSTROUTING
+-A cali-PREROUTING -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+-A cali-PREROUTING -m mark --mark 0x10000/0x10000 -j ACCEPT
+-A cali-PREROUTING -j cali-from-host-endpoint
+-A cali-PREROUTING -m comment --comment "Host endpoint policy accepted packet." -m mark --mark 0x10000/0x10000 -j ACCEPT
+-A cali-POSTROUTING -m mark --mark 0x10000/0x10000 -j RETURN
+-A cali-POSTROUTING -j MARK --set-xmark 0x0/0x1b0000
+-A cali-POSTROUTING -m conntrack --ctstate DNAT -j cali-to-host-endpoint
+-A cali-POSTROUTING -m comment --comment "Host endpoint policy accepted packet." -m mark --mark 0x10000/0x10000 -j RETURN
+COMMIT
+"""
+# mangle: static.go StaticManglePreroutingChain, StaticManglePostroutingChain (its DSCP
+# rule, which needs Calico's ipsets, left out: it writes no mark).
+
+
+def _felix_endpoint(direction: str, iface: str) -> str:
+    """endpoints.go endpointIptablesChain for a workload with no policy and one profile
+    (kns.default): conntrack, clear accept|pass, no encapsulation from workloads, the
+    profile, return on its accept, drop."""
+    chain, profile = (f"cali-fw-{iface}", "cali-pro-kns.default") if direction == "from" \
+        else (f"cali-tw-{iface}", "cali-pri-kns.default")
+    encap = ('-A {c} -p udp -m comment --comment "Drop VXLAN encapped packets originating in '
+             'workloads" -m multiport --dports 4789 -j DROP\n'
+             '-A {c} -p 4 -m comment --comment "Drop IPinIP encapped packets originating in '
+             'workloads" -j DROP\n') if direction == "from" else ""
+    return (f"-A {chain} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n"
+            f"-A {chain} -m conntrack --ctstate INVALID -j DROP\n"
+            f"-A {chain} -j MARK --set-xmark 0x0/0x30000\n"
+            + encap.format(c=chain) +
+            f"-A {chain} -j {profile}\n"
+            f'-A {chain} -m comment --comment "Return if profile accepted" -m mark --mark 0x10000/0x10000 -j RETURN\n'
+            f'-A {chain} -m comment --comment "Drop if no profiles matched" -j DROP\n')
+
+
+_FELIX_FILTER = f"""*filter
+:INPUT ACCEPT [0:0]
+:FORWARD ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:cali-INPUT - [0:0]
+:cali-FORWARD - [0:0]
+:cali-OUTPUT - [0:0]
+:cali-wl-to-host - [0:0]
+:cali-from-wl-dispatch - [0:0]
+:cali-to-wl-dispatch - [0:0]
+:cali-from-host-endpoint - [0:0]
+:cali-to-host-endpoint - [0:0]
+:cali-from-hep-forward - [0:0]
+:cali-to-hep-forward - [0:0]
+:cali-cidr-block - [0:0]
+:cali-fw-{CALI_A} - [0:0]
+:cali-tw-{CALI_A} - [0:0]
+:cali-fw-{CALI_B} - [0:0]
+:cali-tw-{CALI_B} - [0:0]
+:cali-pri-kns.default - [0:0]
+:cali-pro-kns.default - [0:0]
+-I INPUT 1 -j cali-INPUT
+-I FORWARD 1 -j cali-FORWARD
+-I OUTPUT 1 -j cali-OUTPUT
+-A FORWARD -m comment --comment "Policy explicitly accepted packet." -m mark --mark 0x10000/0x10000 -j ACCEPT
+-A FORWARD -j MARK --set-xmark 0x10000/0x10000
+-A cali-INPUT -i cali+ -g cali-wl-to-host
+-A cali-INPUT -m mark --mark 0x10000/0x10000 -j ACCEPT
+-A cali-INPUT -j MARK --set-xmark 0x0/0x1b0000
+-A cali-INPUT -j cali-from-host-endpoint
+-A cali-INPUT -m comment --comment "Host endpoint policy accepted packet." -m mark --mark 0x10000/0x10000 -j ACCEPT
+-A cali-wl-to-host -j cali-from-wl-dispatch
+-A cali-wl-to-host -m comment --comment "Configured DefaultEndpointToHostAction" -j ACCEPT
+-A cali-FORWARD -j MARK --set-xmark 0x0/0x1a0000
+-A cali-FORWARD -m mark --mark 0x0/0x10000 -j cali-from-hep-forward
+-A cali-FORWARD -i cali+ -j cali-from-wl-dispatch
+-A cali-FORWARD -o cali+ -j cali-to-wl-dispatch
+-A cali-FORWARD -j cali-to-hep-forward
+-A cali-FORWARD -j cali-cidr-block
+-A cali-OUTPUT -m mark --mark 0x10000/0x10000 -j ACCEPT
+-A cali-OUTPUT -o cali+ -j RETURN
+-A cali-OUTPUT -j MARK --set-xmark 0x0/0x1b0000
+-A cali-OUTPUT -m conntrack ! --ctstate DNAT -j cali-to-host-endpoint
+-A cali-OUTPUT -m comment --comment "Host endpoint policy accepted packet." -m mark --mark 0x10000/0x10000 -j ACCEPT
+-A cali-from-wl-dispatch -i {CALI_A} -g cali-fw-{CALI_A}
+-A cali-from-wl-dispatch -i {CALI_B} -g cali-fw-{CALI_B}
+-A cali-from-wl-dispatch -m comment --comment "Unknown interface" -j DROP
+-A cali-to-wl-dispatch -o {CALI_A} -g cali-tw-{CALI_A}
+-A cali-to-wl-dispatch -o {CALI_B} -g cali-tw-{CALI_B}
+-A cali-to-wl-dispatch -m comment --comment "Unknown interface" -j DROP
+{_felix_endpoint("from", CALI_A)}{_felix_endpoint("to", CALI_A)}{_felix_endpoint("from", CALI_B)}{_felix_endpoint("to", CALI_B)}-A cali-pri-kns.default -j MARK --set-xmark 0x10000/0x10000
+-A cali-pri-kns.default -m mark --mark 0x10000/0x10000 -j RETURN
+-A cali-pro-kns.default -j MARK --set-xmark 0x10000/0x10000
+-A cali-pro-kns.default -m mark --mark 0x10000/0x10000 -j RETURN
+COMMIT
+"""
+# filter: static.go filterInputChain (workloads to cali-wl-to-host, accepted-already,
+# host endpoints), filterWorkloadToHostChain, StaticFilterForwardChains and
+# StaticFilterForwardAppendRules (appended to FORWARD: accept on the accept bit, else set
+# it for mangle POSTROUTING), filterOutputChain; dispatch.go (the interface dispatch,
+# "Unknown interface"); endpoints.go (the cali-fw-/cali-tw- chains); policy.go (a
+# profile's allow: set accept, return on it). Felix inserts its jumps at the top of the
+# built-in chains (felix/iptables/table.go, ChainInsertMode insert).
+
+_FELIX_NAT = """*nat
+:PREROUTING ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:POSTROUTING ACCEPT [0:0]
+:cali-PREROUTING - [0:0]
+:cali-OUTPUT - [0:0]
+:cali-POSTROUTING - [0:0]
+:cali-fip-dnat - [0:0]
+:cali-fip-snat - [0:0]
+:cali-nat-outgoing - [0:0]
+-I PREROUTING 1 -j cali-PREROUTING
+-I OUTPUT 1 -j cali-OUTPUT
+-I POSTROUTING 1 -j cali-POSTROUTING
+-A cali-PREROUTING -j cali-fip-dnat
+-A cali-OUTPUT -j cali-fip-dnat
+-A cali-POSTROUTING -j cali-fip-snat
+-A cali-POSTROUTING -j cali-nat-outgoing
+-A cali-nat-outgoing -m set --match-set cali40masq-ipam-pools src -m set ! --match-set cali40all-ipam-pools dst -j MASQUERADE --random-fully
+COMMIT
+"""
+# nat: static.go StaticNATPreroutingChains / StaticNATOutputChains / StaticNATPostroutingChains;
+# nat.go NATOutgoingChain (the pool's masquerade, by ipset; no mark).
+
+
+def _with_felix_hashes(restore: str) -> str:
+    """Each `-A`/`-I` line gets Felix's `-m comment --comment "cali:<hash>"` first."""
+    import base64
+    import hashlib
+    import re
+    chained: dict[str, bytes] = {}
+    out = []
+    for line in restore.splitlines():
+        found = re.match(r"(-[AI] (\S+)(?: 1)?) (.*)", line)
+        if not found:
+            out.append(line)
+            continue
+        head, chain, rest = found.groups()
+        last = chained.get(chain) or hashlib.sha224(chain.encode()).digest()
+        chained[chain] = hashlib.sha224(last + rest.encode()).digest()
+        tag = base64.urlsafe_b64encode(chained[chain]).decode().rstrip("=")[:16]
+        out.append(f'{head} -m comment --comment "cali:{tag}" {rest}')
+    return "\n".join(out) + "\n"
+
+
+FELIX = _with_felix_hashes(_FELIX_RAW + _FELIX_MANGLE + _FELIX_FILTER + _FELIX_NAT)
+
+# kube-proxy, iptables mode (kubernetes pkg/proxy/iptables/proxier.go, as KUBE_PROXY in
+# test_marks_packets): a ClusterIP service on pod B, its KUBE-MARK-MASQ for sources
+# outside the cluster CIDR (--cluster-cidr 192.168.0.0/16, Calico's default pool) and
+# for hairpin, and filter's KUBE-FORWARD accepting what it marked 0x4000.
+CSVC, CSEP = "KUBE-SVC-CALICOAAAAAAAAAA", "KUBE-SEP-CALICOAAAAAAAAAA"
+KUBE_PROXY_CLUSTER_IP = f"""*nat
+:PREROUTING ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:POSTROUTING ACCEPT [0:0]
+:KUBE-SERVICES - [0:0]
+:KUBE-POSTROUTING - [0:0]
+:KUBE-MARK-MASQ - [0:0]
+:{CSVC} - [0:0]
+:{CSEP} - [0:0]
+-A PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES
+-A OUTPUT -m comment --comment "kubernetes service portals" -j KUBE-SERVICES
+-A POSTROUTING -m comment --comment "kubernetes postrouting rules" -j KUBE-POSTROUTING
+-A KUBE-POSTROUTING -m mark ! --mark 0x4000/0x4000 -j RETURN
+-A KUBE-POSTROUTING -j MARK --xor-mark 0x4000
+-A KUBE-POSTROUTING -m comment --comment "kubernetes service traffic requiring SNAT" -j MASQUERADE --random-fully
+-A KUBE-MARK-MASQ -j MARK --or-mark 0x4000
+-A KUBE-SERVICES -d {CLUSTER_IP}/32 -p udp -m comment --comment "default/web:udp cluster IP" -m udp --dport {SERVICE_PORT} -j {CSVC}
+-A {CSVC} ! -s 192.168.0.0/16 -d {CLUSTER_IP}/32 -p udp -m comment --comment "default/web:udp cluster IP" -m udp --dport {SERVICE_PORT} -j KUBE-MARK-MASQ
+-A {CSVC} -m comment --comment "default/web:udp -> {POD_B}:{SERVICE_PORT}" -j {CSEP}
+-A {CSEP} -s {POD_B}/32 -m comment --comment "default/web:udp" -j KUBE-MARK-MASQ
+-A {CSEP} -p udp -m comment --comment "default/web:udp" -m udp -j DNAT --to-destination {POD_B}:{SERVICE_PORT}
+COMMIT
+*filter
+:INPUT ACCEPT [0:0]
+:FORWARD ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:KUBE-FORWARD - [0:0]
+-A FORWARD -m comment --comment "kubernetes forwarding rules" -j KUBE-FORWARD
+-A KUBE-FORWARD -m conntrack --ctstate INVALID -j DROP
+-A KUBE-FORWARD -m comment --comment "kubernetes forwarding rules" -m mark --mark 0x4000/0x4000 -j ACCEPT
+-A KUBE-FORWARD -m comment --comment "kubernetes forwarding conntrack rule" -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+COMMIT
+"""
+
+
+@pytest.fixture
+def calico_lab(netns):
+    """node with two workloads, each behind a `cali…` veth, routed as Calico's CNI plugin
+    does (a /32 on the pod's eth0, a default route via 169.254.1.1, a /32 route to the
+    pod on its veth in the node); the node's own address on lo. Deleted afterwards."""
+    node = netns
+    pods = {}
+    try:
+        for iface, address in ((CALI_A, POD_A), (CALI_B, POD_B)):
+            pod = pods[address] = new_netns("fwt-cali")
+            sh(node, "ip", "link", "add", iface, "type", "veth", "peer", "name", "eth0",
+               "netns", pod)
+            sh(node, "ip", "link", "set", iface, "up")
+            sh(node, "ip", "route", "add", f"{address}/32", "dev", iface)
+            sh(pod, "ip", "addr", "add", f"{address}/32", "dev", "eth0")
+            sh(pod, "ip", "link", "set", "eth0", "up")
+            sh(pod, "ip", "route", "add", GATEWAY, "dev", "eth0", "scope", "link")
+            sh(pod, "ip", "route", "add", "default", "via", GATEWAY, "dev", "eth0")
+            # Calico answers for the gateway by proxy ARP; a fixed neighbour does the same
+            mac = sh(node, "cat", f"/sys/class/net/{iface}/address").stdout.strip()
+            sh(pod, "ip", "neigh", "add", GATEWAY, "lladdr", mac, "dev", "eth0", "nud", "permanent")
+        sh(node, "ip", "link", "set", "lo", "up")
+        sh(node, "ip", "addr", "add", f"{HOST_IP}/32", "dev", "lo")
+        sh(node, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+        yield node, pods[POD_A], pods[POD_B]
+    finally:
+        for pod in pods.values():
+            delete_netns(pod)
+
+
+def received(sender_ns: str, receiver_ns: str, address: str, port: int, count: int = 3) -> int:
+    """Datagrams sent from `sender_ns` to `address:port` that a socket bound on `port` in
+    `receiver_ns` receives."""
+    def listen() -> socket.socket:
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.bind(("0.0.0.0", port))
+        s.settimeout(1)
+        return s
+
+    def send() -> None:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            for _ in range(count):
+                s.sendto(b"fwgate", (address, port))
+    receiver = in_netns(receiver_ns, listen)
+    try:
+        in_netns(sender_ns, send)
+        got = 0
+        try:
+            while got < count:
+                receiver.recvfrom(64)
+                got += 1
+        except TimeoutError:
+            pass
+        return got
+    finally:
+        receiver.close()
+
+
+def calico_node(node: str) -> None:
+    from test_marks_outside import KUBELET
+    for ipset in ("cali40masq-ipam-pools", "cali40all-ipam-pools"):
+        sh(node, "ipset", "create", ipset, "hash:net")
+        sh(node, "ipset", "add", ipset, "192.168.0.0/16")
+    sh(node, "iptables-restore", "-n", input=KUBE_PROXY_CLUSTER_IP)
+    sh(node, "iptables-restore", "-n", input=KUBELET)
+    sh(node, "iptables-restore", "-n", input=FELIX)   # last: its jumps stay first
+
+
+def test_a_calico_node_with_kube_proxy_and_kubelet_raises_no_alarm(calico_lab):
+    node, pod_a, pod_b = calico_lab
+    # without any rules, the lab carries all three
+    assert received(pod_a, node, HOST_IP, 82) == 3
+    assert received(pod_a, pod_b, POD_B, 83) == 3
+    calico_node(node)
+    named = owners(node)
+    assert set(named.values()) == {"calico", "kube-proxy", "kubelet"}, named
+    assert all(owner == "calico" for ref, owner in named.items() if "cali-" in ref), named
+    code, harms = conflicts(node)
+    assert (code, harms) == (0, []), harms
+    assert conflicts(node, everything=True) == (0, [])   # disjoint bits: not even shared
+    # pod → host, pod → pod through the node, pod → a ClusterIP service (DNAT to pod B)
+    assert received(pod_a, node, HOST_IP, 84) == 3
+    assert received(pod_a, pod_b, POD_B, 85) == 3
+    assert received(pod_a, pod_b, CLUSTER_IP, SERVICE_PORT) == 3
+    # and it is Felix that lets them through: without its profile's accept, all dropped
+    sh(node, "iptables", "-F", "cali-pro-kns.default")
+    assert (received(pod_a, node, HOST_IP, 86), received(pod_a, pod_b, POD_B, 87)) == (0, 0)
+
+
+TAILNET_PEER = "100.101.0.2"
+
+
+def test_calico_and_tailscale_pods_lose_the_tailnet(calico_lab):
+    """Felix marks every packet from a workload with its scratch bit 0x80000 in raw
+    PREROUTING (for its reverse-path check) and leaves it set; Tailscale's routing rules
+    read 0x80000/0xff0000 as "bypass Tailscale" (its own sockets' mark) before its table 52.
+    So a pod's packet to a tailnet peer is looked up in main and default, then hits
+    Tailscale's `unreachable`: lost. Without Felix's mark, delivered through tailscale0."""
+    node, pod_a, _ = calico_lab
+    calico_node(node)
+    tailscale(node)
+    peer = new_netns("fwt-ts")
+    try:
+        sh(node, "ip", "link", "set", "tailscale0p", "netns", peer)
+        sh(node, "ip", "link", "set", "tailscale0", "up")
+        sh(node, "ip", "route", "add", f"{TAILNET_PEER}/32", "dev", "tailscale0", "table", "52")
+        sh(peer, "ip", "addr", "add", f"{TAILNET_PEER}/32", "dev", "tailscale0p")
+        sh(peer, "ip", "link", "set", "tailscale0p", "up")
+        sh(peer, "ip", "route", "add", "192.168.0.0/16", "dev", "tailscale0p")
+        named = owners(node)
+        assert "unknown" not in named.values(), named
+        code, harms = conflicts(node)
+        assert code == 1
+        assert {(c["writer"]["owner"], c["writer"]["chain"], c["reader"]["owner"], c["bits"])
+                for c in harms} == {("calico", "cali-PREROUTING", "tailscale", "0x80000")}, harms
+        assert {c["reader"]["kind"] for c in harms} == {"ip rule"}, harms
+        assert any("unreachable" in c["effect"] for c in harms), harms
+        assert received(pod_a, peer, TAILNET_PEER, 88) == 0
+        # without Felix's scratch mark on workload traffic (its rule deleted): delivered
+        sh(node, "iptables", "-t", "raw", "-D", "cali-PREROUTING", "2")
+        assert "cali+" not in sh(node, "iptables", "-t", "raw", "-S", "cali-PREROUTING").stdout
+        assert received(pod_a, peer, TAILNET_PEER, 89) == 3
+    finally:
+        delete_netns(peer)

@@ -220,6 +220,19 @@ def test_owners_from_one_table():
     assert owner(rule("FORWARD", verdict("accept"))) == "unknown"
 
 
+def test_felix_rules_in_built_in_chains_are_calicos_by_their_hash_comment():
+    """Felix appends to filter FORWARD an accept on its accept bit and a MARK setting it,
+    each with only its `cali:<hash>` comment first (felix/rules/static.go
+    StaticFilterForwardAppendRules, projectcalico/calico v3.32.1)."""
+    assert owner(rule("FORWARD", comment("cali:cgbJbxznrMaPLjS3"),
+                      comment("Policy explicitly accepted packet."),
+                      xt_match("mark", 0x10000, 0x10000), verdict("accept"))) == "calico"
+    assert owner(rule("FORWARD", comment("cali:r5b3w9LHJGgLUUAk"),
+                      xt_mark(0x10000, 0x10000))) == "calico"
+    assert owner(rule("PREROUTING", comment("cali:6gwbT8clXdHdC1b1"),
+                      verdict("jump", "cali-PREROUTING"), table="raw")) == "calico"
+
+
 # --- can a write change a test: the cube arithmetic against brute force -----------------
 
 BITS = 5
