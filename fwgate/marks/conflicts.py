@@ -751,6 +751,8 @@ class _Decided:
                 fixer, value = rule, sets
             elif sets is not None and sets == value:
                 continue      # sets them again, to the same values
+            elif fixer is not None and self._only_by(owner, rule, marks, read, set()):
+                continue      # only its own component changes them again (Calico's profile)
             elif _touches(marks, read) or any(
                     self._touches_in(rule.family, rule.table, target, read, set())
                     for target in marks.jumps):
@@ -789,6 +791,20 @@ class _Decided:
                                               for t in marks.jumps):
                 fixed = None
         return fixed
+
+    def _only_by(self, owner: str, rule: Rule, marks, read: Read, seen: set) -> bool:
+        """Does every rule that may change the tested bits, this one or one in a chain it
+        jumps to, belong to `owner`?"""
+        if _touches(marks, read) and owner_of(rule, marks) != owner:
+            return False
+        for target in marks.jumps:
+            if target in seen:
+                continue
+            seen.add(target)
+            for inner in self.model.chain_rules(rule.family, rule.table, target):
+                if not self._only_by(owner, inner, rule_marks(inner), read, seen):
+                    return False
+        return True
 
     def _touches_in(self, family: str, table: str, chain: str, read: Read, seen: set) -> bool:
         """May a rule in the chain, or in one it jumps to, change the tested bits?"""

@@ -112,3 +112,34 @@ def test_a_test_its_own_component_decides_first_is_latent():
     assert latent.severity == "shared" and latent.why_shared.startswith("latent: kube-router")
     (harm,) = reject_skipped(True)
     assert harm.severity == "harm"
+
+
+def calico_to_workload() -> tuple:
+    """Felix's chain for packets to a workload (projectcalico/calico v3.32.1
+    felix/rules/endpoints.go endpointIptablesChain; policy.go for the profile): clear the
+    accept and pass bits 0x30000, jump to the namespace profile, which sets the accept bit
+    and returns on it, return on the accept bit, else drop."""
+    tw, profile = "cali-tw-cali1a2b3c4d5e6", "cali-pri-kns.default"
+    chains = [base("FORWARD", C.NF_INET_FORWARD, 0), regular("cali-FORWARD"), regular(tw),
+              regular(profile)]
+    rules = [rule("FORWARD", verdict("jump", "cali-FORWARD")),
+             rule("cali-FORWARD", verdict("jump", tw)),
+             rule(tw, xt_mark(0, 0x30000)),
+             rule(tw, verdict("jump", profile)),
+             rule(tw, xt_match("mark", 0x10000, 0x10000), verdict("return")),
+             rule(tw, verdict("drop")),
+             rule(profile, xt_mark(0x10000, 0x10000)),
+             rule(profile, xt_match("mark", 0x10000, 0x10000), verdict("return"))]
+    return ("ip", "filter", chains, rules)
+
+
+def test_a_test_after_its_own_components_clear_and_own_writes_is_latent():
+    """Netbird's 0x1bd20 holds Calico's accept bit 0x10000, but Calico clears it before
+    its profile sets it and its return tests it: no other component's bit reaches that
+    test, whatever the profile does after the clear."""
+    netbird = ("ip", "netbird", [base("netbird-mangle-prerouting", C.NF_INET_PRE_ROUTING, -150)],
+               [rule("netbird-mangle-prerouting", IIF_WT0, set_mark(0x1BD20), table="netbird")])
+    found = [c for c in find_conflicts(snapshot(netbird, calico_to_workload()))
+             if c.reader.owner == "calico"]
+    assert found and all(c.severity == "shared" and c.why_shared.startswith("latent: calico")
+                         for c in found), found
