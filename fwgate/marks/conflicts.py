@@ -568,6 +568,11 @@ def find_conflicts(snapshot: Snapshot, outside: Outside | None = None) -> tuple[
             for l3 in l3s:
                 hit = _check(model, cubes, w, r, l3, bits)
                 if hit is not None:
+                    again = decided.refixed(w, bits)
+                    if again is not None and _check(model, cubes, replace(w, op=again), r, l3,
+                                                    bits) is None:
+                        continue   # its own component sets the bits back before they leave
+                if hit is not None:
                     hit = _classify(hit, testers)
                     if hit.harm:
                         shadow = _shadowed(by_base, w, r) or decided.of(r) \
@@ -777,11 +782,14 @@ class _Decided:
         if chain in seen:
             return None
         seen.add(chain)
-        fixed = None
+        fixed, left = None, set()
         for rule in self.model.chain_rules(family, table, chain):
             marks = rule_marks(rule)
             if marks.action.split(" ")[0] in _LEAVES:
-                return None
+                if fixed is None or marks.action.startswith("goto") or marks.writes:
+                    return None
+                left.add(fixed)   # a return once they are fixed: leaves with that value
+                continue
             value = _fixed(marks, read)
             if value is not None and _conditions(rule) == []:
                 fixed = value
@@ -790,7 +798,44 @@ class _Decided:
             elif _touches(marks, read) or any(self._touches_in(family, table, t, read, seen)
                                               for t in marks.jumps):
                 fixed = None
-        return fixed
+        return fixed if fixed is not None and left <= {fixed} else None
+
+    def refixed(self, w: _Group, bits: int) -> Write | None:
+        """The writer's write once its own component, later in the same chain, surely sets
+        some of `bits` again on every packet that goes on (Calico clears its accept bit,
+        then its profile sets it): those bits take that value. None when none is."""
+        if w.kind != "nftables" or not w.places or w.op.copied:
+            return None
+        op = w.op
+        for bit in (1 << i for i in range(32) if bits >> i & 1):
+            read = Read(op.key, bit, None)
+            values = {self._set_again(p.rule, w.owner, read) for p in w.places}
+            if len(values) != 1 or None in values:
+                continue
+            (value,) = values
+            op = op._replace(force0=(op.force0 & ~bit) | (bit & ~value),
+                             force1=(op.force1 & ~bit) | (bit & value),
+                             toggle=op.toggle & ~bit, unknown=op.unknown & ~bit)
+        return op if op != w.op else None
+
+    def _set_again(self, writer: Rule, owner: str, read: Read) -> int | None:
+        """The value the owner's first later rule in the writer's chain gives the bit on
+        every packet that has not been dropped by then, or None."""
+        rules = self.model.chain_rules(writer.family, writer.table, writer.chain)
+        at = next((i for i, x in enumerate(rules) if x.handle == writer.handle), None)
+        if at is None:
+            return None
+        for rule in rules[at + 1:]:
+            marks = rule_marks(rule)
+            verb = marks.action.split(" ")[0]
+            if verb in ("drop", "reject") and not marks.writes:
+                continue   # the packets it takes go no further
+            sets = self._sets(rule, marks, read)
+            if sets is not None and _conditions(rule) == [] and owner_of(rule, marks) == owner:
+                return sets
+            if verb in (*_LEAVES, "accept") or _touches(marks, read) or marks.jumps:
+                return None
+        return None
 
     def _only_by(self, owner: str, rule: Rule, marks, read: Read, seen: set) -> bool:
         """Does every rule that may change the tested bits, this one or one in a chain it

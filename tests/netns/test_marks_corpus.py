@@ -22,6 +22,7 @@ Sources, each read at the version named:
 from __future__ import annotations
 
 import json
+import shlex
 import socket
 
 import pytest
@@ -869,5 +870,46 @@ def test_calico_and_tailscale_pods_lose_the_tailnet(calico_lab):
         sh(node, "iptables", "-t", "raw", "-D", "cali-PREROUTING", "2")
         assert "cali+" not in sh(node, "iptables", "-t", "raw", "-S", "cali-PREROUTING").stdout
         assert received(pod_a, peer, TAILNET_PEER, 89) == 3
+    finally:
+        delete_netns(peer)
+
+
+def test_calico_sets_its_accept_bit_back_so_netbirds_mark_survives(calico_lab):
+    """Felix's endpoint chain clears its accept and pass bits 0x30000, which Netbird's
+    0x1bd20 holds (0x10000), but its profile sets the accept bit again before the packet
+    goes on (it is dropped otherwise): Netbird's exact test still sees 0x1bd20. Not
+    reported, and a peer's datagrams to a hostPort on pod A are delivered with Calico's
+    FORWARD before Netbird's (Calico's table registered last) and after it."""
+    node, pod_a, _ = calico_lab
+    peer = new_netns("fwt-nb")
+    try:
+        sh(node, "ip", "link", "add", "wt0", "type", "veth", "peer", "name", "wt0p", "netns", peer)
+        sh(node, "ip", "addr", "add", f"{NODE_WT0}/16", "dev", "wt0")
+        sh(node, "ip", "link", "set", "wt0", "up")
+        sh(peer, "ip", "addr", "add", f"{PEER_WT0}/16", "dev", "wt0p")
+        sh(peer, "ip", "link", "set", "wt0p", "up")
+        sh(peer, "ip", "route", "add", "192.168.0.0/16", "via", NODE_WT0)
+        sh(node, "nft", "-f", "-", input=netbird())
+        sh(node, "iptables-restore", "-n", input=PORTMAP.replace(POD, POD_A).replace(
+            "10.42.0.0/24", "192.168.0.0/16"))
+        calico_node(node)   # newer than Netbird's table: Calico's FORWARD runs first
+        _, everything = conflicts(node, everything=True)
+        assert not [c for c in everything if c["writer"]["owner"] == "calico"
+                    and c["reader"]["owner"] == "netbird"], everything
+        assert received(peer, pod_a, NODE_WT0, HOSTPORT) == 3
+        assert counted(node, "netbird", "netbird-acl-forward-filter", "drop") == 0
+        # were the bit not set again (a profile that accepts outright), Netbird drops them
+        sh(node, "iptables", "-F", "cali-pri-kns.default")
+        sh(node, "iptables", "-A", "cali-pri-kns.default", "-j", "ACCEPT")
+        assert received(peer, pod_a, NODE_WT0, HOSTPORT) == 0
+        assert counted(node, "netbird", "netbird-acl-forward-filter", "drop") == 3
+        sh(node, "iptables", "-F", "cali-pri-kns.default")
+        for line in FELIX.splitlines():   # Calico's own profile back
+            if line.startswith("-A cali-pri-kns.default "):
+                sh(node, "iptables", "-t", "filter", *shlex.split(line))
+        sh(node, "nft", "delete", "table", "ip", "netbird")   # now Netbird's runs first
+        sh(node, "nft", "-f", "-", input=netbird())
+        assert received(peer, pod_a, NODE_WT0, HOSTPORT) == 3
+        assert counted(node, "netbird", "netbird-acl-forward-filter", "drop") == 0   # new table
     finally:
         delete_netns(peer)

@@ -143,3 +143,26 @@ def test_a_test_after_its_own_components_clear_and_own_writes_is_latent():
              if c.reader.owner == "calico"]
     assert found and all(c.severity == "shared" and c.why_shared.startswith("latent: calico")
                          for c in found), found
+
+
+def test_a_clear_its_own_component_sets_again_before_the_packet_goes_on_is_no_write():
+    """Calico's endpoint chain clears 0x30000 and its profile sets 0x10000 again (or the
+    chain drops the packet): Netbird's exact test of 0x1bd20 (which holds 0x10000) sees
+    what Netbird wrote. A profile that accepts without setting it would break that."""
+    netbird = ("ip", "netbird", [base("netbird-mangle-prerouting", C.NF_INET_PRE_ROUTING, -150),
+                                 base("netbird-acl-forward-filter", C.NF_INET_FORWARD, 0)],
+               [rule("netbird-mangle-prerouting", IIF_WT0, set_mark(0x1BD20), table="netbird"),
+                rule("netbird-acl-forward-filter", mark_test(0x1BD20), verdict("accept"),
+                     table="netbird"),
+                rule("netbird-acl-forward-filter", IIF_WT0, verdict("drop"), table="netbird")])
+
+    def calico_to_netbird(calico: tuple) -> list:
+        return [(c.writer.owner, c.effect) for c in find_conflicts(snapshot(netbird, calico))
+                if c.writer.owner == "calico" and c.reader.owner == "netbird"]
+    assert calico_to_netbird(calico_to_workload()) == []
+    family, table, chains, rules = calico_to_workload()
+    accepting = [r if r.chain != "cali-pri-kns.default" else
+                 rule("cali-pri-kns.default", verdict("accept")) for r in rules]
+    accepting = list(dict.fromkeys(accepting))
+    assert calico_to_netbird((family, table, chains, accepting)) == \
+        [("calico", "accept missed")]
