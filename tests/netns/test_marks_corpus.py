@@ -18,6 +18,10 @@ Sources, each read at the version named:
   its own tests expect (cilium/cilium pkg/datapath/iptables/iptables_test.go at 01524ef0,
   TestAddProxyRulesv4: the feeders, the transparent-socket mark 0x200, the DNS proxy's
   TPROXY on its mark); kubelet's rules as tests/netns/test_marks_outside.py has them.
+- Calico: Felix in iptables mode, projectcalico/calico v3.32.1 (0ca9d1b9) felix/rules/
+  static.go, endpoints.go, dispatch.go, policy.go, nat.go and its mark bits from
+  felix/dataplane/driver.go (at the Calico section below, rule group by rule group), on
+  its own lab: two workloads behind `cali…` veths and the node.
 """
 from __future__ import annotations
 
