@@ -6,8 +6,11 @@ A sign is (component, where, prefix). Where, strongest first:
   comment  its comment (iptables' `-m comment`, nft's userdata comment) starts so
   jump     a chain it jumps or goes to starts so (the jump from a built-in chain)
   table    its table name starts so
-The longest prefix wins within a kind. A new component is one more line. Where each
-name comes from is in docs/marks.md.
+The longest prefix wins within a kind. After them, for rules a component puts straight
+into a built-in chain with no name or comment of its own, two more kinds (SHAPES):
+  marks    the marks it writes or tests are the component's own values or bits
+  iface    the interface it requires is the component's
+A new component is one more line. Where each name comes from is in docs/marks.md.
 """
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ from functools import lru_cache
 
 from ..model import Rule
 from ..netbird import TAGS as NETBIRD_TAGS
-from .model import RuleMarks, comment_of
+from .model import ALL, Read, RuleMarks, Write, comment_of
 
 UNKNOWN = "unknown"
 
@@ -47,6 +50,50 @@ SIGNS: tuple[tuple[str, str, str], ...] = (
 )
 
 _KINDS = ("chain", "comment", "jump", "table")
+
+# Rule shapes: (component, kind, value, mask).
+#   marks: a whole-mark write or an exact test whose value & mask == value, or a write
+#          or test of exactly the bits `mask` (value 0);
+#   iface: the rule requires this input or output interface (value: the name).
+SHAPES: tuple[tuple[str, str, object, int], ...] = (
+    # Netbird's marks are whole values 0x1bd00-0x1bdff (netbirdio/netbird client/net/net.go
+    # ControlPlaneMark, DataPlaneMark*, PreroutingFwmark*); in iptables mode it writes
+    # `-m mark --mark 0x1bd20 -j ACCEPT` into FORWARD, the mangle FORWARD guard
+    # `-m mark ! --mark 0x1bd20 -j DROP`, `CONNMARK --set-mark 0x1bd10` / `0x1bd11` into
+    # mangle PREROUTING / POSTROUTING (client/firewall/iptables/acl_linux.go
+    # seedInitialEntries, seedInitialOptionalEntries; router_linux.go setupDataPlaneMark).
+    ("netbird", "marks", 0x1BD00, 0xFFFFFF00),
+    # Tailscale's bits 0xff0000: CONNMARK --restore-mark / --save-mark --nfmask 0xff0000
+    # --ctmask 0xff0000 straight into mangle PREROUTING / OUTPUT (tailscale/tailscale
+    # util/linuxfw/iptables_runner.go AddConnmarkSaveRule).
+    ("tailscale", "marks", 0, 0xFF0000),
+    # their interfaces' default names: Netbird's wt0 (client/iface), Tailscale's tailscale0
+    ("netbird", "iface", "wt0", 0),
+    ("tailscale", "iface", "tailscale0", 0),
+)
+
+
+def _owns_write(value: int, mask: int, w: Write) -> bool:
+    if value:
+        return (w.force0 | w.force1) == ALL and w.force1 & mask == value
+    return w.bits == mask
+
+
+def _owns_read(value: int, mask: int, r: Read) -> bool:
+    if value:
+        return r.mask == ALL and r.value is not None and r.value & mask == value
+    return r.mask == mask
+
+
+def _shape(marks: RuleMarks) -> str | None:
+    for component, kind, value, mask in SHAPES:
+        if kind == "marks":
+            if any(_owns_write(value, mask, w) for w in marks.writes) or \
+                    any(_owns_read(value, mask, r) for r in marks.reads):
+                return component
+        elif value in (marks.iif, marks.oif):
+            return component
+    return None
 
 
 def _by_kind() -> dict[str, list[tuple[str, str]]]:
@@ -80,4 +127,4 @@ def owner_of(rule: Rule, marks: RuleMarks) -> str:
         return _TAGS[rule.userdata]
     return (_first("chain", rule.chain) or _first("comment", comment_of(rule))
             or next(filter(None, (_first("jump", t) for t in marks.jumps)), None)
-            or _first("table", rule.table) or UNKNOWN)
+            or _first("table", rule.table) or _shape(marks) or UNKNOWN)

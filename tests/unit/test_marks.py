@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fwgate.marks import conflict_json, conflict_text, conflicts_json, find_conflicts
+from fwgate.marks import conflict_json, conflict_text, conflicts_json, find_conflicts, harms
 from fwgate.marks.conflicts import BEFORE, LATER_PACKETS, TIE, flips
 from fwgate.marks.model import ALL, CT, META, Read, Write, comment_of, rule_marks
 from fwgate.marks.owners import owner_of
@@ -220,6 +220,19 @@ def test_owners_from_one_table():
     assert owner(rule("FORWARD", verdict("accept"))) == "unknown"
 
 
+def test_felix_rules_in_built_in_chains_are_calicos_by_their_hash_comment():
+    """Felix appends to filter FORWARD an accept on its accept bit and a MARK setting it,
+    each with only its `cali:<hash>` comment first (felix/rules/static.go
+    StaticFilterForwardAppendRules, projectcalico/calico v3.32.1)."""
+    assert owner(rule("FORWARD", comment("cali:cgbJbxznrMaPLjS3"),
+                      comment("Policy explicitly accepted packet."),
+                      xt_match("mark", 0x10000, 0x10000), verdict("accept"))) == "calico"
+    assert owner(rule("FORWARD", comment("cali:r5b3w9LHJGgLUUAk"),
+                      xt_mark(0x10000, 0x10000))) == "calico"
+    assert owner(rule("PREROUTING", comment("cali:6gwbT8clXdHdC1b1"),
+                      verdict("jump", "cali-PREROUTING"), table="raw")) == "calico"
+
+
 # --- can a write change a test: the cube arithmetic against brute force -----------------
 
 BITS = 5
@@ -344,8 +357,11 @@ def test_netbird_6022_kube_router_clears_and_sets_bits_netbird_tests_exactly():
     # kube-router's set of 0x10000 leaves 0x1bd20 as it was: no conflict of its own
     assert not any(c.writer.rule.chain == "KUBE-NWPLCY-DEFAULT" and c.reader.owner == "netbird"
                    for c in found)
-    # and Netbird's 0x1bd20 carries kube-router's "a policy matched" bit: its REJECT is skipped
+    # and Netbird's 0x1bd20 carries kube-router's "a policy matched" bit: its REJECT is
+    # skipped — latent while kube-router's default chain sets that bit itself first
     assert ("netbird", "kube-router", 0x10000, "reject skipped", BEFORE) in summary(found)
+    latent = next(c for c in found if c.effect == "reject skipped")
+    assert latent.severity == "shared" and latent.why_shared.startswith("latent: kube-router")
 
 
 def test_kube_proxy_or_mark_breaks_netbirds_exact_tests():
@@ -501,10 +517,11 @@ def test_json_and_text():
     assert c["writer"] | {"handle": 0} == {
         "family": "ip", "table": "filter", "chain": "KUBE-POD-FW-ABCDEFGHIJKLMNOP", "handle": 0,
         "owner": "kube-router", "userdata": None, "hook": "forward", "priority": 0,
-        "base_chain": "FORWARD", "does": "meta mark: set bits 0x20000", "similar": 0}
+        "base_chain": "FORWARD", "does": "meta mark: set bits 0x20000", "similar": 0,
+        "kind": "nftables", "source": None}
     assert c["reader"]["does"] == "meta mark == 0x1bd20 → accept"
     assert (c["path"], c["order"], c["mark"]) == (["forward"], "tie", "meta mark")
-    assert conflict_json(found[0]) == doc["conflicts"][0]
+    assert conflict_json(harms(found)[0]) == doc["conflicts"][0]
     line = conflict_text(next(x for x in found if x.bits == 0x20000))
     assert line.startswith("meta mark 0x20000: kube-router ip filter KUBE-POD-FW-")
     assert "→ netbird ip netbird netbird-acl-forward-filter handle" in line
