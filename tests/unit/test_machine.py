@@ -343,8 +343,8 @@ def test_a_refused_repair_is_tried_again_on_the_newer_generation_then_swept():
     # Refused (the World's genid moved on, and no event tells the machine of it): tried
     # again on the newest generation it knows, a few times, then a full sweep.
     kinds = [type(a).__name__ for a in world.actions[before:]]
-    from fwgate.core.machine import MAX_REPAIR_RETRIES
-    assert kinds.count("RepairRules") == 1 + MAX_REPAIR_RETRIES and kinds.count("RunCompat") == 1
+    from fwgate.core.retry import MOVED_RULESET
+    assert kinds.count("RepairRules") == MOVED_RULESET.attempts and kinds.count("RunCompat") == 1
     assert world.actions[before + kinds.index("RunCompat")].repair is True
 
 
