@@ -320,7 +320,7 @@ def cmd_check(args) -> int:
     from . import model
     from .adapters.nfsock import NfSocket
     from .compat.policy import judge
-    from .compat.probe import begin_probe
+    from .adapters.probe import begin_probe
     from .core.conditions import describe, evaluate, skipped
     from .marks import conflicts_json
     from .report import check_text, compat_json
@@ -394,7 +394,7 @@ def cmd_conflicts(args) -> int:
 def cmd_compat(args) -> int:
     from .adapters.nfsock import NfSocket
     from .compat.policy import judge
-    from .compat.probe import probe
+    from .adapters.probe import probe
     from .report import compat_json, compat_text
     config = _config(args)
     _enter_netns(args)
@@ -455,7 +455,7 @@ def _verify_text(trips: list[dict]) -> str:
 
 def cmd_repair(args) -> int:
     from .adapters.nfsock import NfSocket
-    from .compat.probe import probe
+    from .adapters.probe import probe
     from .report import repair_exit_blocking, repair_report, repair_text
     config = _config(args)
     _enter_netns(args)

@@ -216,7 +216,7 @@ class Daemon:
             case A.RunCompat():
                 return [*self._read_events(), I.CompatDone(now(), self._probe(self.io.nl, action))]
             case A.RepairRules():
-                from .compat.probe import commit_repairs
+                from .adapters.probe import commit_repairs
                 produced = commit_repairs(self.io.nl, action.repairs, action.genid)
                 refused = [] if produced else self._read_events()  # what came first decides
                 return [*refused, I.RepairDone(now(), action.repairs, produced)]
@@ -247,7 +247,7 @@ class Daemon:
             self.unsaved = None
 
     def _probe(self, sock: NfSocket, action: A.RunCompat):
-        from .compat.probe import probe  # not at start: the first snapshot comes first
+        from .adapters.probe import probe  # not at start: the first snapshot comes first
         binaries, notes, setup = self.k3s()
         return probe(sock, repair=action.repair, binaries=binaries, netns=self.netns,
                      ifaces=self.config.tunnel_links(), setup=setup, notes=notes).result
@@ -274,7 +274,7 @@ def _warm_up() -> bool:
     """Import the compat reader, the probe and the mark model while the first quiet window
     runs (tens of milliseconds): not at start, where they would hold up the first
     snapshot, nor at the window's end, where they would hold up READY."""
-    for module in ("fwgate.compat.policy", "fwgate.compat.probe", "fwgate.marks"):
+    for module in ("fwgate.compat.policy", "fwgate.adapters.probe", "fwgate.marks"):
         importlib.import_module(module)
     return True
 
