@@ -247,10 +247,12 @@ class Daemon:
             self.unsaved = None
 
     def _probe(self, sock: NfSocket, action: A.RunCompat):
-        from .adapters.probe import probe  # not at start: the first snapshot comes first
+        from .adapters.probe import begin_probe  # not at start: the first snapshot comes first
         binaries, notes, setup = self.k3s()
-        return probe(sock, repair=action.repair, binaries=binaries, netns=self.netns,
-                     ifaces=self.config.tunnel_links(), setup=setup, notes=notes).result
+        # One attempt: when the ruleset moved under its repair, the machine decides.
+        return begin_probe(sock, repair=action.repair, binaries=binaries, netns=self.netns,
+                           ifaces=self.config.tunnel_links(), setup=setup,
+                           notes=notes).finish().result
 
     def _worker_done(self) -> list[I.Input]:
         result = self.io.worker.result()
@@ -271,10 +273,10 @@ class Daemon:
 
 
 def _warm_up() -> bool:
-    """Import the compat reader, the probe and the mark model while the first quiet window
-    runs (tens of milliseconds): not at start, where they would hold up the first
-    snapshot, nor at the window's end, where they would hold up READY."""
-    for module in ("fwgate.compat.policy", "fwgate.adapters.probe", "fwgate.marks"):
+    """Import the probe's I/O (and the iptables runner) while the first quiet window
+    runs: not at start, where it would hold up the first snapshot, nor at the
+    window's end, where it would hold up READY."""
+    for module in ("fwgate.adapters.probe",):
         importlib.import_module(module)
     return True
 
