@@ -11,10 +11,12 @@ each a small pure object with its own tests:
     DumpPacer            pacer.py     when to take the next snapshot
     GenerationConfirmer  confirm.py   is the window really quiet: genid, else digest
     StageTracker         stages.py    which stage, since when each condition holds
+    TransactionCounter   transactions.py  a foreign transaction counts once, when read
     RepairQueue          repairs.py   rules to re-encode at once, one batch in flight
     CompatRuns           compat_runs.py  one compat run at a time: verdict or sweep
     Heartbeat, NetbirdQuestion  heartbeat.py  the state file's pulse; asking systemd
     RetryPolicy          retry.py     how often a refused transaction is tried again
+    Record               record.py    the published State, the journal, logs, sd_notify
 
 The machine matches each input to the parts it concerns, then asks them (in `_step`)
 what is due now; `next_wakeup` is the earliest of their `due()`. It does no I/O and
@@ -29,14 +31,11 @@ from dataclasses import replace
 
 from .. import __version__
 from ..compat.impact import Setup
-from ..compat.policy import ProbeResult, Verdict, judge, judge_added_rule, repair_line
+from ..compat.policy import ProbeResult, Verdict, judge, judge_added_rule
 from ..compat.profiles import PROFILES
-from ..compat.repair import Repair
 from ..config import ChainExists, Config
 from ..errors import EXIT_FAILED, EXIT_INCOMPATIBLE, EXIT_OK
-from ..marks import conflict_text, harms
 from ..model import Facts, TableRef
-from ..netbird import explain_fallback, is_native_netbird_rule, prevention
 from ..netlink.nftables import Event
 from ..state import State
 from ..timespan import format_timespan
@@ -47,9 +46,11 @@ from .confirm import Answer, GenerationConfirmer
 from .heartbeat import HEARTBEAT, NETBIRD_RECHECK, Heartbeat, NetbirdQuestion
 from .pacer import DEBOUNCE, PACE, DumpPacer
 from .phases import Phase, Trigger, after, first_phase
+from .record import Record
 from .repairs import RepairQueue
 from .retry import MOVED_RULESET
 from .stages import StageTracker
+from .transactions import TransactionCounter
 from .window import QuietWindow
 
 # The parts' constants, where callers of the machine have always found them.
@@ -75,42 +76,37 @@ class Machine:
                  config_error: str | None = None, crash_streak: int = 0):
         self.role = role
         self.own_portids = frozenset(own_portids) - {0}  # what our own transactions' events carry
-        self.wall_offset = wall_offset    # time.time() - time.monotonic(), for the state file
         self.keep_guarding = role is Role.GUARD or (
             config.after_ready.mode == "watch" if keep_guarding is None else keep_guarding)
         self.started = now
-        self.state = State(pid, netns, role=role.value, version=__version__,
-                           started_at=self._wall(now), heartbeat_every=HEARTBEAT,
-                           config_error=config_error, crash_streak=crash_streak)
-        # Counted on every transaction: folded into the State when it is published.
-        self.genid: int | None = None
-        self.digest: str | None = None
-        self.changes_total = self.resyncs_total = 0
-        self.last_change_at: float | None = None
+        self.record = Record(State(pid, netns, role=role.value, version=__version__,
+                                   started_at=now + wall_offset, heartbeat_every=HEARTBEAT,
+                                   config_error=config_error, crash_streak=crash_streak),
+                             now, wall_offset, self._where)
         self.facts = facts or Facts()  # links and units as the watchers first saw them
         self.setup = setup             # which k3s components run: what breaks matters
         self.compat_profiles = None    # the readers to judge a new rule for: every version
                                        # until a probe has said which binaries k3s runs
         self.ready_sent = False
-        self.last_status = ""
-        self.last_verdict: Verdict | None = None
         self.last_restart = -math.inf
         self.heartbeat = Heartbeat(now)
         self.netbird = NetbirdQuestion()
         self.announce_start = False
-        self.seen_conflicts: set[tuple] = set()
         self.last_seen_genid: int | None = None
         self.repairs = RepairQueue()
         self.runs = CompatRuns(now)
-        self.txn_touched = self.txn_counted = False
-        self._out: list[A.Action] = []
         self._configure(config, now, None)
+
+    @property
+    def state(self) -> State:
+        """The State as last changed (published with the next SaveState)."""
+        return self.record.state
 
     def _configure(self, config: Config, now: float, trigger: Trigger | None) -> None:
         """(Re)start with `config`: before READY the gate starts over; after it the
         watched tables settle and are checked again."""
         self.config = config
-        self.state = replace(self.state, config_source=config.source)
+        self.record.set(config_source=config.source)
         stages = config.stages if self.role is Role.GATE else ()
         self.watched = frozenset(config.watch)
         self.interest = config.tables_of_interest() if stages else tuple(config.watch)
@@ -119,8 +115,8 @@ class Machine:
         self.window = QuietWindow(now)
         self.pacer = DumpPacer(now)
         self.confirm = GenerationConfirmer()
+        self.transactions = TransactionCounter()
         self.runs.restart(now)  # a run in flight still answers
-        self.txn_touched = self.txn_counted = False
         self.timed_out: str | None = None
         if self.ready_sent:
             self.runs.unchecked(now)
@@ -139,7 +135,7 @@ class Machine:
 
     def start(self, now: float) -> list[A.Action]:
         """The first actions: announce the first stage (or the first check)."""
-        self._out = []
+        self.record.out = []
         self._observe(now)
         if self.phase is Phase.GATING:
             # Journaled with the first snapshot's generation and digest, a dump away.
@@ -149,12 +145,12 @@ class Machine:
         self._step(now)
         self._publish(now, force=True)
         self._ask_last()
-        return self._out
+        return self.record.out
 
     def handle(self, inp: I.Input) -> list[A.Action]:
-        self._out = []
+        self.record.out = []
         if self.phase is Phase.DONE:
-            return self._out
+            return self.record.out
         match inp:
             case I.NftEvents():
                 self._on_events(inp.now, inp.events)
@@ -182,12 +178,16 @@ class Machine:
                 self._note_unchecked(inp.now)
             case I.RepairDone():
                 self._on_repair_done(inp)
-            case I.UnitRestarted():
-                self._on_unit_restarted(inp)
+            case I.UnitRestarted() if inp.error:
+                self._log("warning", inp.error)
+            case I.UnitRestarted() if inp.was:
+                self.last_restart = inp.now
+                self.record.restarted(inp.now, inp.unit, inp.was)
             case I.NetbirdRead():
-                self._on_netbird_read(inp)
+                explain = self.netbird.answered(inp.now, recheck=self.keep_guarding)
+                self.record.netbird_read(inp.now, inp.env, explain)
             case I.ConfigRejected():
-                self.state = replace(self.state, config_error=inp.reason)
+                self.record.set(config_error=inp.reason)
                 self._log("error", f"SIGHUP: keeping the running config ({self.config.source}): "
                                    f"{inp.reason}")
             case I.Tick():
@@ -200,12 +200,12 @@ class Machine:
             self._step(inp.now)
         self._publish(inp.now)
         self._ask_last()
-        return self._out
+        return self.record.out
 
     def _ask_last(self) -> None:
         """D-Bus round trips go last in their batch: nothing waits on them."""
         if self.phase is not Phase.DONE and self.netbird.take():
-            self._out.append(A.ReadNetbird())
+            self._emit(A.ReadNetbird())
 
     # -- questions --------------------------------------------------------------------
 
@@ -230,7 +230,8 @@ class Machine:
 
     def status(self, now: float) -> str:
         if self.phase is Phase.GUARDING:
-            verdict = self.last_verdict.summary if self.last_verdict else "not checked yet"
+            last = self.record.last_verdict
+            verdict = last.summary if last else "not checked yet"
             head = "guarding" if self.role is Role.GUARD else "watching"
             changing = f"; rules: {self.window.changes} change(s), settling" \
                 if self.runs.unchecked_since is not None else ""
@@ -239,15 +240,8 @@ class Machine:
             head = f"{self.timed_out}; " if self.timed_out else ""
             return head + "compat: checking that iptables-nft can read the settled rules"
         if self.phase is Phase.DONE:
-            return self.last_status
-        waiting = self.stages.waiting()
-        if waiting:
-            return f"{self.stages.intro()}: {waiting}"
-        settle = self.config.stage_settle(self.stages.current)
-        quiet = min(self.window.quiet_for(now), settle)
-        changes = self.window.changes
-        return (f"{self.stages.intro()}: rules: {changes} change{'' if changes == 1 else 's'}, "
-                f"quiet {quiet:.1f}s of {format_timespan(settle)}")
+            return self.record.last_status
+        return self.stages.status(now, self.window, self.config)
 
     @property
     def before_ready(self) -> bool:
@@ -259,12 +253,12 @@ class Machine:
         self.netbird.tick(now)
         batch = self.repairs.next_batch()
         if batch is not None:
-            self._out.append(A.RepairRules(*batch))
+            self._emit(A.RepairRules(*batch))
         if self.phase is not Phase.GUARDING and self.pacer.start(now):
-            self._out.append(A.Dump(tuple(self.interest), tuple(sorted(self.watched)),
+            self._emit(A.Dump(tuple(self.interest), tuple(sorted(self.watched)),
                                     self.keep_rules))
         if self.runs.start_sweep(repair_busy=self.repairs.in_flight):
-            self._out.append(A.RunCompat(repair=True))
+            self._emit(A.RunCompat(repair=True))
         if self.phase is Phase.GATING:
             self._gate_step(now)
         if self.phase is Phase.CHECKING and now >= self.runs.check_due() or \
@@ -293,7 +287,7 @@ class Machine:
                 not self.confirm.busy and not self.pacer.stale:
             # The window has run: is the scope as it was after the last change?
             self.confirm.ask_genid()
-            self._out.append(A.QueryGeneration())
+            self._emit(A.QueryGeneration())
 
     def _window_quiet(self, now: float) -> None:
         if self.phase is Phase.GATING:
@@ -304,14 +298,14 @@ class Machine:
 
     def _run_verdict(self) -> None:
         if self.runs.start_verdict():
-            self._out.append(A.RunCompat(repair=self.repair_policy == "repair"))
+            self._emit(A.RunCompat(repair=self.repair_policy == "repair"))
 
     def _complete_stage(self, now: float) -> None:
         stage = self.stages.current
         self._journal("settled", now, f"{self.stages.intro()}: settled, quiet for "
                                       f"{format_timespan(self.config.stage_settle(stage))}")
-        self.state = replace(self.state, stage_seconds={
-            **self.state.stage_seconds, stage.name: round(now - self.stages.started, 3)})
+        self.record.set(stage_seconds={**self.state.stage_seconds,
+                                       stage.name: round(now - self.stages.started, 3)})
         self._next_stage(now)
 
     def _next_stage(self, now: float) -> bool:
@@ -326,8 +320,8 @@ class Machine:
         reason = f"timed out in {self.status(now)}"
         self._journal("timeout", now, reason)
         if self.config.on_timeout == "fail":
-            self._notify(STATUS=f"failed: {reason}", ERRNO=errno.ETIMEDOUT)
-            self.state = replace(self.state, phase="failed")
+            self.record.notify(STATUS=f"failed: {reason}", ERRNO=errno.ETIMEDOUT)
+            self.record.set(phase="failed")
             self._exit(EXIT_FAILED, reason)
             return
         # proceed: stop waiting, still run the compat probe, then READY degraded.
@@ -339,10 +333,9 @@ class Machine:
     def _on_events(self, now: float, events: tuple[Event, ...]) -> None:
         for event in events:
             if event.table is None:           # NEWGEN closes a transaction
-                self.last_seen_genid = self.genid = event.genid
-                if self.txn_touched and not self.txn_counted:
+                self.last_seen_genid = self.record.genid = event.genid
+                if self.transactions.closed():
                     self._foreign_change(now)
-                self.txn_touched = self.txn_counted = False
                 self.repairs.committed(event.genid)
                 continue
             self.repairs.forget(event)  # ours too: the worker's probe may have repaired it
@@ -357,14 +350,12 @@ class Machine:
                 continue
             self._judge_added(event)
             if event.table in self.watched:
-                self.txn_touched = True
+                self.transactions.touch()
                 self.pacer.changed(now)
             elif event.table in self.interest:
                 self.pacer.changed(now)
-        if self.txn_touched and not self.txn_counted:
-            # Its NEWGEN is still on the way: count it now, when we read it, never earlier.
+        if self.transactions.read_ends():
             self._foreign_change(now)
-            self.txn_counted = True
 
     def _judge_added(self, event: Event) -> None:
         """Repair at once: queue each rule just added that needs it (and, after READY,
@@ -387,11 +378,11 @@ class Machine:
     def _on_events_lost(self, now: float) -> None:
         self.window.lost_events(now)
         self.confirm.changed()
-        self.resyncs_total += 1
+        self.record.resyncs_total += 1
         self._log("warning", "nf_tables events overflowed the socket; resyncing")
         self.pacer.changed(now)
         self._note_unchecked(now)
-        self.txn_touched = self.txn_counted = False
+        self.transactions.forget()
         # A rule to repair may have been among the lost: look at everything once.
         self.repairs.clear()
         self.runs.want_sweep(self.repair_policy == "repair")
@@ -402,7 +393,7 @@ class Machine:
         current = self.last_seen_genid is None or snap.genid >= self.last_seen_genid
         self.pacer.dumped(now, inp.cost, current)
         self.facts = replace(self.facts, snapshot=snap)
-        self.genid, self.digest = snap.genid, inp.digest
+        self.record.genid, self.record.digest = snap.genid, inp.digest
         answer = self.confirm.on_dump(snap.genid, inp.digest, current, self.window)
         if answer is Answer.QUIET:
             self._observe(now)
@@ -428,8 +419,7 @@ class Machine:
     def _foreign_change(self, now: float) -> None:
         self.window.change(now)
         self.confirm.changed()
-        self.changes_total += 1
-        self.last_change_at = self._wall(now)
+        self.record.changed(now)
         self._note_unchecked(now)
 
     def _note_unchecked(self, now: float) -> None:
@@ -454,25 +444,15 @@ class Machine:
         run = self.runs.finished()
         if self.runs.refused_again(result.conflict):
             self.runs.in_flight = run  # the ruleset moved under the repair: look again
-            self._out.append(A.RunCompat(repair=True if run is Run.SWEEP else
+            self._emit(A.RunCompat(repair=True if run is Run.SWEEP else
                                          self.repair_policy == "repair"))
             return
         self.compat_profiles = result.profiles
         self.setup = result.setup or self.setup
         self._note_repairs(now, result.repaired)
-        if result.removed:
-            self.state = replace(self.state, netbird_copies_removed_total=(
-                self.state.netbird_copies_removed_total + len(result.removed)))
-            self._journal("removed", now, f"deleted {len(result.removed)} dead copies of "
-                                          f"Netbird's accept rules (each after an identical "
-                                          f"rule: no packet reached it): "
-                                          f"{', '.join(r.ref for r in result.removed)}")
-        self._note_conflicts(now, result.conflicts)
-        if result.netbird is not None:
-            self.state = replace(self.state,
-                                 netbird_untagged_copies=result.netbird.untagged_copies)
-            if result.netbird.native:
-                self.netbird.explain()
+        self.record.probe_seen(now, result)
+        if result.netbird is not None and result.netbird.native:
+            self.netbird.explain()
         if result.conflict:
             self._log("warning", "compat: the ruleset changed during every repair attempt; "
                                  "settling again")
@@ -481,7 +461,7 @@ class Machine:
         if run is Run.SWEEP:
             return
         verdict = judge(result, self.repair_policy)
-        self._record_verdict(now, verdict, result)
+        self.record.verdict(now, verdict, result, self.phase is Phase.GUARDING, self.repair_policy)
         if self.phase is Phase.CHECKING:
             self._after_check(now, verdict)
 
@@ -503,13 +483,8 @@ class Machine:
         """The verdict before READY: READY, or exit 3 (the gate only; a guard is READY
         whatever it found: it gates nothing)."""
         if verdict.exit_code and self.role is Role.GATE:
-            reason = verdict.summary
-            self._notify(STATUS=f"failed: {reason}", ERRNO=errno.EPROTO)
-            self._log("error", f"{reason}. k3s would die on it: fwgate holds it back. Way out: "
-                               f"delete or rewrite the rule (`fwgate compat` names it), or set "
-                               f"compat.on_incompatible: warn to let k3s start anyway")
-            self.state = replace(self.state, phase="failed")
-            self._exit(EXIT_INCOMPATIBLE, reason)
+            self.record.incompatible(verdict.summary)
+            self._exit(EXIT_INCOMPATIBLE, verdict.summary)
             return
         degraded = "; ".join(filter(None, [self.timed_out, verdict.summary.removeprefix(
             "degraded: ") if verdict.degraded else None]))
@@ -519,16 +494,13 @@ class Machine:
             status = (f"ready (degraded: {degraded})" if degraded else
                       f"ready: rules settled after {now - self.started:.1f}s")
         self.ready_sent = True
-        self.state = replace(self.state, ready_at=self._wall(now))
-        self._notify(READY=1, STATUS=status)
-        self.last_status = status
-        self._journal("ready", now, status, stage="ready")
+        self.record.ready(now, status)
         if not self.keep_guarding:
-            self.state = replace(self.state, phase="ready")
+            self.record.set(phase="ready")
             self._exit(EXIT_OK, status)
             return
         self._go(Trigger.READY_GUARDING)
-        self.state = replace(self.state, phase="guarding")
+        self.record.set(phase="guarding")
         self._log("info", f"READY sent; guarding {', '.join(map(str, sorted(self.watched)))}")
 
     def _on_repair_done(self, inp: I.RepairDone) -> None:
@@ -539,96 +511,28 @@ class Machine:
         if inp.produced_genid is not None:
             self._note_repairs(inp.now, inp.repairs)
 
-    def _note_repairs(self, now: float, repairs: tuple[Repair, ...]) -> None:
+    def _note_repairs(self, now: float, repairs) -> None:
         if not repairs:
             return
-        lines = [repair_line(r) for r in repairs]
-        for line in lines:
-            self._journal("repaired", now, f"repaired {line}")
-        self.state = replace(self.state, repairs_total=self.state.repairs_total + len(lines),
-                             repairs=self.state.kept("repairs", *({"at": self._wall(now),
-                                                                    "rule": line} for line in lines)))
-        if any(is_native_netbird_rule(r.rule) for r in repairs):
-            self.netbird.explain()
+        if self.record.repaired(now, repairs):
+            self.netbird.explain()  # Netbird wrote its native rule: say why, once
         unit = self.config.after_ready.restart_after_repair
         if self.ready_sent and unit and now - self.last_restart >= \
                 self.config.after_ready.restart_interval:
-            self._out.append(A.RestartUnit(unit))
-
-    def _note_conflicts(self, now: float, conflicts: tuple) -> None:
-        """Packet-mark conflicts: each new one once in the journal (kube-router installs
-        its chains after k3s starts, so they appear after READY). Never blocking."""
-        conflicts = harms(conflicts)  # bits shared without harm are no alarm
-        self.state = replace(self.state, mark_conflicts=tuple(
-            {"text": conflict_text(c), "bits": f"{c.bits:#x}", "writer": c.writer.owner,
-             "reader": c.reader.owner, "effect": c.effect} for c in conflicts))
-        for c in conflicts:
-            if c.ident not in self.seen_conflicts:
-                self.seen_conflicts.add(c.ident)
-                self._journal("conflict", now, conflict_text(c))
-
-    def _record_verdict(self, now: float, verdict: Verdict, result: ProbeResult) -> None:
-        self.state = replace(
-            self.state, compat_checked_at=self._wall(now), incompatible=tuple(verdict.blocking),
-            compat_warnings=tuple(verdict.warnings),
-            compat_binaries=tuple({"path": b.path, "version": b.version, "mode": b.mode,
-                                   "role": b.role, "source": b.source} for b in result.binaries),
-            compat_versions=tuple(result.report.versions),
-            compat_disagreements=sum(len(c.disagreements) for c in result.crosschecks))
-        for check in result.crosschecks:
-            if not check.ran:
-                self._log("warning", f"compat: {check.verdict.binary} does not run "
-                                     f"(--version failed); relying on the reader")
-            for line in check.lines():
-                self._log("warning", f"compat: reader and iptables disagree: {line}")
-        changed = self.last_verdict is None or \
-            (verdict.blocking, verdict.warnings) != (self.last_verdict.blocking,
-                                                     self.last_verdict.warnings)
-        self.last_verdict = verdict
-        if changed and verdict.degraded:
-            self._journal("incompatible", now, verdict.summary)
-        if self.phase is Phase.GUARDING and verdict.blocking and changed:
-            policy = self.repair_policy
-            why = ("fwgate cannot re-encode it; delete or rewrite the rule" if policy == "repair"
-                   else f"compat.on_incompatible is {policy}, so fwgate leaves it; "
-                        f"`fwgate repair` re-encodes the shapes it knows")
-            self._log("error", f"{verdict.summary}: k3s dies on it at its next policy sync; "
-                               f"{why}")
+            self._emit(A.RestartUnit(unit))
 
     # -- systemd, Netbird, signals ----------------------------------------------------------
 
-    def _on_unit_restarted(self, inp: I.UnitRestarted) -> None:
-        if inp.error:
-            self._log("warning", inp.error)
-        elif inp.was:
-            self.last_restart = inp.now
-            self._log("info", f"restarted {inp.unit} (it was {inp.was}) after the repair")
-            self.state = replace(self.state, restarts=self.state.kept(
-                "restarts", {"at": self._wall(inp.now), "unit": inp.unit, "was": inp.was}))
-
-    def _on_netbird_read(self, inp: I.NetbirdRead) -> None:
-        found = prevention(inp.env)
-        explain = self.netbird.answered(inp.now, recheck=self.keep_guarding)
-        if found.json() != self.state.prevention:
-            self.state = replace(self.state, prevention=found.json())
-            self._journal("prevention", inp.now,
-                          f"prevention {'in force' if found.in_force else 'NOT in force'}: "
-                          f"{found.why}", level=None if found.in_force else "warning")
-        if explain:
-            lines = explain_fallback(inp.env)
-            self.state = replace(self.state, netbird_fallback=tuple(lines))
-            self._journal("native-fallback", inp.now, " ".join(lines))
-
     def _on_stop(self, inp: I.Stop) -> None:
         before = not self.ready_sent
-        self._notify(STOPPING=1, STATUS="stopping" + (": no READY was sent" if before else ""))
+        self.record.notify(STOPPING=1, STATUS="stopping" + (": no READY was sent" if before else ""))
         self._log("info", f"{inp.signal}: stopping" + (" before READY" if before else ""))
-        self.state = replace(self.state, phase="stopped")
+        self.record.set(phase="stopped")
         code = 130 if before and inp.signal == "SIGINT" else EXIT_OK
         self._exit(code, f"stopped by {inp.signal}", Trigger.STOPPED)
 
     def _on_reload(self, inp: I.Reload) -> None:
-        self.state = replace(self.state, config_error=None)
+        self.record.set(config_error=None)
         self.netbird.ask()
         if self.ready_sent:
             self._log("info", f"SIGHUP: reloaded {inp.config.source}; checking the rules again")
@@ -644,51 +548,34 @@ class Machine:
 
     # -- output -----------------------------------------------------------------------------
 
-    def _stage_name(self) -> str:
+    def _where(self) -> tuple[str, object]:
+        """What a journal entry is stamped with: the stage's name, the window's baseline."""
         if self.phase is Phase.GATING and not self.stages.done:
-            return self.stages.current.name
-        return self.phase.value if self.phase is not Phase.CHECKING else "compat"
+            name = self.stages.current.name
+        else:
+            name = self.phase.value if self.phase is not Phase.CHECKING else "compat"
+        return name, self.window.baseline
 
-    def _wall(self, now: float) -> float:
-        return now + self.wall_offset
+    def _emit(self, action: A.Action) -> None:
+        self.record.out.append(action)
 
-    def _journal(self, kind: str, now: float, message: str, stage: str | None = None,
-                 level: str | None = None) -> None:
-        """With the quiet window's baseline, else what was last seen (the guard keeps
-        no baseline: its checks read everything afresh)."""
-        baseline = self.window.baseline
-        self._out.append(A.Journal(kind, stage or self._stage_name(), message,
-                                   int((now - self.started) * 1000),
-                                   baseline.genid if baseline else self.genid,
-                                   baseline.digest if baseline else self.digest, level))
+    def _journal(self, kind: str, now: float, message: str, stage: str | None = None) -> None:
+        self.record.journal(kind, now, message, stage)
 
     def _log(self, level: str, message: str) -> None:
-        self._out.append(A.Log(level, message))
-
-    def _notify(self, **fields: object) -> None:
-        self._out.append(A.Notify(tuple(fields.items())))
+        self.record.log(level, message)
 
     def _exit(self, code: int, status: str, trigger: Trigger = Trigger.EXIT) -> None:
         self._go(trigger)
-        self.last_status = status
-        self._out.append(A.Exit(code, status))
+        self.record.last_status = status
+        self._emit(A.Exit(code, status))
 
     def _publish(self, now: float, force: bool = False) -> None:
         """STATUS when it changed; the state file with every transition, and at least
         every HEARTBEAT seconds (status calls a state older than a few of them stale)."""
-        status = self.status(now) if self.phase is not Phase.DONE else self.last_status
-        journaled = any(isinstance(a, (A.Journal, A.Log, A.Exit)) for a in self._out)
-        force = force or self.heartbeat.is_due(now)
-        if status != self.last_status and self.phase is not Phase.DONE:
-            self.last_status = status
-            self._notify(STATUS=status)
-        elif not (force or journaled or self.phase is Phase.DONE):
-            return
+        done = self.phase is Phase.DONE
+        status = self.record.last_status if done else self.status(now)
         stage = self.stages.current if self.phase is Phase.GATING else None
-        self.state = replace(
-            self.state, status=status, stage=stage.name if stage else None,
-            updated_at=self._wall(now), genid=self.genid, digest=self.digest,
-            changes_total=self.changes_total, resyncs_total=self.resyncs_total,
-            last_change_at=self.last_change_at)
-        self.heartbeat.beat(now)
-        self._out.append(A.SaveState(self.state))  # frozen: the executor may keep it
+        if self.record.publish(now, status, stage.name if stage else None, done,
+                               force or self.heartbeat.is_due(now)):
+            self.heartbeat.beat(now)

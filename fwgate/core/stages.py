@@ -11,7 +11,9 @@ import math
 
 from ..config import Config, Stage
 from ..model import Facts
+from ..timespan import format_timespan
 from .conditions import evaluate, reads_rules, skipped
+from .window import QuietWindow
 
 
 class StageTracker:
@@ -80,6 +82,17 @@ class StageTracker:
             return None
         return next((self.waiting_for[(self.index, ci)] for ci in range(len(stage.conditions))
                      if (self.index, ci) in self.waiting_for), None)
+
+    def status(self, now: float, window: QuietWindow, config: Config) -> str:
+        """What the current stage waits for, in words a person reads."""
+        waiting = self.waiting()
+        if waiting:
+            return f"{self.intro()}: {waiting}"
+        settle = config.stage_settle(self.current)
+        quiet = min(window.quiet_for(now), settle)
+        changes = window.changes
+        return (f"{self.intro()}: rules: {changes} change{'' if changes == 1 else 's'}, "
+                f"quiet {quiet:.1f}s of {format_timespan(settle)}")
 
     def due(self, last_change: float, config: Config) -> float | None:
         """When the current stage's window ends, if its conditions hold."""

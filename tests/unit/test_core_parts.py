@@ -323,3 +323,56 @@ def test_published_state_keeps_the_latest_few():
     for i in range(State.MAX_KEPT + 5):
         state = replace(state, repairs=state.kept("repairs", {"rule": str(i)}))
     assert len(state.repairs) == State.MAX_KEPT and state.repairs[-1]["rule"] == "24"
+
+
+# --- the transaction counter ------------------------------------------------------------
+
+def test_a_transaction_counts_once_when_first_read():
+    from fwgate.core.transactions import TransactionCounter
+    txn = TransactionCounter()
+    assert not txn.read_ends() and not txn.closed()   # untouched: never counted
+    txn.touch()
+    assert txn.read_ends() and not txn.read_ends()     # counted when read, NEWGEN later
+    assert not txn.closed()                            # ... not again at its NEWGEN
+    txn.touch()
+    assert txn.closed()                                # read whole: counted at NEWGEN
+    txn.touch()
+    txn.forget()
+    assert not txn.closed()
+
+
+# --- the record ---------------------------------------------------------------------------
+
+def test_record_counts_fold_into_the_published_state_only():
+    from fwgate.core import actions as A
+    from fwgate.core.record import Record
+    from fwgate.core.window import Baseline
+    record = Record(State(7, None), started=100.0, wall_offset=1000.0,
+                    where=lambda: ("tunnel", Baseline(3, "abc")))
+    record.changed(101.0)
+    record.resyncs_total += 1
+    assert record.state.changes_total == 0          # not yet published
+    record.journal("stage-held", 101.5, "held")
+    journal = record.out[-1]
+    assert (journal.stage, journal.elapsed_ms, journal.genid, journal.digest) == \
+        ("tunnel", 1500, 3, "abc")
+    assert record.publish(102.0, "working", "tunnel", done=False, force=False)
+    saved = record.out[-1]
+    assert isinstance(saved, A.SaveState) and saved.state.changes_total == 1
+    assert saved.state.resyncs_total == 1 and saved.state.last_change_at == 1101.0
+    assert saved.state.updated_at == 1102.0 and saved.state.status == "working"
+    record.out = []
+    assert not record.publish(103.0, "working", "tunnel", done=False, force=False)
+    assert record.out == []                          # nothing new: nothing published
+    assert record.publish(104.0, "working", "tunnel", done=False, force=True)
+
+
+def test_stage_status_speaks_to_a_person():
+    tracker, config = StageTracker(STAGES, 0.0), Config(settle=5.0, stages=STAGES)
+    window = QuietWindow(0.0)
+    tracker.observe(facts(False, True), 0.0, 0.0)
+    assert tracker.status(1.0, window, config) == "stage 1/2 tunnel: waiting for wt0 to come up"
+    tracker.observe(facts(True, True), 1.0, 0.0)
+    window.change(2.0)
+    assert tracker.status(3.5, window, config) == \
+        "stage 1/2 tunnel: rules: 1 change, quiet 1.5s of 5s"
