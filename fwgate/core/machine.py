@@ -255,8 +255,7 @@ class Machine:
         if batch is not None:
             self._emit(A.RepairRules(*batch))
         if self.phase is not Phase.GUARDING and self.pacer.start(now):
-            self._emit(A.Dump(tuple(self.interest), tuple(sorted(self.watched)),
-                                    self.keep_rules))
+            self._emit(A.Dump(tuple(self.interest), tuple(sorted(self.watched)), self.keep_rules))
         if self.runs.start_sweep(repair_busy=self.repairs.in_flight):
             self._emit(A.RunCompat(repair=True))
         if self.phase is Phase.GATING:
@@ -525,7 +524,8 @@ class Machine:
 
     def _on_stop(self, inp: I.Stop) -> None:
         before = not self.ready_sent
-        self.record.notify(STOPPING=1, STATUS="stopping" + (": no READY was sent" if before else ""))
+        self.record.notify(STOPPING=1,
+                           STATUS="stopping" + (": no READY was sent" if before else ""))
         self._log("info", f"{inp.signal}: stopping" + (" before READY" if before else ""))
         self.record.set(phase="stopped")
         code = 130 if before and inp.signal == "SIGINT" else EXIT_OK
