@@ -14,11 +14,16 @@ from typing import Any
 from . import __version__
 
 
-class FrozenDict(dict):
-    """A dict nobody can change: json and asdict read it as a dict."""
+def _refuse(self, *args: object, **kwargs: object):
+    raise TypeError("a published State is never changed: make a new one (replace)")
 
-    def _refuse(self, *args: object, **kwargs: object):
-        raise TypeError("a published State is never changed: make a new one (replace)")
+
+class FrozenDict(dict):
+    """A dict nobody can change, its values frozen too: json and asdict read it as a
+    dict."""
+
+    def __init__(self, *args: object, **kwargs: object):
+        super().__init__((k, freeze(v)) for k, v in dict(*args, **kwargs).items())
 
     __setitem__ = __delitem__ = __ior__ = _refuse
     clear = pop = popitem = setdefault = update = _refuse
@@ -27,21 +32,23 @@ class FrozenDict(dict):
         return hash(tuple(self.items()))
 
 
+class FrozenTuple(tuple):
+    """A tuple whose items are frozen too: one type check says the whole is."""
+
+    def __new__(cls, items: object = ()):
+        return super().__new__(cls, (freeze(v) for v in items))
+
+
 def freeze(value: Any) -> Any:
-    """Lists (and tuples) become tuples, dicts FrozenDicts, all the way down; what is
-    frozen already comes back as it is (the same object)."""
-    if isinstance(value, (str, int, float, type(None))):
+    """Lists and tuples become FrozenTuples, dicts FrozenDicts, all the way down; what
+    is frozen already comes back as it is (the same object, at the cost of one check)."""
+    kind = type(value)
+    if kind is FrozenTuple or kind is FrozenDict:
         return value
     if isinstance(value, dict):
-        items = [(k, freeze(v)) for k, v in value.items()]
-        if isinstance(value, FrozenDict) and all(v is value[k] for k, v in items):
-            return value
-        return FrozenDict(items)
+        return FrozenDict(value)
     if isinstance(value, (list, tuple)):
-        items = [freeze(v) for v in value]
-        if isinstance(value, tuple) and all(a is b for a, b in zip(items, value)):
-            return value
-        return tuple(items)
+        return FrozenTuple(value)
     return value
 
 
@@ -87,11 +94,11 @@ class State:
 
     def __post_init__(self) -> None:
         # Whatever came in (a list from JSON, a caller's dict) is frozen here, once.
-        for f in fields(self):
-            value = getattr(self, f.name)
+        for name in _NAMES or _names():
+            value = getattr(self, name)
             frozen = freeze(value)
             if frozen is not value:
-                object.__setattr__(self, f.name, frozen)
+                object.__setattr__(self, name, frozen)
 
     def kept(self, name: str, *entries: dict) -> tuple:
         """The sequence `name` with `entries` appended, the oldest dropped past MAX_KEPT."""
@@ -100,6 +107,16 @@ class State:
     def to_json(self) -> str:
         # Not sorted: stage_seconds keeps the stages' order.
         return json.dumps(asdict(self), indent=2) + "\n"
+
+
+_NAMES: tuple[str, ...] = ()
+
+
+def _names() -> tuple[str, ...]:
+    """State's field names, looked up once (every new State walks them)."""
+    global _NAMES
+    _NAMES = tuple(f.name for f in fields(State))
+    return _NAMES
 
 
 def render_metrics(state: State) -> str:
