@@ -28,10 +28,10 @@ import enum
 import errno
 import math
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from .. import __version__
 from ..compat.impact import Setup
-from ..compat.policy import ProbeResult, Verdict, judge, judge_added_rule
 from ..compat.profiles import PROFILES
 from ..config import ChainExists, Config
 from ..errors import EXIT_FAILED, EXIT_INCOMPATIBLE, EXIT_OK
@@ -43,6 +43,7 @@ from . import actions as A
 from . import inputs as I
 from .compat_runs import BUSY_WINDOWS, MAX_SETTLE_ROUNDS, CompatRuns, Run
 from .confirm import Answer, GenerationConfirmer
+from .deferred import deferred
 from .heartbeat import HEARTBEAT, NETBIRD_RECHECK, Heartbeat, NetbirdQuestion
 from .pacer import DEBOUNCE, PACE, DumpPacer
 from .phases import Phase, Trigger, after, first_phase
@@ -52,6 +53,13 @@ from .retry import MOVED_RULESET
 from .stages import StageTracker
 from .transactions import TransactionCounter
 from .window import QuietWindow
+
+if TYPE_CHECKING:
+    from ..compat.policy import ProbeResult, Verdict
+
+# The compat reader, named here, loaded at first use (fwgate.core.deferred): the gate's
+# first snapshot must not wait on it.
+compat_policy = deferred("fwgate.compat.policy")
 
 # The parts' constants, where callers of the machine have always found them.
 __all__ = ["Machine", "Phase", "Role", "BUSY_WINDOWS", "DEBOUNCE", "HEARTBEAT",
@@ -364,7 +372,7 @@ class Machine:
         repair = self.repair_policy == "repair"
         if not repair and self.phase is not Phase.GUARDING:
             return  # before READY the verdict says it
-        finding = judge_added_rule(event.rule, self.compat_profiles or PROFILES,
+        finding = compat_policy.judge_added_rule(event.rule, self.compat_profiles or PROFILES,
                                    self.setup or Setup())
         if finding is None:
             return
@@ -459,7 +467,7 @@ class Machine:
             return
         if run is Run.SWEEP:
             return
-        verdict = judge(result, self.repair_policy)
+        verdict = compat_policy.judge(result, self.repair_policy)
         self.record.verdict(now, verdict, result, self.phase is Phase.GUARDING, self.repair_policy)
         if self.phase is Phase.CHECKING:
             self._after_check(now, verdict)

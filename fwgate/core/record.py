@@ -10,14 +10,22 @@ from __future__ import annotations
 import errno
 from collections.abc import Callable
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
-from ..compat.policy import ProbeResult, Verdict, repair_line
-from ..compat.repair import Repair
-from ..marks import conflict_text, harms
 from ..netbird import NetbirdEnvironment, explain_fallback, is_native_netbird_rule, prevention
 from ..state import State
 from . import actions as A
+from .deferred import deferred
 from .window import Baseline
+
+if TYPE_CHECKING:
+    from ..compat.policy import ProbeResult, Verdict
+    from ..compat.repair import Repair
+
+# Named here, loaded at first use (fwgate.core.deferred): the first snapshot must not
+# wait on the compat reader or the mark model.
+compat_policy = deferred("fwgate.compat.policy")
+marks = deferred("fwgate.marks")
 
 Where = Callable[[], tuple[str, "Baseline | None"]]  # the stage's name, the window's baseline
 
@@ -68,7 +76,7 @@ class Record:
 
     def repaired(self, now: float, repairs: tuple[Repair, ...]) -> bool:
         """Journal and keep each repair; True when one was Netbird's native rule."""
-        lines = [repair_line(r) for r in repairs]
+        lines = [compat_policy.repair_line(r) for r in repairs]
         for line in lines:
             self.journal("repaired", now, f"repaired {line}")
         self.set(repairs_total=self.state.repairs_total + len(lines), repairs=self.state.kept(
@@ -87,14 +95,14 @@ class Record:
                                          f"Netbird's accept rules (each after an identical "
                                          f"rule: no packet reached it): "
                                          f"{', '.join(r.ref for r in result.removed)}")
-        conflicts = harms(result.conflicts)  # bits shared without harm are no alarm
+        conflicts = marks.harms(result.conflicts)  # bits shared without harm are no alarm
         self.set(mark_conflicts=tuple(
-            {"text": conflict_text(c), "bits": f"{c.bits:#x}", "writer": c.writer.owner,
+            {"text": marks.conflict_text(c), "bits": f"{c.bits:#x}", "writer": c.writer.owner,
              "reader": c.reader.owner, "effect": c.effect} for c in conflicts))
         for c in conflicts:
             if c.ident not in self.seen_conflicts:
                 self.seen_conflicts.add(c.ident)
-                self.journal("conflict", now, conflict_text(c))
+                self.journal("conflict", now, marks.conflict_text(c))
         if result.netbird is not None:
             self.set(netbird_untagged_copies=result.netbird.untagged_copies)
 

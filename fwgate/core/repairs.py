@@ -8,11 +8,18 @@ sweep: a full compat run, once it is our turn, finds whatever is still there."""
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
-from ..compat.repair import Repair, plan_rules
 from ..model import Rule, TableRef
 from ..netlink.nftables import Event
+from .deferred import deferred
 from .retry import MOVED_RULESET, RetryPolicy
+
+if TYPE_CHECKING:
+    from ..compat.repair import Repair
+
+# The repair planner, named here, loaded at first use (fwgate.core.deferred).
+compat_repair = deferred("fwgate.compat.repair")
 
 RuleKey = tuple[str, str, str, int]  # family, table, chain, handle
 
@@ -57,7 +64,7 @@ class RepairQueue:
         rules have no known re-encoding empties."""
         if not self.pending or self.genid is None or self.in_flight:
             return None
-        repairs = tuple(plan_rules(self.pending.values()))
+        repairs = tuple(compat_repair.plan_rules(self.pending.values()))
         if not repairs:
             self.pending.clear()
             return None

@@ -376,3 +376,35 @@ def test_stage_status_speaks_to_a_person():
     window.change(2.0)
     assert tracker.status(3.5, window, config) == \
         "stage 1/2 tunnel: rules: 1 change, quiet 1.5s of 5s"
+
+
+# --- deferred modules ---------------------------------------------------------------------
+
+def test_the_machine_starts_without_the_compat_reader_or_the_mark_model():
+    """Named at the top of core/, loaded at first use: the first snapshot must not wait
+    on them (bench/README.md, start-up)."""
+    import json
+    import subprocess
+    import sys
+    probe = ("import json, sys; import fwgate.daemon, fwgate.core.machine; "
+             "print(json.dumps(sorted(m for m in sys.modules if m.startswith('fwgate'))))")
+    at_start = set(json.loads(subprocess.run([sys.executable, "-c", probe], check=True,
+                                             capture_output=True, text=True).stdout))
+    loaded = ("import json, sys, types; import fwgate.core.machine; "
+              "print(json.dumps(sorted(m for m, v in sys.modules.items() "
+              "if m.startswith('fwgate') and type(v) is types.ModuleType)))")
+    really = set(json.loads(subprocess.run([sys.executable, "-c", loaded], check=True,
+                                           capture_output=True, text=True).stdout))
+    assert "fwgate.core.machine" in at_start
+    assert not {"fwgate.compat.reader", "fwgate.marks.conflicts"} & really
+
+
+def test_a_deferred_module_works_as_imported():
+    import subprocess
+    import sys
+    code = ("from fwgate.core.deferred import deferred, load; "
+            "m = deferred('fwgate.marks'); import fwgate.marks; "
+            "assert fwgate.marks is m and callable(m.harms); load(m); "
+            "from fwgate.marks import conflict_text; print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.strip() == "ok", out.stderr
