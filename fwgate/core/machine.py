@@ -18,6 +18,9 @@ each a small pure object with its own tests:
     RetryPolicy          retry.py     how often a refused transaction is tried again
     Record               record.py    the published State, the journal, logs, sd_notify
 
+The compat reader and the mark model are named at the top (compat_policy, marks) and
+loaded at first use (deferred.py): the gate's first snapshot does not wait on them.
+
 The machine matches each input to the parts it concerns, then asks them (in `_step`)
 what is due now; `next_wakeup` is the earliest of their `due()`. It does no I/O and
 reads no clock: inputs carry `now`. docs/architecture.md draws the whole map.
