@@ -359,7 +359,7 @@ def cmd_check(opts: CheckOptions) -> int:
     from .adapters.nfsock import NfSocket
     from .compat.policy import judge
     from .adapters.k3s import k3s_iptables
-    from .compat.probe import begin_probe
+    from .adapters.probe import begin_probe
     from .core.conditions import describe, evaluate, skipped
     from .marks import conflicts_json
     from .report import check_text, compat_json
@@ -441,7 +441,7 @@ def cmd_compat(opts: CompatOptions) -> int:
     from .adapters.k3s import k3s_iptables
     from .adapters.nfsock import NfSocket
     from .compat.policy import judge
-    from .compat.probe import probe
+    from .adapters.probe import probe
     from .report import compat_json, compat_text
     config = _config_source(opts).load()
     _enter_netns(opts.netns)
@@ -503,7 +503,7 @@ def _verify_text(trips: list[dict]) -> str:
 
 def cmd_repair(opts: RepairOptions) -> int:
     from .adapters.nfsock import NfSocket
-    from .compat.probe import probe
+    from .adapters.probe import probe
     from .report import repair_exit_blocking, repair_report, repair_text
     config = _config_source(opts).load()
     _enter_netns(opts.netns)

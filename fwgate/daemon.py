@@ -41,6 +41,7 @@ from .adapters.statefile import StateWriter
 from .config import METRICS_AUTO, Config, ConfigError
 from .core import actions as A
 from .core import inputs as I
+from .core.deferred import load
 from .core.machine import Machine, Role
 from .errors import EnvironmentProblem, FwgateError
 from .model import Facts
@@ -282,11 +283,13 @@ class Daemon:
 
 
 def _warm_up() -> bool:
-    """Import the compat reader, the probe and the mark model while the first quiet window
+    """Load the compat reader, the probe and the mark model while the first quiet window
     runs (tens of milliseconds): not at start, where they would hold up the first
-    snapshot, nor at the window's end, where they would hold up READY."""
-    for module in ("fwgate.compat.policy", "fwgate.compat.probe", "fwgate.marks"):
-        importlib.import_module(module)
+    snapshot, nor at the window's end, where they would hold up READY. The machine
+    names them at its top, deferred (fwgate.core.deferred): this runs their code."""
+    for module in ("fwgate.compat.policy", "fwgate.compat.repair", "fwgate.adapters.probe",
+                   "fwgate.marks"):
+        load(importlib.import_module(module))
     return True
 
 

@@ -1,14 +1,58 @@
 """What the daemon last saw, for `fwgate status` and for node_exporter. Pure: the
-files are written by fwgate.adapters.statefile."""
+files are written by fwgate.adapters.statefile.
+
+A State is immutable all the way down: the machine publishes one per transition and
+the executor may write it to disk whenever it likes, so nothing may change it after.
+Sequences are tuples and mappings FrozenDicts (dict subclasses, so asdict and json
+see plain dicts); the machine makes a new State with dataclasses.replace."""
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
 
 from . import __version__
 
 
-@dataclass
+def _refuse(self, *args: object, **kwargs: object):
+    raise TypeError("a published State is never changed: make a new one (replace)")
+
+
+class FrozenDict(dict):
+    """A dict nobody can change, its values frozen too: json and asdict read it as a
+    dict."""
+
+    def __init__(self, *args: object, **kwargs: object):
+        super().__init__((k, freeze(v)) for k, v in dict(*args, **kwargs).items())
+
+    __setitem__ = __delitem__ = __ior__ = _refuse
+    clear = pop = popitem = setdefault = update = _refuse
+
+    def __hash__(self) -> int:  # type: ignore[override]
+        return hash(tuple(self.items()))
+
+
+class FrozenTuple(tuple):
+    """A tuple whose items are frozen too: one type check says the whole is."""
+
+    def __new__(cls, items: object = ()):
+        return super().__new__(cls, (freeze(v) for v in items))
+
+
+def freeze(value: Any) -> Any:
+    """Lists and tuples become FrozenTuples, dicts FrozenDicts, all the way down; what
+    is frozen already comes back as it is (the same object, at the cost of one check)."""
+    kind = type(value)
+    if kind is FrozenTuple or kind is FrozenDict:
+        return value
+    if isinstance(value, dict):
+        return FrozenDict(value)
+    if isinstance(value, (list, tuple)):
+        return FrozenTuple(value)
+    return value
+
+
+@dataclass(frozen=True)
 class State:
     pid: int
     netns: str | None
@@ -25,20 +69,20 @@ class State:
     digest: str | None = None
     changes_total: int = 0
     resyncs_total: int = 0
-    stage_seconds: dict[str, float] = field(default_factory=dict)
+    stage_seconds: dict[str, float] = field(default_factory=FrozenDict)
     compat_checked_at: float | None = None
-    incompatible: list[str] = field(default_factory=list)     # blocking: k3s dies on them
-    compat_warnings: list[str] = field(default_factory=list)  # logged and retried, misread
-    compat_binaries: list[dict] = field(default_factory=list)  # the iptables judged for
-    compat_versions: list[str] = field(default_factory=list)
-    compat_disagreements: int = 0                             # reader vs a real binary
+    incompatible: tuple[str, ...] = ()     # blocking: k3s dies on them
+    compat_warnings: tuple[str, ...] = ()  # logged and retried, misread
+    compat_binaries: tuple[dict, ...] = ()  # the iptables judged for
+    compat_versions: tuple[str, ...] = ()
+    compat_disagreements: int = 0          # reader vs a real binary
     repairs_total: int = 0
-    repairs: list[dict] = field(default_factory=list)  # the latest few: {"at", "rule"}
-    restarts: list[dict] = field(default_factory=list)  # units restarted after a repair
-    netbird_fallback: list[str] = field(default_factory=list)  # why Netbird wrote native rules
+    repairs: tuple[dict, ...] = ()   # the latest few: {"at", "rule"}
+    restarts: tuple[dict, ...] = ()  # units restarted after a repair
+    netbird_fallback: tuple[str, ...] = ()  # why Netbird wrote native rules
     netbird_untagged_copies: int = 0  # Netbird's accept rules kube-router's restores re-wrote
     netbird_copies_removed_total: int = 0  # ... deleted: each after an identical rule, dead
-    mark_conflicts: list[dict] = field(default_factory=list)  # {text, bits, writer, reader, effect}
+    mark_conflicts: tuple[dict, ...] = ()  # {text, bits, writer, reader, effect}
     # Can Netbird write its native rule at all? {in_force, state, why}; None: not asked yet
     prevention: dict | None = None
     config_source: str = ""        # the config running: a file, the last good one, defaults
@@ -48,9 +92,31 @@ class State:
 
     MAX_KEPT = 20
 
+    def __post_init__(self) -> None:
+        # Whatever came in (a list from JSON, a caller's dict) is frozen here, once.
+        for name in _NAMES or _names():
+            value = getattr(self, name)
+            frozen = freeze(value)
+            if frozen is not value:
+                object.__setattr__(self, name, frozen)
+
+    def kept(self, name: str, *entries: dict) -> tuple:
+        """The sequence `name` with `entries` appended, the oldest dropped past MAX_KEPT."""
+        return (getattr(self, name) + entries)[-self.MAX_KEPT:]
+
     def to_json(self) -> str:
         # Not sorted: stage_seconds keeps the stages' order.
         return json.dumps(asdict(self), indent=2) + "\n"
+
+
+_NAMES: tuple[str, ...] = ()
+
+
+def _names() -> tuple[str, ...]:
+    """State's field names, looked up once (every new State walks them)."""
+    global _NAMES
+    _NAMES = tuple(f.name for f in fields(State))
+    return _NAMES
 
 
 def render_metrics(state: State) -> str:

@@ -31,15 +31,17 @@ class NfKernel:
     def commit_repairs(self, repairs, genid: int) -> int | None:
         """The generation the batch produced; None when the kernel refused it (the
         ruleset moved on since `genid`, or a rule to replace is gone)."""
-        from ..compat.probe import commit_repairs  # not at start: the first snapshot comes first
+        from .probe import commit_repairs  # not at start: the first snapshot comes first
         return commit_repairs(self.sock, repairs, genid)
 
     def probe(self, *, repair: bool, binaries, netns: str | None, ifaces: frozenset[str],
               setup, notes: tuple[str, ...]):
-        """The compat probe's ProbeResult: snapshot, read, repair (when asked), cross-check."""
-        from ..compat.probe import probe
-        return probe(self.sock, repair=repair, binaries=binaries, netns=netns, ifaces=ifaces,
-                     setup=setup, notes=notes).result
+        """One attempt of the compat probe, its ProbeResult: snapshot, read, repair (when
+        asked), cross-check. When the ruleset moved under its repair (conflict=True,
+        nothing changed), the machine decides whether to run it again."""
+        from .probe import begin_probe
+        return begin_probe(self.sock, repair=repair, binaries=binaries, netns=netns,
+                           ifaces=ifaces, setup=setup, notes=notes).finish().result
 
     def close(self) -> None:
         self.sock.close()

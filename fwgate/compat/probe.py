@@ -1,218 +1,86 @@
-"""The one compat probe, for `check`, `compat`, `repair`, the gate and the guard:
-snapshot once, read (for each iptables version k3s runs), repair (one batch, guarded
-by the snapshot's generation), cross-check with the real binaries. The I/O edge of
-the compat package; the decisions are reader, repair and policy's."""
+"""The compat probe's decisions on one snapshot, for `check`, `compat`, `repair`, the
+gate and the guard: read it (for each iptables version k3s runs), plan the repairs,
+find Netbird's dead copies; then say what the attempt came to. Pure: the snapshot, the
+batch and the binaries are fwgate.adapters.probe's; whether to try again after the
+kernel refused the batch is the one retry policy's (fwgate.core.retry)."""
 from __future__ import annotations
 
-import errno
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
-from ..adapters.iptables import Running, version_of
-from ..adapters.nfsock import NetlinkError, NfSocket
-from ..adapters.nft import snapshot as take_snapshot
-from ..model import Rule, Snapshot, Table, TableRef
-from ..netlink.attrs import as_str, attr_str
-from ..netlink.consts import (
-    FAMILIES, GETCHAIN, GETTABLE, NFTA_CHAIN_NAME, NFTA_CHAIN_TABLE, NFTA_TABLE_NAME,
-)
-from ..netlink.nftables import del_rule_msg, parse_chain
 from ..marks import find_conflicts
-from ..netbird import survey
-from .binaries import Binary, asked
-from .crosscheck import Call, CrossCheck, calls_for
-from .impact import KUBE_ROUTER_JUMPS, Setup
-from .policy import ProbeResult, profiles_of
+from ..model import Snapshot
+from ..netbird import NetbirdRules, survey
+from .binaries import Binary
+from .crosscheck import CrossCheck
+from .impact import Setup
+from .policy import ProbeResult
 from .reader import CompatReport, analyse
-from .repair import Repair, batch_messages, plan_repairs
+from .repair import Repair, plan_repairs
 
 # Families iptables-nft writes to: iptables, ip6tables, arptables, ebtables.
 COMPAT_FAMILIES = ("ip", "ip6", "arp", "bridge")
 # ... and the ones packet marks are set and tested in (fwgate.marks).
 PROBE_FAMILIES = COMPAT_FAMILIES + ("inet",)
-ATTEMPTS = 5
 
 
 @dataclass(frozen=True)
-class Probed:
-    """A ProbeResult and the snapshot it was taken on (for the command bodies)."""
-    result: ProbeResult
+class Look:
+    """What one snapshot shows: the reader's report, the repairs planned (with `repair`),
+    Netbird's accept rules and, with `repair`, their dead copies to delete."""
     snapshot: Snapshot
+    report: CompatReport
+    plan: tuple[Repair, ...]
+    netbird: NetbirdRules
+    dead: tuple = ()
+
+    @property
+    def writes(self) -> bool:
+        """Something to commit (unless it is a dry run)."""
+        return bool(self.plan or self.dead)
+
+    def report_after(self, dry_run: bool) -> CompatReport:
+        """The findings left once the batch is in: what the binaries will see."""
+        return self.report.without(r.rule for r in self.plan) if self.plan and not dry_run \
+            else self.report
 
 
-def commit_repairs(sock: NfSocket, repairs: Iterable[Repair], genid: int,
-                   remove: Iterable[Rule] = ()) -> int | None:
-    """Commit repairs (and delete `remove`) in one batch if the ruleset is still at
-    `genid`. Returns the generation the batch produced, or None when the kernel refused
-    it: something committed since (ERESTART), or a rule to replace is gone (ENOENT)."""
-    deletes = [del_rule_msg(FAMILIES[r.family], r.table, r.chain, r.handle) for r in remove]
-    try:
-        sock.batch(batch_messages(repairs) + deletes, genid=genid)
-    except NetlinkError as exc:
-        if exc.errno in (errno.ERESTART, errno.ENOENT):
-            return None
-        raise
-    return genid + 1  # guarded: nothing else committed in between
+def look(snap: Snapshot, profiles, setup: Setup, *, repair: bool,
+         ifaces: frozenset[str]) -> Look:
+    report = analyse(snap, profiles, setup)
+    plan = tuple(plan_repairs(snap, report)) if repair else ()
+    netbird = survey(snap, ifaces)
+    return Look(snap, report, plan, netbird, netbird.dead if repair else ())
 
 
-def _binary(b: Binary | str) -> Binary:
-    return b if isinstance(b, Binary) else version_of(asked(b, "--iptables"))
+def outcome(seen: Look, *, dry_run: bool, binaries: tuple[Binary, ...], notes: tuple[str, ...],
+            setup: Setup, marks: bool, attempt: int = 1) -> ProbeResult:
+    """The attempt went through (its batch committed, or there was none, or a dry run)."""
+    netbird = seen.netbird
+    removed = () if dry_run else seen.dead
+    if removed:  # what is left of the copies once the dead ones are gone
+        netbird = replace(netbird, untagged_copies=max(0, netbird.untagged_copies -
+                                                       len(removed)), dead=())
+    return ProbeResult(seen.report, seen.snapshot.genid, () if dry_run else seen.plan, (),
+                       planned=seen.plan, netbird=netbird, attempts=attempt, removed=removed,
+                       binaries=binaries, notes=notes,
+                       conflicts=mark_conflicts(seen.snapshot) if marks else (), setup=setup)
 
 
-class _Checks:
-    """The binaries' calls, started as soon as the snapshot is there (read-only probes:
-    they run while we read), finished once the report is."""
-
-    def __init__(self, binaries: tuple[Binary, ...], netns: str | None):
-        self.runnable = [b for b in binaries if b.argv and b.reads_nftables]
-        self.netns = netns
-        self.running: dict[Binary, Running] = {}
-        self.moved = False   # the ruleset changed between their start and the snapshot
-
-    def start(self, calls: list[Call]) -> None:
-        for b in self.runnable:
-            if b in self.running:
-                self.running[b].add(calls)
-            else:
-                self.running[b] = Running(b, self.netns, calls)
-
-    def finish(self, report: CompatReport, snap: Snapshot, moved: bool) -> tuple[CrossCheck, ...]:
-        checks = tuple(CrossCheck.of(report, self.running[b].finish(moved), snap, b)
-                       for b in self.runnable if b in self.running)
-        return checks_moved(checks) if self.moved and not moved else checks
+def refused(seen: Look, *, binaries: tuple[Binary, ...], notes: tuple[str, ...],
+            attempt: int = 1) -> ProbeResult:
+    """The kernel refused the batch: the ruleset moved since the snapshot; nothing changed."""
+    return ProbeResult(seen.report, seen.snapshot.genid, conflict=True, netbird=seen.netbird,
+                       attempts=attempt, binaries=binaries, notes=notes)
 
 
-def probe(sock: NfSocket, *, repair: bool = False, dry_run: bool = False,
-          binaries: Iterable[Binary | str] = (), netns: str | None = None,
-          ifaces: frozenset[str] = frozenset({"wt0"}), attempts: int = ATTEMPTS,
-          snapshot: Snapshot | None = None, setup: Setup | None = None,
-          notes: tuple[str, ...] = (), marks: bool = True) -> Probed:
-    """Snapshot (or use `snapshot`, taken on this socket, for the first attempt), read,
-    repair (unless dry_run), cross-check. `binaries` (Binary, or a path: asked for its
-    version) run inside `netns` (the namespace `sock` lives in); the reader judges for
-    their versions (every version when one is unknown). A repair refused on every
-    attempt comes back as conflict=True, with nothing changed. marks=False: no packet-mark
-    conflicts (`fwgate compat` shows none; they cost a pass over every rule)."""
-    # without marks, the families iptables writes to are all it reads (no inet tables)
-    return begin_probe(sock, repair=repair, dry_run=dry_run, binaries=binaries, netns=netns,
-                       ifaces=ifaces, attempts=attempts, snapshot=snapshot, setup=setup,
-                       notes=notes, marks=marks,
-                       families=PROBE_FAMILIES if marks else COMPAT_FAMILIES).finish()
-
-
-class Pending:
-    """A probe whose binaries are still running: finish() collects them. The caller
-    may do other work in between (`fwgate check` digests and asks systemd)."""
-
-    def __init__(self, sock: NfSocket, result: ProbeResult, snap: Snapshot,
-                 checks: "_Checks | None", report: CompatReport | None, genid: int):
-        self.sock, self.result, self.snap = sock, result, snap
-        self.checks, self.report, self.genid = checks, report, genid
-
-    def finish(self) -> Probed:
-        if self.checks is None:
-            return Probed(self.result, self.snap)
-        crosschecks = self.checks.finish(self.report, self.snap, False)
-        if crosschecks and self.sock.genid() != self.genid:
-            crosschecks = checks_moved(crosschecks)
-        return Probed(replace(self.result, crosschecks=crosschecks), self.snap)
-
-
-def _layout(sock: NfSocket) -> Snapshot:
-    """The ip/ip6 tables, and in `filter` kube-router's own chains, no rules: what
-    calls_for needs to know which calls k3s makes, in a few milliseconds (a node with
-    thousands of chains would cost a dump of them all, which the snapshot dumps again)."""
-    genid = sock.genid()
-    tables: dict[TableRef, Table] = {}
-    for family in ("ip", "ip6"):
-        for msg in sock.dump(GETTABLE, FAMILIES[family]):
-            name = as_str(msg.attrs()[NFTA_TABLE_NAME])
-            chains = _own_chains(sock, FAMILIES[family], name) if name == "filter" else ()
-            tables[TableRef(family, name)] = Table(family, name, chains=chains)
-    return Snapshot(genid, tables)
-
-
-def _own_chains(sock: NfSocket, family: int, table: str) -> tuple:
-    """kube-router's top-level chains in the table, asked for by name."""
-    found = []
-    for own in KUBE_ROUTER_JUMPS.values():
-        try:
-            replies = sock.request(GETCHAIN, family, payload=attr_str(NFTA_CHAIN_TABLE, table) +
-                                   attr_str(NFTA_CHAIN_NAME, own))
-        except NetlinkError as exc:
-            if exc.errno == errno.ENOENT:
-                continue
-            raise
-        found += [parse_chain(msg)[1] for msg in replies]
-    return tuple(found)
-
-
-def begin_probe(sock: NfSocket, *, repair: bool = False, dry_run: bool = False,
-                binaries: Iterable[Binary | str] = (), netns: str | None = None,
-                ifaces: frozenset[str] = frozenset({"wt0"}), attempts: int = ATTEMPTS,
-                snapshot: Snapshot | None = None, setup: Setup | None = None,
-                notes: tuple[str, ...] = (), families: Iterable[str] = PROBE_FAMILIES,
-                marks: bool = True) -> Pending:
-    """probe() up to the binaries' answers. Without `snapshot`, a read-only probe starts
-    the binaries before it dumps the ruleset (of `families`, at least the iptables
-    ones), so they read it while we do."""
-    binaries = tuple(_binary(b) for b in binaries)
-    profiles = profiles_of(binaries)
-    setup = setup or Setup()
-    families = tuple(sorted(set(families) | set(COMPAT_FAMILIES)))
-    snap = snapshot
-    writes = repair and not dry_run
-    for attempt in range(1, attempts + 1):
-        checks = _Checks(binaries, netns)
-        early = None
-        if not writes and checks.runnable and snap is None:
-            early = _layout(sock)
-            checks.start(calls_for(early, CompatReport(), setup))
-        if snap is None or attempt > 1:
-            snap = take_snapshot(sock, families=families)
-        if not writes and early is None:  # nothing will change: they read while we do
-            checks.start(calls_for(snap, CompatReport(), setup))
-        elif early is not None and early.genid != snap.genid:
-            checks.moved = True
-        report = analyse(snap, profiles, setup)
-        plan = tuple(plan_repairs(snap, report)) if repair else ()
-        netbird = survey(snap, ifaces)
-        dead = netbird.dead if repair else ()
-        genid = snap.genid
-        if (plan or dead) and not dry_run:
-            if commit_repairs(sock, plan, snap.genid, dead) is None:
-                checks.finish(report, snap, True)
-                continue  # something committed since the snapshot: look again
-            genid += 1
-        # The binaries see the ruleset as it is now: after the repair.
-        now_report = report.without(r.rule for r in plan) if plan and not dry_run else report
-        later = calls_for(snap, now_report, setup)
-        if writes:
-            checks.start(later)
-        else:  # the chains holding findings: known only now
-            checks.start([c for c in later if c.kind == "list" and c.component == ""])
-        removed = () if dry_run else dead
-        if removed:  # what is left of the copies once the dead ones are gone
-            netbird = replace(netbird, untagged_copies=max(0, netbird.untagged_copies -
-                                                           len(removed)), dead=())
-        result = ProbeResult(report, snap.genid, () if dry_run else plan, (), planned=plan,
-                             netbird=netbird, attempts=attempt, removed=removed,
-                             binaries=binaries, notes=notes,
-                             conflicts=_conflicts(snap) if marks else (),
-                             setup=setup)
-        return Pending(sock, result, snap, checks, now_report, genid)
-    return Pending(sock, ProbeResult(report, snap.genid, conflict=True,
-                                     netbird=survey(snap, ifaces), attempts=attempts,
-                                     binaries=binaries, notes=notes), snap, None, None, snap.genid)
-
-
-def _conflicts(snap: Snapshot) -> tuple:
+def mark_conflicts(snap: Snapshot) -> tuple:
     """Packet-mark conflicts in the tables marks live in (a full snapshot of them)."""
     return find_conflicts(Snapshot(snap.genid, {ref: t for ref, t in snap.tables.items()
                                                 if ref.family in ("ip", "ip6", "inet")}))
 
 
-def checks_moved(checks: tuple[CrossCheck, ...]) -> tuple[CrossCheck, ...]:
+def checks_moved(checks: Iterable[CrossCheck]) -> tuple[CrossCheck, ...]:
     """The ruleset changed while the binaries ran: what they said is not comparable."""
     return tuple(replace(c, verdict=replace(c.verdict, moved=True), disagreements=())
                  for c in checks)

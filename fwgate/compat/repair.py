@@ -1,6 +1,6 @@
 """Re-encode rules iptables-nft cannot read into what iptables itself writes. Pure.
 
-The planner turns a snapshot's findings into replacements; compat.probe commits
+The planner turns a snapshot's findings into replacements; adapters.probe commits
 them. Each replacement inserts the new rule right before the old one
 (NFTA_RULE_POSITION = old handle, no NLM_F_APPEND) and deletes the old one, in
 ONE transaction guarded by the generation id the plan was made on: the chain is

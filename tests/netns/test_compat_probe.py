@@ -5,7 +5,7 @@ from fwgate import programmer as P
 from fwgate.adapters.iptables import find_iptables
 from fwgate.adapters.nfsock import NfSocket
 from fwgate.compat.policy import judge
-from fwgate.compat.probe import probe
+from fwgate.adapters.probe import probe
 from fwgate.report import compat_json
 from fwgate_testing.helpers import in_netns, kube_router_state, sh
 

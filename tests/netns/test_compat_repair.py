@@ -14,7 +14,7 @@ from fwgate.adapters.nft import snapshot
 from fwgate.netlink.nftables import decode_events
 from fwgate.compat.reader import analyse
 from fwgate.compat.equivalents import iptables_equivalent
-from fwgate.compat.probe import probe
+from fwgate.adapters.probe import probe
 from fwgate.compat.repair import plan_repairs
 from fwgate.model import TableRef
 from fwgate.netlink.exprs import split_expressions, stable_bytes

@@ -184,12 +184,12 @@ def test_a_refused_repair_is_tried_again_on_the_newer_generation_then_swept():
     and is never announced: the batch is refused (the generation moved on, and no event
     tells the machine of it), tried again on the newest generation it knows, a few times,
     then a full sweep."""
-    from fwgate.core.machine import MAX_REPAIR_RETRIES
+    from fwgate.core.retry import MOVED_RULESET
     node = FakeNode(config(policy="repair", watch=(NETBIRD, FILTER)))
     node.run([(0.0, "link_up"), (0.0, "table_add"), (1.0, "netbird_rule"),
               (1.0, "change", False)], horizon=1.5)
     kinds = node.kinds(node.actions_from(1.0))
-    assert kinds.count("RepairRules") == 1 + MAX_REPAIR_RETRIES and kinds.count("RunCompat") == 1
+    assert kinds.count("RepairRules") == MOVED_RULESET.attempts and kinds.count("RunCompat") == 1
     assert node.actions_from(1.0)[kinds.index("RunCompat")].repair is True
     assert node.repair_windows == []  # every batch refused; the sweep found nothing (no findings)
 

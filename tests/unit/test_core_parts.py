@@ -1,0 +1,410 @@
+"""The machine's parts, each alone: pure objects, the clock passed in."""
+from __future__ import annotations
+
+import math
+from dataclasses import FrozenInstanceError, replace
+
+import pytest
+
+from fwgate import programmer as P
+from fwgate.config import ChainExists, Config, LinkUp, Stage, TableExists
+from fwgate.core.compat_runs import BUSY_WINDOWS, MAX_SETTLE_ROUNDS, CompatRuns, Run
+from fwgate.core.confirm import Answer, Asking, GenerationConfirmer
+from fwgate.core.heartbeat import NETBIRD_RECHECK, Heartbeat, NetbirdQuestion
+from fwgate.core.pacer import DEBOUNCE, PACE, DumpPacer
+from fwgate.core.phases import (
+    TRANSITIONS, NoSuchTransition, Phase, Trigger, after, first_phase,
+)
+from fwgate.core.repairs import RepairQueue
+from fwgate.core.retry import MOVED_RULESET, RetryPolicy
+from fwgate.core.stages import StageTracker
+from fwgate.core.window import QuietWindow
+from fwgate.model import Chain, Expr, Facts, LinkState, Rule, Snapshot, Table, TableRef
+from fwgate.netlink.exprs import split_expressions
+from fwgate.netlink.nftables import Event
+from fwgate.state import FrozenDict, State
+
+NETBIRD = TableRef("ip", "netbird")
+FILTER = TableRef("ip", "filter")
+
+
+def netbird_oif_rule(handle: int, table: str = "filter") -> Rule:
+    blob = b"".join(P.forward_oif_rule("wt0"))
+    exprs = tuple(Expr(n, d) for n, d in split_expressions(blob))
+    return Rule("ip", table, "FORWARD", handle, -1, exprs, P.TAG_FORWARD_OIF)
+
+
+# --- the phase table ----------------------------------------------------------------------
+
+def test_every_phase_but_done_can_stop_and_reach_done():
+    for phase in Phase:
+        if phase is not Phase.DONE:
+            assert after(phase, Trigger.STOPPED) is Phase.DONE
+    assert not [k for k in TRANSITIONS if k[0] is Phase.DONE], "DONE is final"
+
+
+def test_every_trigger_is_used_and_every_phase_is_reached():
+    assert {t for _, t in TRANSITIONS} == set(Trigger)
+    reached = {first_phase(True), first_phase(False)}
+    frontier = set(reached)
+    while frontier:
+        frontier = {TRANSITIONS[k] for k in TRANSITIONS if k[0] in frontier} - reached
+        reached |= frontier
+    assert reached == set(Phase)
+
+
+def test_the_graph_is_the_documented_one():
+    """The edges, as docs/architecture.md draws them: a change to the table is a change
+    to the documented behaviour, on purpose."""
+    edges = {(a.name, t.name, b.name) for (a, t), b in TRANSITIONS.items()}
+    assert edges == {
+        ("GATING", "STAGES_DONE", "CHECKING"), ("GATING", "TIMED_OUT", "CHECKING"),
+        ("GATING", "CONDITION_LOST", "GATING"), ("CHECKING", "CONDITION_LOST", "GATING"),
+        ("CHECKING", "RULES_MOVED", "GATING"), ("CHECKING", "READY_GUARDING", "GUARDING"),
+        ("GATING", "EXIT", "DONE"), ("CHECKING", "EXIT", "DONE"),
+        ("GATING", "STOPPED", "DONE"), ("CHECKING", "STOPPED", "DONE"),
+        ("GUARDING", "STOPPED", "DONE"),
+        ("GATING", "RELOADED_STAGES", "GATING"), ("CHECKING", "RELOADED_STAGES", "GATING"),
+        ("GATING", "RELOADED_NO_STAGES", "CHECKING"),
+        ("CHECKING", "RELOADED_NO_STAGES", "CHECKING"),
+        ("GUARDING", "RELOADED_GUARDING", "GUARDING")}
+
+
+def test_a_move_not_in_the_table_is_a_bug():
+    with pytest.raises(NoSuchTransition, match="guarding on STAGES_DONE"):
+        after(Phase.GUARDING, Trigger.STAGES_DONE)
+    with pytest.raises(NoSuchTransition):
+        after(Phase.DONE, Trigger.STOPPED)
+
+
+# --- the dump pacer ---------------------------------------------------------------------------
+
+def test_pacer_waits_for_a_pause_then_spaces_dumps_by_their_cost():
+    pacer = DumpPacer(0.0)
+    assert pacer.due() == 0.0 and pacer.start(0.0)        # the first snapshot at once
+    assert pacer.due() == math.inf and not pacer.start(9.0)  # one at a time
+    pacer.dumped(0.1, cost=0.1, current=True)
+    assert not pacer.stale and pacer.due() == math.inf
+    pacer.changed(0.15)
+    assert pacer.rules_since == 0.15
+    assert pacer.due() == pytest.approx(0.1 + PACE * 0.1)  # paced: later than the pause
+    pacer.changed(0.29)
+    assert pacer.due() == pytest.approx(0.29 + DEBOUNCE)   # the stream has not paused yet
+    assert not pacer.start(0.30) and pacer.start(0.31)
+
+
+def test_pacer_keeps_facts_stale_after_a_dump_older_than_the_events():
+    pacer = DumpPacer(0.0)
+    pacer.start(0.0)
+    pacer.dumped(0.0, cost=0.0, current=False)
+    assert pacer.stale and pacer.due() == 0.0
+    pacer.failed()
+    pacer.invalidate()
+    before = pacer.rules_since
+    assert pacer.stale and pacer.rules_since == before  # our own change: no new state
+
+
+def test_pacer_ask_now_overrides_the_pace():
+    pacer = DumpPacer(0.0)
+    pacer.start(0.0)
+    pacer.dumped(1.0, cost=1.0, current=True)
+    pacer.ask_now(1.5)
+    assert pacer.due() == 1.5
+
+
+# --- the generation confirmer ----------------------------------------------------------------
+
+def window_with_baseline(genid: int = 5, digest: str = "d") -> QuietWindow:
+    window = QuietWindow(0.0)
+    window.set_baseline(genid, digest)
+    return window
+
+
+def test_same_generation_is_quiet_without_a_dump():
+    confirm, window = GenerationConfirmer(), window_with_baseline()
+    confirm.ask_genid()
+    assert confirm.asking is Asking.GENID and confirm.busy
+    assert confirm.on_generation(5, window) is Answer.QUIET and not confirm.busy
+
+
+def test_moved_generation_asks_the_digest():
+    confirm, window = GenerationConfirmer(), window_with_baseline()
+    confirm.ask_genid()
+    assert confirm.on_generation(6, window) is Answer.NEED_DIGEST
+    assert confirm.asking is Asking.DIGEST
+    assert confirm.on_dump(6, "d", True, window) is Answer.QUIET
+    assert window.baseline.genid == 6   # the baseline moves to the newer generation
+    confirm.ask_genid()
+    confirm.on_generation(7, window)
+    assert confirm.on_dump(7, "other", True, window) is Answer.CHANGED
+    assert window.baseline.digest == "d"  # the machine restarts the window from it
+
+
+def test_an_answer_to_a_question_asked_before_a_change_is_stale():
+    confirm, window = GenerationConfirmer(), window_with_baseline()
+    confirm.ask_genid()
+    confirm.changed()
+    assert confirm.on_generation(5, window) is Answer.STALE and not confirm.busy
+    confirm.ask_genid()
+    confirm.on_generation(6, window)
+    assert confirm.on_dump(6, "d", False, window) is Answer.STALE  # not current
+    assert confirm.on_dump(6, "d", True, window) is Answer.IGNORED  # no question out
+
+
+# --- the repair queue ---------------------------------------------------------------------
+
+def test_queue_waits_for_the_transactions_newgen():
+    queue = RepairQueue()
+    queue.add(netbird_oif_rule(10), "ct")
+    assert queue.next_batch() is None          # NEWGEN not read yet
+    queue.committed(42)
+    repairs, genid = queue.next_batch()
+    assert genid == 42 and [r.rule.handle for r in repairs] == [10]
+    assert queue.next_batch() is None          # one batch in flight
+    assert queue.done(repairs, 43, 43) is False and not queue.pending
+
+
+def test_queue_forgets_rules_deleted_first():
+    queue = RepairQueue()
+    queue.add(netbird_oif_rule(10), "ct")
+    queue.add(netbird_oif_rule(11, table="other"), "ct")
+    queue.forget(Event("DELRULE", FILTER, rule=netbird_oif_rule(10)))
+    assert [k[3] for k in queue.pending] == [11]
+    queue.forget(Event("DELTABLE", TableRef("ip", "other")))
+    assert not queue.pending
+
+
+def test_queue_retries_on_the_newest_generation_then_gives_up():
+    policy = RetryPolicy(retries=2)
+    queue = RepairQueue(policy)
+    queue.add(netbird_oif_rule(10), "ct")
+    queue.committed(1)
+    batches = []
+    while (batch := queue.next_batch()) is not None:
+        batches.append(batch[1])
+        gave_up = queue.done(batch[0], None, 100 + len(batches))
+    assert batches == [1, 101, 102] and len(batches) == policy.attempts
+    assert gave_up and not queue.pending
+
+
+def test_queue_gives_up_without_a_newer_generation():
+    queue = RepairQueue()
+    queue.add(netbird_oif_rule(10), "ct")
+    queue.committed(1)
+    repairs, _ = queue.next_batch()
+    assert queue.done(repairs, None, None) is True
+
+
+# --- compat runs --------------------------------------------------------------------------
+
+def test_one_run_at_a_time_a_sweep_waits_for_repairs():
+    runs = CompatRuns(0.0)
+    runs.want_sweep()
+    assert not runs.start_sweep(repair_busy=True)
+    assert runs.start_sweep(repair_busy=False) and runs.in_flight is Run.SWEEP
+    assert not runs.start_verdict()
+    assert runs.finished() is Run.SWEEP and runs.idle
+    assert runs.start_verdict() and runs.in_flight is Run.VERDICT
+
+
+def test_guard_checks_after_a_window_or_at_the_latest_busy_windows():
+    runs = CompatRuns(0.0)
+    assert runs.guard_due(0.0, 5.0) == math.inf  # nothing unchecked
+    runs.unchecked(10.0)
+    runs.unchecked(12.0)  # the oldest counts
+    assert runs.guard_due(last_change=12.0, settle=5.0) == 17.0
+    assert runs.guard_due(last_change=40.0, settle=5.0) == 10.0 + BUSY_WINDOWS * 5.0
+    runs.failed(20.0, 5.0)
+    assert runs.guard_due(last_change=12.0, settle=5.0) == 25.0  # not in a tight loop
+
+
+def test_refused_runs_follow_the_one_policy():
+    runs = CompatRuns(0.0, RetryPolicy(retries=2))
+    assert [runs.refused_again(True) for _ in range(3)] == [True, True, False]
+    assert runs.refused_again(True) is True  # counting starts over after giving up
+    assert runs.refused_again(False) is False and runs.refused == 0
+    assert [runs.settle_again() for _ in range(MAX_SETTLE_ROUNDS + 1)] == \
+        [True] * MAX_SETTLE_ROUNDS + [False]
+    runs.restart(50.0)
+    assert runs.settle_again() and runs.check_due() == 50.0
+
+
+def test_the_default_policy():
+    assert MOVED_RULESET.attempts == MOVED_RULESET.retries + 1 >= 2
+    assert MOVED_RULESET.again(MOVED_RULESET.retries)
+    assert not MOVED_RULESET.again(MOVED_RULESET.retries + 1)
+
+
+# --- the stage tracker ------------------------------------------------------------------
+
+STAGES = (Stage("tunnel", (LinkUp("wt0"),)), Stage("rules", (TableExists(NETBIRD),)))
+
+
+def facts(up: bool, table: bool) -> Facts:
+    tables = {NETBIRD: Table("ip", "netbird")} if table else {}
+    return Facts(links={"wt0": LinkState(up)}, snapshot=Snapshot(1, tables))
+
+
+def test_stages_hold_since_and_go_back():
+    tracker, config = StageTracker(STAGES, 0.0), Config(settle=5.0, stages=STAGES)
+    assert tracker.observe(facts(False, True), 1.0, rules_since=0.5) is None
+    assert not tracker.held() and tracker.waiting() == "waiting for wt0 to come up"
+    tracker.observe(facts(True, True), 2.0, rules_since=0.5)
+    assert tracker.held() and tracker.due(last_change=0.0, config=config) == 7.0
+    assert tracker.first_hold() and not tracker.first_hold()
+    assert tracker.advance(7.0) and tracker.intro() == "stage 2/2 rules"
+    assert tracker.due(0.0, config) == 0.5 + 5.0  # a rule condition: since the snapshot's state
+    assert tracker.observe(facts(False, True), 8.0, 0.5) == "waiting for wt0 to come up"
+    assert tracker.index == 0 and tracker.started == 8.0
+    tracker.observe(facts(True, True), 9.0, 0.5)
+    tracker.advance(14.0)
+    assert not tracker.advance(20.0) and tracker.done and tracker.intro() == "compat"
+
+
+def test_stage_deadlines():
+    stages = (Stage("tunnel", (LinkUp("wt0"),), timeout=7.0),)
+    tracker = StageTracker(stages, 3.0)
+    assert tracker.deadline(0.0, Config(timeout=100.0, stages=stages)) == 10.0
+    assert tracker.deadline(0.0, Config(timeout=5.0, stages=stages)) == 5.0
+    tracker.advance(4.0)
+    assert tracker.deadline(0.0, Config(timeout=0, stages=stages)) == math.inf
+
+
+def test_chain_condition_if_exists():
+    stages = (Stage("rules", (ChainExists(FILTER, "FORWARD", if_exists=True),)),)
+    tracker = StageTracker(stages, 0.0)
+    tracker.observe(Facts(snapshot=Snapshot(1, {})), 1.0, 0.0)
+    assert tracker.held()
+
+
+# --- the clocks ------------------------------------------------------------------------
+
+def test_heartbeat():
+    beat = Heartbeat(0.0, every=10.0)
+    assert beat.due(True) == 10.0 and beat.due(False) == math.inf
+    assert not beat.is_due(9.9) and beat.is_due(10.0)
+    beat.beat(12.0)
+    assert beat.due(True) == 22.0
+
+
+def test_netbird_question_asked_once_rechecked_explained_once():
+    q = NetbirdQuestion()
+    assert q.take() and not q.take()
+    q.explain()
+    assert q.take()
+    assert q.answered(1.0, recheck=True) is True and q.due() == 1.0 + NETBIRD_RECHECK
+    q.explain()   # once per run
+    assert not q.take() and q.answered(2.0, recheck=False) is False
+    q.tick(1.0 + NETBIRD_RECHECK)
+    assert q.take() and q.due() == math.inf
+
+
+# --- the published State ------------------------------------------------------------------
+
+def test_published_state_cannot_be_changed():
+    state = State(1, None, stage_seconds={"tunnel": 1.0}, repairs=[{"at": 1.0, "rule": "r"}],
+                  prevention={"in_force": True})
+    with pytest.raises(FrozenInstanceError):
+        state.phase = "ready"
+    with pytest.raises(TypeError):
+        state.stage_seconds["rules"] = 2.0
+    with pytest.raises(TypeError):
+        state.repairs[0]["rule"] = "other"
+    with pytest.raises(AttributeError):
+        state.repairs.append({})
+    assert isinstance(state.prevention, FrozenDict) and isinstance(state.repairs, tuple)
+    later = replace(state, repairs=state.kept("repairs", {"at": 2.0, "rule": "s"}))
+    assert len(state.repairs) == 1 and len(later.repairs) == 2
+    assert '"stage_seconds": {\n    "tunnel": 1.0' in later.to_json()
+
+
+def test_published_state_keeps_the_latest_few():
+    state = State(1, None)
+    for i in range(State.MAX_KEPT + 5):
+        state = replace(state, repairs=state.kept("repairs", {"rule": str(i)}))
+    assert len(state.repairs) == State.MAX_KEPT and state.repairs[-1]["rule"] == "24"
+
+
+# --- the transaction counter ------------------------------------------------------------
+
+def test_a_transaction_counts_once_when_first_read():
+    from fwgate.core.transactions import TransactionCounter
+    txn = TransactionCounter()
+    assert not txn.read_ends() and not txn.closed()   # untouched: never counted
+    txn.touch()
+    assert txn.read_ends() and not txn.read_ends()     # counted when read, NEWGEN later
+    assert not txn.closed()                            # ... not again at its NEWGEN
+    txn.touch()
+    assert txn.closed()                                # read whole: counted at NEWGEN
+    txn.touch()
+    txn.forget()
+    assert not txn.closed()
+
+
+# --- the record ---------------------------------------------------------------------------
+
+def test_record_counts_fold_into_the_published_state_only():
+    from fwgate.core import actions as A
+    from fwgate.core.record import Record
+    from fwgate.core.window import Baseline
+    record = Record(State(7, None), started=100.0, wall_offset=1000.0,
+                    where=lambda: ("tunnel", Baseline(3, "abc")))
+    record.changed(101.0)
+    record.resyncs_total += 1
+    assert record.state.changes_total == 0          # not yet published
+    record.journal("stage-held", 101.5, "held")
+    journal = record.out[-1]
+    assert (journal.stage, journal.elapsed_ms, journal.genid, journal.digest) == \
+        ("tunnel", 1500, 3, "abc")
+    assert record.publish(102.0, "working", "tunnel", done=False, force=False)
+    saved = record.out[-1]
+    assert isinstance(saved, A.SaveState) and saved.state.changes_total == 1
+    assert saved.state.resyncs_total == 1 and saved.state.last_change_at == 1101.0
+    assert saved.state.updated_at == 1102.0 and saved.state.status == "working"
+    record.out = []
+    assert not record.publish(103.0, "working", "tunnel", done=False, force=False)
+    assert record.out == []                          # nothing new: nothing published
+    assert record.publish(104.0, "working", "tunnel", done=False, force=True)
+
+
+def test_stage_status_speaks_to_a_person():
+    tracker, config = StageTracker(STAGES, 0.0), Config(settle=5.0, stages=STAGES)
+    window = QuietWindow(0.0)
+    tracker.observe(facts(False, True), 0.0, 0.0)
+    assert tracker.status(1.0, window, config) == "stage 1/2 tunnel: waiting for wt0 to come up"
+    tracker.observe(facts(True, True), 1.0, 0.0)
+    window.change(2.0)
+    assert tracker.status(3.5, window, config) == \
+        "stage 1/2 tunnel: rules: 1 change, quiet 1.5s of 5s"
+
+
+# --- deferred modules ---------------------------------------------------------------------
+
+def test_the_machine_starts_without_the_compat_reader_or_the_mark_model():
+    """Named at the top of core/, loaded at first use: the first snapshot must not wait
+    on them (bench/README.md, start-up)."""
+    import json
+    import subprocess
+    import sys
+    probe = ("import json, sys; import fwgate.daemon, fwgate.core.machine; "
+             "print(json.dumps(sorted(m for m in sys.modules if m.startswith('fwgate'))))")
+    at_start = set(json.loads(subprocess.run([sys.executable, "-c", probe], check=True,
+                                             capture_output=True, text=True).stdout))
+    loaded = ("import json, sys, types; import fwgate.core.machine; "
+              "print(json.dumps(sorted(m for m, v in sys.modules.items() "
+              "if m.startswith('fwgate') and type(v) is types.ModuleType)))")
+    really = set(json.loads(subprocess.run([sys.executable, "-c", loaded], check=True,
+                                           capture_output=True, text=True).stdout))
+    assert "fwgate.core.machine" in at_start
+    assert not {"fwgate.compat.reader", "fwgate.marks.conflicts"} & really
+
+
+def test_a_deferred_module_works_as_imported():
+    import subprocess
+    import sys
+    code = ("from fwgate.core.deferred import deferred, load; "
+            "m = deferred('fwgate.marks'); import fwgate.marks; "
+            "assert fwgate.marks is m and callable(m.harms); load(m); "
+            "from fwgate.marks import conflict_text; print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.strip() == "ok", out.stderr
