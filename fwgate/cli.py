@@ -414,16 +414,14 @@ def cmd_check(opts: CheckOptions) -> int:
 def cmd_conflicts(opts: ConflictsOptions) -> int:
     from .adapters.nfsock import NfSocket
     from .adapters.nft import snapshot
-    from .adapters.sockmarks import read_outside
+    from .adapters.sockmarks import read_outside_or_why
     from .marks import conflict_text, conflicts_json, find_conflicts, harms
     _enter_netns(opts.netns)
     with NfSocket() as sock:
         tables = snapshot(sock, families=("ip", "ip6", "inet"))
-    try:   # routing rules and marked sockets: without them, the nf_tables part still holds
-        outside = read_outside()
-    except OSError as exc:
-        print(f"fwgate: routing rules and socket marks left out: {exc.strerror}", file=sys.stderr)
-        outside = None
+    outside, why = read_outside_or_why()
+    if why:
+        print(f"fwgate: {why}", file=sys.stderr)
     found = find_conflicts(tables, outside)
     harmful = harms(found)
     if opts.json:

@@ -31,6 +31,7 @@ from ..netlink.nftables import del_rule_msg, parse_chain
 from .iptables import Running, version_of
 from .nfsock import NetlinkError, NfSocket
 from .nft import snapshot as take_snapshot
+from .sockmarks import read_outside_or_why
 
 __all__ = ["COMPAT_FAMILIES", "PROBE_FAMILIES", "Pending", "Probed", "begin_probe",
            "commit_repairs", "probe"]
@@ -199,6 +200,8 @@ def begin_probe(sock: NfSocket, *, repair: bool = False, dry_run: bool = False,
         checks.start(later)
     else:  # the chains holding findings: known only now
         checks.start([c for c in later if c.kind == "list" and c.component == ""])
-    result = outcome(seen, dry_run=dry_run, binaries=binaries, notes=notes, setup=setup,
-                     marks=marks)
+    outside, why = read_outside_or_why() if marks else (None, None)
+    result = outcome(seen, dry_run=dry_run, binaries=binaries,
+                     notes=notes + ((why,) if why else ()), setup=setup, marks=marks,
+                     outside=outside)
     return Pending(sock, result, snap, checks, now_report, genid)

@@ -125,3 +125,11 @@ def read_outside() -> Outside:
     """Everything outside nf_tables that writes or tests a packet mark."""
     return Outside(route_rules(read_rules()),
                    socket_marks(read_marked_sockets(), read_wireguard()))
+
+
+def read_outside_or_why() -> tuple[Outside | None, str | None]:
+    """read_outside(), or None and why not: without them the nf_tables part still holds."""
+    try:
+        return read_outside(), None
+    except OSError as exc:
+        return None, f"routing rules and socket marks left out: {exc.strerror or exc}"

@@ -54,8 +54,9 @@ def look(snap: Snapshot, profiles, setup: Setup, *, repair: bool,
 
 
 def outcome(seen: Look, *, dry_run: bool, binaries: tuple[Binary, ...], notes: tuple[str, ...],
-            setup: Setup, marks: bool, attempt: int = 1) -> ProbeResult:
-    """The attempt went through (its batch committed, or there was none, or a dry run)."""
+            setup: Setup, marks: bool, outside=None, attempt: int = 1) -> ProbeResult:
+    """The attempt went through (its batch committed, or there was none, or a dry run).
+    `outside`: the marks outside nf_tables (fwgate.marks.routing.Outside), if read."""
     netbird = seen.netbird
     removed = () if dry_run else seen.dead
     if removed:  # what is left of the copies once the dead ones are gone
@@ -64,7 +65,8 @@ def outcome(seen: Look, *, dry_run: bool, binaries: tuple[Binary, ...], notes: t
     return ProbeResult(seen.report, seen.snapshot.genid, () if dry_run else seen.plan, (),
                        planned=seen.plan, netbird=netbird, attempts=attempt, removed=removed,
                        binaries=binaries, notes=notes,
-                       conflicts=mark_conflicts(seen.snapshot) if marks else (), setup=setup)
+                       conflicts=mark_conflicts(seen.snapshot, outside) if marks else (),
+                       setup=setup)
 
 
 def refused(seen: Look, *, binaries: tuple[Binary, ...], notes: tuple[str, ...],
@@ -74,10 +76,12 @@ def refused(seen: Look, *, binaries: tuple[Binary, ...], notes: tuple[str, ...],
                        attempts=attempt, binaries=binaries, notes=notes)
 
 
-def mark_conflicts(snap: Snapshot) -> tuple:
-    """Packet-mark conflicts in the tables marks live in (a full snapshot of them)."""
+def mark_conflicts(snap: Snapshot, outside=None) -> tuple:
+    """Packet-mark conflicts in the tables marks live in (a full snapshot of them) and,
+    when given, the routing rules and marked sockets outside nf_tables."""
     return find_conflicts(Snapshot(snap.genid, {ref: t for ref, t in snap.tables.items()
-                                                if ref.family in ("ip", "ip6", "inet")}))
+                                                if ref.family in ("ip", "ip6", "inet")}),
+                          outside)
 
 
 def checks_moved(checks: Iterable[CrossCheck]) -> tuple[CrossCheck, ...]:

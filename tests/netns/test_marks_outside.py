@@ -18,7 +18,9 @@ import struct
 
 import pytest
 
-from fwgate_testing.helpers import delete_netns, fwgate_cmd, in_netns, new_netns, sh
+from fwgate_testing.helpers import (
+    delete_netns, fwgate_cmd, in_netns, new_netns, sh, write_config,
+)
 
 NODE, PEER, PORT = "192.168.77.1", "192.168.77.2", 51820
 WG_FWMARK = 51820   # 0xca6c
@@ -142,7 +144,7 @@ def test_sockets_and_routing_rules_are_read_from_the_kernel(pair):
     assert got == {(WG_FWMARK, "ip", "udp", "wg-quick"), (0x1BD00, "ip6", "tcp", "netbird")}
 
 
-def test_kubernetes_113659_a_wireguard_fwmark_dropped_by_kube_firewall(pair):
+def test_kubernetes_113659_a_wireguard_fwmark_dropped_by_kube_firewall(pair, tmp_path):
     node, peer = pair
     wg_quick_rules(node)
     sock = marked_socket(node, WG_FWMARK)
@@ -169,6 +171,14 @@ def test_kubernetes_113659_a_wireguard_fwmark_dropped_by_kube_firewall(pair):
         assert arrived(peer) == 3
         text = sh(node, *fwgate_cmd(), "conflicts", check=False).stdout
         assert text.startswith("meta mark 0x8000: wg-quick udp socket"), text
+        # check (and the guard: the same probe) sees it too, without making it an exit code
+        config = write_config(str(tmp_path), "stages:\n  - name: t\n    rules:\n"
+                                             "      - table: ip filter\n")
+        out = sh(node, *fwgate_cmd(), "--config", config, "check", "--json", check=False)
+        assert out.returncode == 0, out.stderr
+        (m,) = json.loads(out.stdout)["marks"]
+        assert (m["writer"]["owner"], m["writer"]["kind"], m["reader"]["owner"], m["bits"]) == \
+            ("wg-quick", "socket mark", "kubelet", "0x8000")
 
         # kubelet with another drop bit (--iptables-drop-bit 16): no harm, packets arrive
         sh(node, "iptables-restore", input=KUBELET.replace("0x8000", "0x10000"))
