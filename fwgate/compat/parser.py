@@ -156,6 +156,22 @@ def describe(expr: Expr) -> str:
     return f"{expr.name or 'unnamed'} expression"
 
 
+
+def port_range_after(lo: int, hi: int, op: int, low: int, high: int) -> tuple[int, int]:
+    """The port range iptables keeps after one more test (port_match_single_to_range):
+    == and != set both ends, < and <= the upper one, > and >= the lower one."""
+    if op in (C.CMP_EQ, C.CMP_NEQ):
+        return low, high
+    if op == C.CMP_LT:
+        return lo, max(low - 1, 1)
+    if op == C.CMP_LTE:
+        return lo, low
+    if op == C.CMP_GT:
+        return min(low + 1, 65535), hi
+    if op == C.CMP_GTE:
+        return low, hi
+    return lo, hi
+
 class _Parse:
     """One rule through a model of nft_rule_to_iptables_command_state()."""
 
@@ -627,16 +643,7 @@ class _Parse:
         name = f"{'TCP' if self.proto == _TCP else 'UDP'} {'source' if source else 'destination'} port"
         old = self.port_ranges.get(name)
         lo, hi, tlo, thi, seen, neq = old[:6] if old else (0, 65535, 0, 65535, frozenset(), False)
-        if op in (C.CMP_EQ, C.CMP_NEQ):
-            lo, hi = low, high
-        elif op == C.CMP_LT:
-            hi = max(low - 1, 1)
-        elif op == C.CMP_LTE:
-            hi = low
-        elif op == C.CMP_GT:
-            lo = min(low + 1, 65535)
-        elif op == C.CMP_GTE:
-            lo = low
+        lo, hi = port_range_after(lo, hi, op, low, high)
         true = {C.CMP_EQ: (low, high), C.CMP_LT: (0, low - 1), C.CMP_LTE: (0, low),
                 C.CMP_GT: (low + 1, 65535), C.CMP_GTE: (low, 65535)}.get(op)
         if true:

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from ..model import Rule
 from ..netlink import consts as C
 from ..netlink.registers import BYTEORDER
+from .parser import port_range_after
 from .profiles import Profile, version_key
 
 _TCP, _UDP, _ICMP, _ICMPV6 = 6, 17, 1, 58
@@ -276,20 +277,9 @@ class _Reader:
     def port(self, name: str, end: str, op: int, port: int) -> None:
         """port_match_single_to_range."""
         opts, own = self.l4_match(name)
-        lo, hi = opts.get(end, (0, 65535))
-        if op in (C.CMP_EQ, C.CMP_NEQ):
-            lo = hi = port
-            if op == C.CMP_NEQ:
-                self.invert(name, opts, end + "inv", own)
-        elif op == C.CMP_LT:
-            hi = max(port - 1, 1)
-        elif op == C.CMP_LTE:
-            hi = port
-        elif op == C.CMP_GT:
-            lo = min(port + 1, 65535)
-        elif op == C.CMP_GTE:
-            lo = port
-        opts[end] = (lo, hi)
+        if op == C.CMP_NEQ:
+            self.invert(name, opts, end + "inv", own)
+        opts[end] = port_range_after(*opts.get(end, (0, 65535)), op, port, port)
 
     def icmp(self, r: _Reg, data: bytes) -> None:
         """nft_parse_icmp: a new match per test, from the value alone."""
