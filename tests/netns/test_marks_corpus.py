@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import shlex
 import socket
+import time
 
 import pytest
 
@@ -389,8 +390,8 @@ def test_netbird_and_wg_quick(lab):
             ("wg-quick", "netbird", "netbird-acl-forward-filter", "accept missed"),
             # Netbird's own 0x1bd20 carries portmap's 0x2000 (test_marks_packets, with packets)
             ("netbird", "cni-portmap", "CNI-HOSTPORT-MASQ", "masqueraded unexpectedly"),
-            # the restored 0x1bd10 carries it too (not shown with packets here: this lab's
-            # Netbird accepts no routed peer → pod traffic that would reach portmap's test)
+            # the restored 0x1bd10 carries it too (with packets, for a routed peer's flow:
+            # test_wg_quick_restores_portmaps_masquerade_bit_onto_a_routed_peers_flow)
             ("wg-quick", "cni-portmap", "CNI-HOSTPORT-MASQ",
              "masquerade skipped or masqueraded unexpectedly")}, harms
         send(peer, HOSTPORT)
@@ -1040,3 +1041,62 @@ def blocked_localnet(node: str) -> int:
         if "127.0.0.0" in json.dumps(exprs) and any("drop" in e for e in exprs):
             return next(e["counter"]["packets"] for e in exprs if "counter" in e)
     raise AssertionError("no localnet block in KUBE-FIREWALL")
+
+
+ROUTED_PEER = "100.64.0.3"   # a peer with a route to the pod network, no ACL to the node
+
+
+def netbird_routing_the_pod_network() -> str:
+    """Netbird's table with a network route to the pod network (10.42.0.0/24): its route
+    ACL appended to netbird-rt-fwd (netbirdio/netbird v0.70 client/firewall/nftables/
+    router_linux.go AddRouteFiltering: source and destination networks, then the action)."""
+    table = netbird()
+    route_chain = "  chain netbird-rt-fwd {\n    ct state established,related counter accept\n"
+    assert route_chain in table
+    return table.replace(route_chain, route_chain
+                         + "    ip saddr 100.64.0.0/16 ip daddr 10.42.0.0/24 counter accept\n")
+
+
+def send_from(peer: str, source: str, port: int, count: int = 3) -> None:
+    """Datagrams from `source` (one new socket: one new connection) to the node's wt0
+    address."""
+    def work() -> None:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind((source, 0))
+            for _ in range(count):
+                s.sendto(b"fwgate", (NODE_WT0, port))
+    in_netns(peer, work)
+    time.sleep(0.3)   # as test_marks_packets.send: let the pod's counters see them
+
+
+def test_wg_quick_restores_portmaps_masquerade_bit_onto_a_routed_peers_flow(lab):
+    """Netbird marks every new connection from wt0 0x1bd10 in ct mark; wg-quick's
+    premangle (`meta mark set ct mark`), when its table is the older one, runs after
+    Netbird's chain and puts 0x1bd10 into the packet's mark — which holds portmap's
+    masquerade bit 0x2000. A routed peer (Netbird's route ACL to the pod network, no
+    0x1bd20 for it) reaching a hostPort is then masqueraded by CNI-HOSTPORT-MASQ: the pod
+    sees the node, not the peer. Without wg-quick's table, or with it the newer one (its
+    restore runs first, on a connection not yet marked), the pod sees the peer."""
+    from test_marks_packets import masqueraded
+    node, peer, pod = lab
+    sh(peer, "ip", "addr", "add", f"{ROUTED_PEER}/16", "dev", "wt0p")
+    sh(node, "iptables-restore", "-n", input=PORTMAP)
+    sh(node, "nft", "-f", "-", input=netbird_routing_the_pod_network())
+    send_from(peer, ROUTED_PEER, HOSTPORT)
+    assert (arrived(pod), masqueraded(pod)) == (3, 0)
+
+    sh(node, "nft", "delete", "table", "ip", "netbird")
+    wg_quick(node)
+    sh(node, "nft", "-f", "-", input=netbird_routing_the_pod_network())   # newer: runs first
+    code, harms = conflicts(node)
+    assert code == 1
+    assert ("wg-quick", "cni-portmap", "0x2000",
+            "masquerade skipped or masqueraded unexpectedly") in pairs(harms), harms
+    send_from(peer, ROUTED_PEER, HOSTPORT)
+    assert (arrived(pod), masqueraded(pod)) == (6, 3)
+
+    # wg-quick's table the newer one: its restore runs before Netbird marks the connection
+    sh(node, "nft", "delete", "table", "ip", "wg-quick-wg0")
+    sh(node, "nft", "-f", "-", input=WG_QUICK)
+    send_from(peer, ROUTED_PEER, HOSTPORT)
+    assert (arrived(pod), masqueraded(pod)) == (9, 3)
