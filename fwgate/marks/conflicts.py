@@ -863,7 +863,6 @@ class _Decided:
                 return True
         return False
 
-
     # --- what an early verdict skips: nothing that decides, on this node ---------------
 
     def skips_nothing(self, r: _Group, c: Conflict) -> str | None:

@@ -196,7 +196,8 @@ def calico_forward(host_endpoint: list) -> tuple:
               regular("cali-from-hep-forward")]
     rules = [rule("FORWARD", verdict("jump", "cali-FORWARD")),
              rule("cali-FORWARD", xt_mark(0, 0x1A0000)),
-             rule("cali-FORWARD", xt_match("mark", 0, 0x10000), verdict("jump", "cali-from-hep-forward")),
+             rule("cali-FORWARD", xt_match("mark", 0, 0x10000),
+                  verdict("jump", "cali-from-hep-forward")),
              *[rule("cali-from-hep-forward", *parts) for parts in host_endpoint]]
     return ("ip", "filter", chains, rules)
 
@@ -236,3 +237,29 @@ def test_an_early_accept_before_a_dropping_policy_is_a_harm():
     family, table, chains, rules = calico_input([], kube_firewall=False)
     chains = [base("INPUT", C.NF_INET_LOCAL_IN, 0, policy=C.NF_DROP), *chains[1:]]
     assert netbird_to_calico((family, table, chains, rules)) == [("accepted unexpectedly", "harm")]
+
+
+def calico_postrouting(kube_mark_masq: bool) -> tuple:
+    """Felix's mangle cali-POSTROUTING (static.go StaticManglePostroutingChain): return on
+    the accept bit, else clear Calico's bits and run host endpoint policy; optionally a
+    jump to kube-proxy's KUBE-MARK-MASQ after its clear."""
+    chains = [base("POSTROUTING", C.NF_INET_POST_ROUTING, -150), regular("cali-POSTROUTING"),
+              regular("cali-to-host-endpoint"), regular("KUBE-MARK-MASQ")]
+    after_clear = [[verdict("jump", "KUBE-MARK-MASQ")]] if kube_mark_masq else []
+    rules = [rule("KUBE-MARK-MASQ", xt_mark(0x4000, 0x4000), table="mangle"),
+             rule("POSTROUTING", verdict("jump", "cali-POSTROUTING"), table="mangle"),
+             rule("cali-POSTROUTING", xt_match("mark", 0x10000, 0x10000), verdict("return"),
+                  table="mangle"),
+             rule("cali-POSTROUTING", xt_mark(0, 0x1B0000), table="mangle"),
+             *[rule("cali-POSTROUTING", *parts, table="mangle") for parts in after_clear],
+             rule("cali-POSTROUTING", verdict("jump", "cali-to-host-endpoint"), table="mangle")]
+    return ("ip", "mangle", chains, rules)
+
+
+def test_an_early_return_that_skips_only_its_own_clear_is_latent():
+    """Returning early skips Calico's own clear of its bits and an empty host endpoint
+    chain: latent. Skipping another component's mark (here kube-proxy's chain) is not."""
+    assert netbird_to_calico(calico_postrouting(kube_mark_masq=False)) == \
+        [("returns early", "shared")]
+    assert netbird_to_calico(calico_postrouting(kube_mark_masq=True)) == \
+        [("returns early", "harm")]
