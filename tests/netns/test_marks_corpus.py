@@ -1100,3 +1100,72 @@ def test_wg_quick_restores_portmaps_masquerade_bit_onto_a_routed_peers_flow(lab)
     sh(node, "nft", "-f", "-", input=WG_QUICK)
     send_from(peer, ROUTED_PEER, HOSTPORT)
     assert (arrived(pod), masqueraded(pod)) == (9, 3)
+
+
+# A host endpoint on wt0 with a forward policy that admits nothing, as Felix renders it
+# (felix/rules/dispatch.go: the host endpoint dispatch by interface; endpoints.go
+# HostEndpointToIptablesChains: "Drop if no policies passed packet").
+HOST_ENDPOINT_WT0 = """*filter
+:cali-fhfw-wt0 - [0:0]
+-A cali-from-hep-forward -i wt0 -g cali-fhfw-wt0
+-A cali-fhfw-wt0 -j MARK --set-xmark 0x0/0x30000
+-A cali-fhfw-wt0 -m comment --comment "Drop if no policies passed packet" -j DROP
+COMMIT
+"""
+
+
+def test_calico_host_endpoint_policy_makes_netbirds_accept_bit_a_harm(calico_lab):
+    """With a host endpoint on wt0 whose forward policy drops everything, Felix's
+    `--mark 0x0/0x10000 -j cali-from-hep-forward` is no longer latent: a peer Netbird
+    marks 0x1bd20 (which holds the accept bit) skips the host endpoint policy and reaches
+    a hostPort, while a routed peer Netbird does not mark is dropped by it."""
+    node, pod_a, _ = calico_lab
+    peer = netbird_peer(node)
+    try:
+        sh(peer, "ip", "addr", "add", f"{ROUTED_PEER}/16", "dev", "wt0p")
+        sh(node, "iptables-restore", "-n", input=PORTMAP.replace(POD, POD_A).replace(
+            "10.42.0.0/24", "192.168.0.0/16"))
+        calico_node(node)
+        sh(node, "nft", "-f", "-", input=netbird_routing_the_pod_network().replace(
+            "10.42.0.0/24", "192.168.0.0/16"))
+        _, everything = conflicts(node, everything=True)
+        assert [c["severity"] for c in everything if c["reader"]["chain"] == "cali-FORWARD"] \
+            == ["shared"], everything
+        sh(node, "iptables-restore", "-n", input=_with_felix_hashes(HOST_ENDPOINT_WT0))
+        code, harms = conflicts(node)
+        assert code == 1
+        assert ("netbird", "calico", "filter", "cali-FORWARD",
+                "jump to cali-from-hep-forward missed") in {
+            (c["writer"]["owner"], c["reader"]["owner"], c["reader"]["table"],
+             c["reader"]["chain"], c["effect"]) for c in harms}, harms
+        assert received(peer, pod_a, NODE_WT0, HOSTPORT) == 3            # marked: skips it
+        assert counted(node, "filter", "cali-fhfw-wt0", "drop") == 0
+
+        def routed() -> int:   # the routed peer's datagrams to the same hostPort
+            with_pod = in_netns(pod_a, lambda: _bound(HOSTPORT))
+            try:
+                send_from(peer, ROUTED_PEER, HOSTPORT)
+                return _drain(with_pod)
+            finally:
+                with_pod.close()
+        assert routed() == 0
+        assert counted(node, "filter", "cali-fhfw-wt0", "drop") == 3
+    finally:
+        delete_netns(peer)
+
+
+def _bound(port: int) -> socket.socket:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("0.0.0.0", port))
+    s.settimeout(1)
+    return s
+
+
+def _drain(receiver: socket.socket) -> int:
+    got = 0
+    try:
+        while True:
+            receiver.recvfrom(64)
+            got += 1
+    except TimeoutError:
+        return got
