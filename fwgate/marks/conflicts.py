@@ -576,7 +576,7 @@ def find_conflicts(snapshot: Snapshot, outside: Outside | None = None) -> tuple[
                     hit = _classify(hit, testers)
                     if hit.harm:
                         shadow = _shadowed(by_base, w, r) or decided.of(r) \
-                            or _accepted_by_state(model, w, hit)
+                            or _accepted_by_state(model, w, hit) or decided.skips_nothing(r, hit)
                         if shadow:
                             hit = replace(hit, severity=SHARED, why_shared=shadow)
                     k = (id(hit.writer.rule or w), id(hit.reader.rule or r), hit.key, hit.bits)
@@ -862,6 +862,101 @@ class _Decided:
                                             for t in marks.jumps):
                 return True
         return False
+
+    # --- what an early verdict skips: nothing that decides, on this node ---------------
+
+    def skips_nothing(self, r: _Group, c: Conflict) -> str | None:
+        """The reader's test, flipped, only makes the packet skip rules that decide nothing
+        for it: Felix's `-m mark --mark 0x10000/0x10000 -j ACCEPT` in mangle cali-PREROUTING
+        skips its host endpoint chain, empty on a node without host endpoints, and the
+        policy accepts the packet anyway. Its fate is the same either way: latent. Skipped
+        rules that decide nothing: no verdict but return (and accept, for an early accept),
+        no NAT, no queue; mark writes only by the reader's own component (skipping them
+        leaves the writer's bits as they would be without that component, and the writer
+        meets later readers as pairs of its own). Why, or None."""
+        if r.kind != "nftables" or not r.places:
+            return None
+        verb, _, target = r.action.partition(" ")
+        if c.effect == "accepted unexpectedly" and verb == "accept":
+            skipped = self._after_accept
+        elif c.effect == "returns early" and verb == "return":
+            skipped = self._rest_of_chain
+        elif c.effect in (f"jump to {target} missed", f"jumps to {target} unexpectedly") \
+                and verb == "jump":
+            skipped = self._jumped_to
+        else:
+            return None
+        chains: set[str] = set()
+        for place in r.places:
+            if not skipped(place.rule, r.owner, chains):
+                return None
+        empty = sorted(n for n in chains if not self.model.chain_rules(
+            r.places[0].rule.family, r.places[0].rule.table, n))
+        named = f" (empty here: {', '.join(empty)})" if empty else ""
+        return (f"latent: the rules {r.owner} skips when the bits change decide nothing for "
+                f"these packets{named}; harm once they hold a drop, NAT or another "
+                f"component's mark (Calico: a host endpoint policy)")
+
+    def _decides_nothing(self, rule: Rule, owner: str, accepting: bool, chains: set) -> bool:
+        marks = rule_marks(rule)
+        if marks.writes and owner_of(rule, marks) != owner:
+            return False
+        verb, _, target = marks.action.partition(" ")
+        if verb in ("jump", "goto") and target:
+            return self._chain_decides_nothing(rule.family, rule.table, target, owner,
+                                               accepting, chains)
+        return verb in ("", "mark", "log", "return") or (accepting and verb == "accept")
+
+    def _chain_decides_nothing(self, family: str, table: str, chain: str, owner: str,
+                               accepting: bool, chains: set) -> bool:
+        if chain in chains:
+            return True
+        chains.add(chain)
+        if len(chains) > _MAX_STEPS:
+            return False
+        return all(self._decides_nothing(x, owner, accepting, chains)
+                   for x in self.model.chain_rules(family, table, chain))
+
+    def _rest(self, rule: Rule, owner: str, accepting: bool, chains: set) -> bool:
+        rules = self.model.chain_rules(rule.family, rule.table, rule.chain)
+        at = next((i for i, x in enumerate(rules) if x.handle == rule.handle), None)
+        return at is not None and all(self._decides_nothing(x, owner, accepting, chains)
+                                      for x in rules[at + 1:])
+
+    def _rest_of_chain(self, rule: Rule, owner: str, chains: set) -> bool:
+        # Returning early or at the chain's end lands in the same place.
+        return self._rest(rule, owner, False, chains)
+
+    def _jumped_to(self, rule: Rule, owner: str, chains: set) -> bool:
+        target = rule_marks(rule).action.partition(" ")[2]
+        return self._chain_decides_nothing(rule.family, rule.table, target, owner, False,
+                                           chains)
+
+    def _after_accept(self, rule: Rule, owner: str, chains: set) -> bool:
+        """An accept ends the base chain: the rest of the rule's chain, then of every chain
+        that jumps to it, up to a base chain whose policy accepts."""
+        return self._rest(rule, owner, True, chains) and self._up_to_policy(
+            rule.family, rule.table, rule.chain, owner, chains, set())
+
+    def _up_to_policy(self, family: str, table: str, chain: str, owner: str, chains: set,
+                      climbed: set) -> bool:
+        info = self.model.chain(family, table, chain)
+        if info is None:
+            return False
+        if info.hook is not None:
+            return info.policy != NF_DROP
+        callers = self._callers(family, table).get(chain)
+        if not callers or chain in climbed:
+            return False   # reached otherwise (a verdict map) or in a loop: cannot tell
+        climbed.add(chain)
+        for caller in callers:
+            jumped = rule_marks(caller).action.startswith("jump ")
+            if jumped and not self._rest(caller, owner, True, chains):
+                return False
+            # after a goto the packet goes on where its caller's chain was jumped to
+            if not self._up_to_policy(family, table, caller.chain, owner, chains, climbed):
+                return False
+        return True
 
 
 # --- a write on later packets only, whose reader's chain accepts those by state ----------

@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import shlex
 import socket
+import time
 
 import pytest
 
@@ -389,8 +390,8 @@ def test_netbird_and_wg_quick(lab):
             ("wg-quick", "netbird", "netbird-acl-forward-filter", "accept missed"),
             # Netbird's own 0x1bd20 carries portmap's 0x2000 (test_marks_packets, with packets)
             ("netbird", "cni-portmap", "CNI-HOSTPORT-MASQ", "masqueraded unexpectedly"),
-            # the restored 0x1bd10 carries it too (not shown with packets here: this lab's
-            # Netbird accepts no routed peer → pod traffic that would reach portmap's test)
+            # the restored 0x1bd10 carries it too (with packets, for a routed peer's flow:
+            # test_wg_quick_restores_portmaps_masquerade_bit_onto_a_routed_peers_flow)
             ("wg-quick", "cni-portmap", "CNI-HOSTPORT-MASQ",
              "masquerade skipped or masqueraded unexpectedly")}, harms
         send(peer, HOSTPORT)
@@ -917,3 +918,254 @@ def test_calico_sets_its_accept_bit_back_so_netbirds_mark_survives(calico_lab):
         assert counted(node, "netbird", "netbird-acl-forward-filter", "drop") == 0   # new table
     finally:
         delete_netns(peer)
+
+
+
+def netbird_peer(node: str) -> str:
+    """A peer namespace behind wt0 (100.64.0.2 → the node's 100.64.0.1), routing the pod
+    network through the node."""
+    peer = new_netns("fwt-nb")
+    sh(node, "ip", "link", "add", "wt0", "type", "veth", "peer", "name", "wt0p", "netns", peer)
+    sh(node, "ip", "addr", "add", f"{NODE_WT0}/16", "dev", "wt0")
+    sh(node, "ip", "link", "set", "wt0", "up")
+    sh(peer, "ip", "addr", "add", f"{PEER_WT0}/16", "dev", "wt0p")
+    sh(peer, "ip", "link", "set", "wt0p", "up")
+    sh(peer, "ip", "route", "add", "192.168.0.0/16", "via", NODE_WT0)
+    return peer
+
+
+def _udp_frame(source_mac: str, dest_mac: str, source: str, dest: str, port: int) -> bytes:
+    """An Ethernet frame holding one UDP datagram (no UDP checksum)."""
+    import struct
+    payload = b"fwgate"
+    udp = struct.pack("!HHHH", 40000, port, 8 + len(payload), 0) + payload
+    header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 1, 0, 64, socket.IPPROTO_UDP,
+                         0, socket.inet_aton(source), socket.inet_aton(dest))
+    total = sum(struct.unpack("!10H", header))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    header = header[:10] + struct.pack("!H", ~total & 0xFFFF) + header[12:]
+    return (bytes.fromhex(dest_mac.replace(":", "")) + bytes.fromhex(source_mac.replace(":", ""))
+            + b"\x08\x00" + header + udp)
+
+
+def to_node_loopback(node: str, peer: str, port: int, count: int = 3) -> int:
+    """Datagrams the peer puts on wt0 for 127.0.0.1:`port` (written as frames: the peer's
+    own loopback would take them otherwise) that a socket on the node's 127.0.0.1
+    receives."""
+    node_mac = sh(node, "cat", "/sys/class/net/wt0/address").stdout.strip()
+    peer_mac = sh(peer, "cat", "/sys/class/net/wt0p/address").stdout.strip()
+    frame = _udp_frame(peer_mac, node_mac, PEER_WT0, "127.0.0.1", port)
+
+    def listen() -> socket.socket:
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.bind(("127.0.0.1", port))
+        s.settimeout(1)
+        return s
+
+    def transmit() -> None:
+        with socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as s:
+            s.bind(("wt0p", 0))
+            for _ in range(count):
+                s.send(frame)
+    receiver = in_netns(node, listen)
+    try:
+        in_netns(peer, transmit)
+        got = 0
+        try:
+            while got < count:
+                receiver.recvfrom(64)
+                got += 1
+        except TimeoutError:
+            pass
+        return got
+    finally:
+        receiver.close()
+
+
+def test_calico_beside_netbird_lets_peers_past_kubelets_localnet_block(calico_lab):
+    """Netbird's 0x1bd20 holds Felix's accept bit 0x10000. cali-INPUT, first in INPUT,
+    accepts what carries it, so kubelet's KUBE-FIREWALL after it never runs for what
+    Netbird marked: its "block incoming localnet connections" (the fix for CVE-2020-8558,
+    needed because kube-proxy sets route_localnet=1 for localhost node ports: kubernetes
+    pkg/proxy/iptables/proxier.go) no longer keeps a peer from the node's 127.0.0.1. A
+    harm, with packets: dropped by KUBE-FIREWALL without Netbird's table, delivered with
+    it. Felix's other accept-bit tests (mangle cali-PREROUTING / cali-POSTROUTING,
+    cali-FORWARD's host endpoint jump, FORWARD's "Policy explicitly accepted") skip only
+    host endpoint chains, empty on this node: latent, and a peer's hostPort traffic
+    through all of them is delivered."""
+    node, pod_a, _ = calico_lab
+    peer = netbird_peer(node)
+    try:
+        sh(node, "sysctl", "-qw", "net.ipv4.conf.all.route_localnet=1")
+        sh(node, "iptables-restore", "-n", input=PORTMAP.replace(POD, POD_A).replace(
+            "10.42.0.0/24", "192.168.0.0/16"))
+        calico_node(node)
+        assert to_node_loopback(node, peer, 9001) == 0
+        assert blocked_localnet(node) == 3
+
+        sh(node, "nft", "-f", "-", input=netbird())   # newer: its mangle chain runs first
+        code, harms = conflicts(node)
+        assert code == 1
+        reported = {(c["writer"]["owner"], c["reader"]["owner"], c["reader"]["table"],
+                     c["reader"]["chain"], c["effect"]) for c in harms}
+        assert ("netbird", "calico", "filter", "cali-INPUT", "accepted unexpectedly") \
+            in reported, harms
+        assert not [c for c in harms if c["reader"]["owner"] == "calico"
+                    and c["reader"]["chain"] != "cali-INPUT"], harms
+        _, everything = conflicts(node, everything=True)
+        latent = {(c["reader"]["table"], c["reader"]["chain"], c["effect"])
+                  for c in everything if c["writer"]["owner"] == "netbird"
+                  and c["reader"]["owner"] == "calico" and c["severity"] == "shared"
+                  and c["why_shared"].startswith("latent: the rules calico skips")}
+        assert latent == {("mangle", "cali-PREROUTING", "accepted unexpectedly"),
+                          ("mangle", "cali-POSTROUTING", "returns early"),
+                          ("filter", "cali-FORWARD", "jump to cali-from-hep-forward missed"),
+                          ("filter", "FORWARD", "accepted unexpectedly")}, everything
+
+        assert to_node_loopback(node, peer, 9002) == 3
+        assert blocked_localnet(node) == 3   # no more than before
+        assert counted(node, "filter", "cali-INPUT", "accept") == 3
+        # the latent ones: the peer's hostPort traffic passes every one of them
+        assert received(peer, pod_a, NODE_WT0, HOSTPORT) == 3
+    finally:
+        delete_netns(peer)
+
+
+def blocked_localnet(node: str) -> int:
+    """Packets kubelet's KUBE-FIREWALL dropped as incoming localnet connections."""
+    listing = json.loads(sh(node, "nft", "-j", "list", "chain", "ip", "filter",
+                            "KUBE-FIREWALL").stdout)
+    for item in listing["nftables"]:
+        exprs = item.get("rule", {}).get("expr", [])
+        if "127.0.0.0" in json.dumps(exprs) and any("drop" in e for e in exprs):
+            return next(e["counter"]["packets"] for e in exprs if "counter" in e)
+    raise AssertionError("no localnet block in KUBE-FIREWALL")
+
+
+ROUTED_PEER = "100.64.0.3"   # a peer with a route to the pod network, no ACL to the node
+
+
+def netbird_routing_the_pod_network() -> str:
+    """Netbird's table with a network route to the pod network (10.42.0.0/24): its route
+    ACL appended to netbird-rt-fwd (netbirdio/netbird v0.70 client/firewall/nftables/
+    router_linux.go AddRouteFiltering: source and destination networks, then the action)."""
+    table = netbird()
+    route_chain = "  chain netbird-rt-fwd {\n    ct state established,related counter accept\n"
+    assert route_chain in table
+    return table.replace(route_chain, route_chain
+                         + "    ip saddr 100.64.0.0/16 ip daddr 10.42.0.0/24 counter accept\n")
+
+
+def send_from(peer: str, source: str, port: int, count: int = 3) -> None:
+    """Datagrams from `source` (one new socket: one new connection) to the node's wt0
+    address."""
+    def work() -> None:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind((source, 0))
+            for _ in range(count):
+                s.sendto(b"fwgate", (NODE_WT0, port))
+    in_netns(peer, work)
+    time.sleep(0.3)   # as test_marks_packets.send: let the pod's counters see them
+
+
+def test_wg_quick_restores_portmaps_masquerade_bit_onto_a_routed_peers_flow(lab):
+    """Netbird marks every new connection from wt0 0x1bd10 in ct mark; wg-quick's
+    premangle (`meta mark set ct mark`), when its table is the older one, runs after
+    Netbird's chain and puts 0x1bd10 into the packet's mark — which holds portmap's
+    masquerade bit 0x2000. A routed peer (Netbird's route ACL to the pod network, no
+    0x1bd20 for it) reaching a hostPort is then masqueraded by CNI-HOSTPORT-MASQ: the pod
+    sees the node, not the peer. Without wg-quick's table, or with it the newer one (its
+    restore runs first, on a connection not yet marked), the pod sees the peer."""
+    from test_marks_packets import masqueraded
+    node, peer, pod = lab
+    sh(peer, "ip", "addr", "add", f"{ROUTED_PEER}/16", "dev", "wt0p")
+    sh(node, "iptables-restore", "-n", input=PORTMAP)
+    sh(node, "nft", "-f", "-", input=netbird_routing_the_pod_network())
+    send_from(peer, ROUTED_PEER, HOSTPORT)
+    assert (arrived(pod), masqueraded(pod)) == (3, 0)
+
+    sh(node, "nft", "delete", "table", "ip", "netbird")
+    wg_quick(node)
+    sh(node, "nft", "-f", "-", input=netbird_routing_the_pod_network())   # newer: runs first
+    code, harms = conflicts(node)
+    assert code == 1
+    assert ("wg-quick", "cni-portmap", "0x2000",
+            "masquerade skipped or masqueraded unexpectedly") in pairs(harms), harms
+    send_from(peer, ROUTED_PEER, HOSTPORT)
+    assert (arrived(pod), masqueraded(pod)) == (6, 3)
+
+    # wg-quick's table the newer one: its restore runs before Netbird marks the connection
+    sh(node, "nft", "delete", "table", "ip", "wg-quick-wg0")
+    sh(node, "nft", "-f", "-", input=WG_QUICK)
+    send_from(peer, ROUTED_PEER, HOSTPORT)
+    assert (arrived(pod), masqueraded(pod)) == (9, 3)
+
+
+# A host endpoint on wt0 with a forward policy that admits nothing, as Felix renders it
+# (felix/rules/dispatch.go: the host endpoint dispatch by interface; endpoints.go
+# HostEndpointToIptablesChains: "Drop if no policies passed packet").
+HOST_ENDPOINT_WT0 = """*filter
+:cali-fhfw-wt0 - [0:0]
+-A cali-from-hep-forward -i wt0 -g cali-fhfw-wt0
+-A cali-fhfw-wt0 -j MARK --set-xmark 0x0/0x30000
+-A cali-fhfw-wt0 -m comment --comment "Drop if no policies passed packet" -j DROP
+COMMIT
+"""
+
+
+def test_calico_host_endpoint_policy_makes_netbirds_accept_bit_a_harm(calico_lab):
+    """With a host endpoint on wt0 whose forward policy drops everything, Felix's
+    `--mark 0x0/0x10000 -j cali-from-hep-forward` is no longer latent: a peer Netbird
+    marks 0x1bd20 (which holds the accept bit) skips the host endpoint policy and reaches
+    a hostPort, while a routed peer Netbird does not mark is dropped by it."""
+    node, pod_a, _ = calico_lab
+    peer = netbird_peer(node)
+    try:
+        sh(peer, "ip", "addr", "add", f"{ROUTED_PEER}/16", "dev", "wt0p")
+        sh(node, "iptables-restore", "-n", input=PORTMAP.replace(POD, POD_A).replace(
+            "10.42.0.0/24", "192.168.0.0/16"))
+        calico_node(node)
+        sh(node, "nft", "-f", "-", input=netbird_routing_the_pod_network().replace(
+            "10.42.0.0/24", "192.168.0.0/16"))
+        _, everything = conflicts(node, everything=True)
+        assert [c["severity"] for c in everything if c["reader"]["chain"] == "cali-FORWARD"] \
+            == ["shared"], everything
+        sh(node, "iptables-restore", "-n", input=_with_felix_hashes(HOST_ENDPOINT_WT0))
+        code, harms = conflicts(node)
+        assert code == 1
+        assert ("netbird", "calico", "filter", "cali-FORWARD",
+                "jump to cali-from-hep-forward missed") in {
+            (c["writer"]["owner"], c["reader"]["owner"], c["reader"]["table"],
+             c["reader"]["chain"], c["effect"]) for c in harms}, harms
+        assert received(peer, pod_a, NODE_WT0, HOSTPORT) == 3            # marked: skips it
+        assert counted(node, "filter", "cali-fhfw-wt0", "drop") == 0
+
+        def routed() -> int:   # the routed peer's datagrams to the same hostPort
+            with_pod = in_netns(pod_a, lambda: _bound(HOSTPORT))
+            try:
+                send_from(peer, ROUTED_PEER, HOSTPORT)
+                return _drain(with_pod)
+            finally:
+                with_pod.close()
+        assert routed() == 0
+        assert counted(node, "filter", "cali-fhfw-wt0", "drop") == 3
+    finally:
+        delete_netns(peer)
+
+
+def _bound(port: int) -> socket.socket:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("0.0.0.0", port))
+    s.settimeout(1)
+    return s
+
+
+def _drain(receiver: socket.socket) -> int:
+    got = 0
+    try:
+        while True:
+            receiver.recvfrom(64)
+            got += 1
+    except TimeoutError:
+        return got

@@ -166,3 +166,100 @@ def test_a_clear_its_own_component_sets_again_before_the_packet_goes_on_is_no_wr
     accepting = list(dict.fromkeys(accepting))
     assert calico_to_netbird((family, table, chains, accepting)) == \
         [("calico", "accept missed")]
+
+
+NETBIRD_MARK = ("ip", "netbird", [base("netbird-mangle-prerouting", C.NF_INET_PRE_ROUTING, -150)],
+                [rule("netbird-mangle-prerouting", IIF_WT0, set_mark(0x1BD20), table="netbird")])
+
+
+def calico_input(host_endpoint: list, kube_firewall: bool) -> tuple:
+    """Felix's cali-INPUT (felix/rules/static.go filterInputChain): accept what carries its
+    accept bit 0x10000, else clear its bits and run host endpoint policy; optionally
+    kubelet's KUBE-FIREWALL after it in INPUT."""
+    chains = [base("INPUT", C.NF_INET_LOCAL_IN, 0), regular("cali-INPUT"),
+              regular("cali-from-host-endpoint"), regular("KUBE-FIREWALL")]
+    rules = [rule("INPUT", verdict("jump", "cali-INPUT")),
+             *([rule("INPUT", verdict("jump", "KUBE-FIREWALL"))] if kube_firewall else []),
+             rule("cali-INPUT", xt_match("mark", 0x10000, 0x10000), verdict("accept")),
+             rule("cali-INPUT", xt_mark(0, 0x1B0000)),
+             rule("cali-INPUT", verdict("jump", "cali-from-host-endpoint")),
+             *[rule("cali-from-host-endpoint", *parts) for parts in host_endpoint],
+             rule("KUBE-FIREWALL", comment("block incoming localnet connections"),
+                  verdict("drop"))]
+    return ("ip", "filter", chains, rules)
+
+
+def calico_forward(host_endpoint: list) -> tuple:
+    """Felix's cali-FORWARD: clear all but the accept bit, host endpoint forward policy
+    only for what no earlier chain accepted (`--mark 0x0/0x10000 -j cali-from-hep-forward`)."""
+    chains = [base("FORWARD", C.NF_INET_FORWARD, 0), regular("cali-FORWARD"),
+              regular("cali-from-hep-forward")]
+    rules = [rule("FORWARD", verdict("jump", "cali-FORWARD")),
+             rule("cali-FORWARD", xt_mark(0, 0x1A0000)),
+             rule("cali-FORWARD", xt_match("mark", 0, 0x10000),
+                  verdict("jump", "cali-from-hep-forward")),
+             *[rule("cali-from-hep-forward", *parts) for parts in host_endpoint]]
+    return ("ip", "filter", chains, rules)
+
+
+def netbird_to_calico(calico: tuple) -> list:
+    return [(c.effect, c.severity) for c in find_conflicts(snapshot(NETBIRD_MARK, calico))
+            if c.writer.owner == "netbird" and c.reader.owner == "calico"]
+
+
+def test_an_early_verdict_that_skips_only_empty_chains_is_latent():
+    """Netbird's 0x1bd20 holds Calico's accept bit: Felix's tests then skip its host
+    endpoint chains. Without host endpoints those are empty and the policy accepts anyway:
+    the packet's fate is the same, latent. A host endpoint policy's drop makes it a harm."""
+    hep_drop = [[IIF_WT0, verdict("drop")]]
+    assert netbird_to_calico(calico_input([], kube_firewall=False)) == \
+        [("accepted unexpectedly", "shared")]
+    assert netbird_to_calico(calico_input(hep_drop, kube_firewall=False)) == \
+        [("accepted unexpectedly", "harm")]
+    assert netbird_to_calico(calico_forward([])) == [("jump to cali-from-hep-forward missed",
+                                                      "shared")]
+    assert netbird_to_calico(calico_forward(hep_drop)) == [("jump to cali-from-hep-forward missed",
+                                                            "harm")]
+    (latent,) = [c for c in find_conflicts(snapshot(NETBIRD_MARK, calico_forward([])))
+                 if c.reader.owner == "calico"]
+    assert latent.why_shared.startswith("latent: the rules calico skips")
+    assert "empty here: cali-from-hep-forward" in latent.why_shared
+
+
+def test_an_early_accept_that_skips_another_components_drop_is_a_harm():
+    """cali-INPUT's accept ends INPUT: kubelet's KUBE-FIREWALL after it (its localnet
+    block) never runs for what Netbird marked, even with Calico's own chains empty."""
+    assert netbird_to_calico(calico_input([], kube_firewall=True)) == \
+        [("accepted unexpectedly", "harm")]
+
+
+def test_an_early_accept_before_a_dropping_policy_is_a_harm():
+    family, table, chains, rules = calico_input([], kube_firewall=False)
+    chains = [base("INPUT", C.NF_INET_LOCAL_IN, 0, policy=C.NF_DROP), *chains[1:]]
+    assert netbird_to_calico((family, table, chains, rules)) == [("accepted unexpectedly", "harm")]
+
+
+def calico_postrouting(kube_mark_masq: bool) -> tuple:
+    """Felix's mangle cali-POSTROUTING (static.go StaticManglePostroutingChain): return on
+    the accept bit, else clear Calico's bits and run host endpoint policy; optionally a
+    jump to kube-proxy's KUBE-MARK-MASQ after its clear."""
+    chains = [base("POSTROUTING", C.NF_INET_POST_ROUTING, -150), regular("cali-POSTROUTING"),
+              regular("cali-to-host-endpoint"), regular("KUBE-MARK-MASQ")]
+    after_clear = [[verdict("jump", "KUBE-MARK-MASQ")]] if kube_mark_masq else []
+    rules = [rule("KUBE-MARK-MASQ", xt_mark(0x4000, 0x4000), table="mangle"),
+             rule("POSTROUTING", verdict("jump", "cali-POSTROUTING"), table="mangle"),
+             rule("cali-POSTROUTING", xt_match("mark", 0x10000, 0x10000), verdict("return"),
+                  table="mangle"),
+             rule("cali-POSTROUTING", xt_mark(0, 0x1B0000), table="mangle"),
+             *[rule("cali-POSTROUTING", *parts, table="mangle") for parts in after_clear],
+             rule("cali-POSTROUTING", verdict("jump", "cali-to-host-endpoint"), table="mangle")]
+    return ("ip", "mangle", chains, rules)
+
+
+def test_an_early_return_that_skips_only_its_own_clear_is_latent():
+    """Returning early skips Calico's own clear of its bits and an empty host endpoint
+    chain: latent. Skipping another component's mark (here kube-proxy's chain) is not."""
+    assert netbird_to_calico(calico_postrouting(kube_mark_masq=False)) == \
+        [("returns early", "shared")]
+    assert netbird_to_calico(calico_postrouting(kube_mark_masq=True)) == \
+        [("returns early", "harm")]

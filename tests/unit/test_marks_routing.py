@@ -199,10 +199,11 @@ def test_a_copy_guarded_by_a_test_of_its_source_copies_that_value():
                  rule("postmangle", mark_test(0xCA6C) if guarded else [], save,
                       table="wg-quick-wg0")]
         return ("ip", "wg-quick-wg0", chains, rules)
-    # kube-router marks what the node sends to a pod 0x20000 and accepts that mark in INPUT
+    # kube-router marks what the node sends to a pod 0x20000 and accepts that mark in INPUT,
+    # on a node whose INPUT drops what no rule accepts (so the accept decides)
     def filter_(pod_chain_from: str):
         hook = {"OUTPUT": C.NF_INET_LOCAL_OUT, "FORWARD": C.NF_INET_FORWARD}[pod_chain_from]
-        return ("ip", "filter", [base("INPUT", C.NF_INET_LOCAL_IN, 0),
+        return ("ip", "filter", [base("INPUT", C.NF_INET_LOCAL_IN, 0, policy=C.NF_DROP),
                                  base(pod_chain_from, hook, 0), regular("KUBE-POD-FW-X")],
                 [rule("INPUT", comment_rule(), xt_match("mark", 0x20000, 0x20000),
                       verdict("accept")),
