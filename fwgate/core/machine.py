@@ -28,7 +28,6 @@ reads no clock: inputs carry `now`. docs/architecture.md draws the whole map.
 from __future__ import annotations
 
 import enum
-import errno
 import math
 from dataclasses import replace
 from typing import TYPE_CHECKING
@@ -41,7 +40,6 @@ from ..errors import EXIT_FAILED, EXIT_INCOMPATIBLE, EXIT_OK
 from ..model import Facts, TableRef
 from ..netlink.nftables import Event
 from ..state import State
-from ..timespan import format_timespan
 from . import actions as A
 from . import inputs as I
 from .compat_runs import BUSY_WINDOWS, MAX_SETTLE_ROUNDS, CompatRuns, Run
@@ -50,7 +48,7 @@ from .deferred import deferred
 from .heartbeat import HEARTBEAT, NETBIRD_RECHECK, Heartbeat, NetbirdQuestion
 from .pacer import DEBOUNCE, PACE, DumpPacer
 from .phases import Phase, Trigger, after, first_phase
-from .record import Record
+from .record import Record, checking_status, guarding_status, ready_status
 from .repairs import RepairQueue
 from .retry import MOVED_RULESET
 from .stages import StageTracker
@@ -185,12 +183,12 @@ class Machine:
                 self._on_compat_done(inp.now, inp.result)
             case I.CompatFailed():  # a binary vanished in an upgrade, say: again a window later
                 self.runs.failed(inp.now, self.config.settle)
-                self._log("warning", f"compat: the check failed: {inp.reason}; trying again")
+                self.record.compat_failed(inp.reason)
                 self._note_unchecked(inp.now)
             case I.RepairDone():
                 self._on_repair_done(inp)
             case I.UnitRestarted() if inp.error:
-                self._log("warning", inp.error)
+                self.record.log("warning", inp.error)
             case I.UnitRestarted() if inp.was:
                 self.last_restart = inp.now
                 self.record.restarted(inp.now, inp.unit, inp.was)
@@ -198,9 +196,7 @@ class Machine:
                 explain = self.netbird.answered(inp.now, recheck=self.keep_guarding)
                 self.record.netbird_read(inp.now, inp.env, explain)
             case I.ConfigRejected():
-                self.record.set(config_error=inp.reason)
-                self._log("error", f"SIGHUP: keeping the running config ({self.config.source}): "
-                                   f"{inp.reason}")
+                self.record.config_rejected(self.config.source, inp.reason)
             case I.Tick():
                 pass  # _step looks at the clock
             case I.Stop():
@@ -241,15 +237,12 @@ class Machine:
 
     def status(self, now: float) -> str:
         if self.phase is Phase.GUARDING:
-            last = self.record.last_verdict
-            verdict = last.summary if last else "not checked yet"
-            head = "guarding" if self.role is Role.GUARD else "watching"
-            changing = f"; rules: {self.window.changes} change(s), settling" \
-                if self.runs.unchecked_since is not None else ""
-            return f"{head}: {verdict}; {self.state.repairs_total} repair(s){changing}"
+            settling = self.runs.unchecked_since is not None
+            return guarding_status(self.role is Role.GUARD, self.record.last_verdict,
+                                   self.state.repairs_total,
+                                   self.window.changes if settling else None)
         if self.phase is Phase.CHECKING:
-            head = f"{self.timed_out}; " if self.timed_out else ""
-            return head + "compat: checking that iptables-nft can read the settled rules"
+            return checking_status(self.timed_out)
         if self.phase is Phase.DONE:
             return self.record.last_status
         return self.stages.status(now, self.window, self.config)
@@ -285,13 +278,13 @@ class Machine:
         if self.announce_start:
             return  # nothing else to decide before the first snapshot is in
         while (why := self.stages.skip_reason(self.facts)) is not None:
-            self._journal("stage-skipped", now, f"{self.stages.intro()}: skipped: {why}")
+            self._journal("stage-skipped", now, self.stages.skipped_line(why))
             if not self._next_stage(now):
                 return
         if not self.stages.held():
             return
         if self.stages.first_hold():
-            self._journal("stage-held", now, f"{self.stages.intro()}: conditions hold, settling")
+            self._journal("stage-held", now, self.stages.held_line())
         due = self.stages.due(self.window.last_change, self.config)
         if due is not None and now >= due and self.window.baseline is not None and \
                 not self.confirm.busy and not self.pacer.stale:
@@ -311,11 +304,8 @@ class Machine:
             self._emit(A.RunCompat(repair=self.repair_policy == "repair"))
 
     def _complete_stage(self, now: float) -> None:
-        stage = self.stages.current
-        self._journal("settled", now, f"{self.stages.intro()}: settled, quiet for "
-                                      f"{format_timespan(self.config.stage_settle(stage))}")
-        self.record.set(stage_seconds={**self.state.stage_seconds,
-                                       stage.name: round(now - self.stages.started, 3)})
+        self._journal("settled", now, self.stages.settled_line(self.config))
+        self.record.stage_took(self.stages.current.name, now - self.stages.started)
         self._next_stage(now)
 
     def _next_stage(self, now: float) -> bool:
@@ -327,11 +317,9 @@ class Machine:
         return False
 
     def _timeout(self, now: float) -> None:
-        reason = f"timed out in {self.status(now)}"
-        self._journal("timeout", now, reason)
-        if self.config.on_timeout == "fail":
-            self.record.notify(STATUS=f"failed: {reason}", ERRNO=errno.ETIMEDOUT)
-            self.record.set(phase="failed")
+        fail = self.config.on_timeout == "fail"
+        reason = self.record.timed_out(now, self.status(now), fail)
+        if fail:
             self._exit(EXIT_FAILED, reason)
             return
         # proceed: stop waiting, still run the compat probe, then READY degraded.
@@ -382,14 +370,12 @@ class Machine:
         if repair and finding.repairable:
             self.repairs.add(event.rule, finding.reason)
         elif finding.blocking:
-            self._log("warning", f"{finding.rule.ref} was just added and iptables-nft cannot "
-                                 f"read it: {finding.reason}")
+            self.record.unreadable_added(finding.rule.ref, finding.reason)
 
     def _on_events_lost(self, now: float) -> None:
         self.window.lost_events(now)
         self.confirm.changed()
-        self.record.resyncs_total += 1
-        self._log("warning", "nf_tables events overflowed the socket; resyncing")
+        self.record.resynced()
         self.pacer.changed(now)
         self._note_unchecked(now)
         self.transactions.forget()
@@ -445,8 +431,7 @@ class Machine:
         waiting = self.stages.observe(self.facts, now, self.pacer.rules_since)
         if waiting is not None:
             self._go(Trigger.CONDITION_LOST)
-            self._journal("stage-start", now, f"back to {self.stages.intro()}: a condition "
-                                              f"stopped holding ({waiting})")
+            self._journal("stage-start", now, self.stages.back_line(waiting))
 
     # -- compat runs and repairs ------------------------------------------------------------
 
@@ -464,8 +449,7 @@ class Machine:
         if result.netbird is not None and result.netbird.native:
             self.netbird.explain()
         if result.conflict:
-            self._log("warning", "compat: the ruleset changed during every repair attempt; "
-                                 "settling again")
+            self.record.settling_again()
             self._settle_again(now)
             return
         if run is Run.SWEEP:
@@ -496,13 +480,7 @@ class Machine:
             self.record.incompatible(verdict.summary)
             self._exit(EXIT_INCOMPATIBLE, verdict.summary)
             return
-        degraded = "; ".join(filter(None, [self.timed_out, verdict.summary.removeprefix(
-            "degraded: ") if verdict.degraded else None]))
-        if self.role is Role.GUARD:
-            status = f"ready: guarding; {verdict.summary}"
-        else:
-            status = (f"ready (degraded: {degraded})" if degraded else
-                      f"ready: rules settled after {now - self.started:.1f}s")
+        status = ready_status(self.role is Role.GUARD, verdict, self.timed_out, now - self.started)
         self.ready_sent = True
         self.record.ready(now, status)
         if not self.keep_guarding:
@@ -510,8 +488,7 @@ class Machine:
             self._exit(EXIT_OK, status)
             return
         self._go(Trigger.READY_GUARDING)
-        self.record.set(phase="guarding")
-        self._log("info", f"READY sent; guarding {', '.join(map(str, sorted(self.watched)))}")
+        self.record.guarding(self.watched)
 
     def _on_repair_done(self, inp: I.RepairDone) -> None:
         # Refused: another transaction came first (the executor fed us its events
@@ -535,21 +512,16 @@ class Machine:
 
     def _on_stop(self, inp: I.Stop) -> None:
         before = not self.ready_sent
-        self.record.notify(STOPPING=1,
-                           STATUS="stopping" + (": no READY was sent" if before else ""))
-        self._log("info", f"{inp.signal}: stopping" + (" before READY" if before else ""))
-        self.record.set(phase="stopped")
+        self.record.stopping(inp.signal, before)
         code = 130 if before and inp.signal == "SIGINT" else EXIT_OK
         self._exit(code, f"stopped by {inp.signal}", Trigger.STOPPED)
 
     def _on_reload(self, inp: I.Reload) -> None:
-        self.record.set(config_error=None)
+        self.record.reloaded(inp.config.source, self.ready_sent)
         self.netbird.ask()
         if self.ready_sent:
-            self._log("info", f"SIGHUP: reloaded {inp.config.source}; checking the rules again")
             trigger = Trigger.RELOADED_GUARDING
         else:
-            self._log("info", f"SIGHUP: reloaded {inp.config.source}; starting the gate over")
             has_stages = bool(inp.config.stages) and self.role is Role.GATE
             trigger = Trigger.RELOADED_STAGES if has_stages else Trigger.RELOADED_NO_STAGES
         self.repairs.clear()
@@ -572,9 +544,6 @@ class Machine:
 
     def _journal(self, kind: str, now: float, message: str, stage: str | None = None) -> None:
         self.record.journal(kind, now, message, stage)
-
-    def _log(self, level: str, message: str) -> None:
-        self.record.log(level, message)
 
     def _exit(self, code: int, status: str, trigger: Trigger = Trigger.EXIT) -> None:
         self._go(trigger)

@@ -367,6 +367,94 @@ def test_record_counts_fold_into_the_published_state_only():
     assert record.publish(104.0, "working", "tunnel", done=False, force=True)
 
 
+def record_at(now: float = 100.0):
+    from fwgate.core.record import Record
+    return Record(State(7, None), started=now, wall_offset=1000.0, where=lambda: ("tunnel", None))
+
+
+def said(record) -> list[tuple]:
+    """What a Record asked the world to hear: (channel, ...) per action."""
+    from fwgate.core import actions as A
+    out = []
+    for a in record.out:
+        match a:
+            case A.Log():
+                out.append(("log", a.level, a.message))
+            case A.Journal():
+                out.append(("journal", a.kind, a.message))
+            case A.Notify():
+                out.append(("notify", dict(a.fields)))
+    return out
+
+
+def test_ready_status_says_why_it_is_degraded():
+    from fwgate.compat.policy import Verdict
+    from fwgate.core.record import ready_status
+    clean, warned = Verdict(0), Verdict(0, warnings=("misread -m mark",))
+    assert ready_status(False, clean, None, 7.04) == "ready: rules settled after 7.0s"
+    assert ready_status(False, warned, "timed out in stage 1/2 tunnel", 30.0) == \
+        "ready (degraded: timed out in stage 1/2 tunnel; 1 warning(s): misread -m mark)"
+    assert ready_status(False, clean, "timed out in x", 30.0) == "ready (degraded: timed out in x)"
+    assert ready_status(True, warned, None, 0.0) == \
+        "ready: guarding; degraded: 1 warning(s): misread -m mark"
+
+
+def test_status_lines_after_the_stages():
+    from fwgate.compat.policy import Verdict
+    from fwgate.core.record import checking_status, guarding_status
+    assert checking_status(None) == "compat: checking that iptables-nft can read the settled rules"
+    assert checking_status("timed out in stage 2/2 rules").startswith(
+        "timed out in stage 2/2 rules; compat: checking")
+    assert guarding_status(True, None, 0, None) == "guarding: not checked yet; 0 repair(s)"
+    assert guarding_status(False, Verdict(0), 3, 2) == \
+        "watching: iptables-nft reads every rule; 3 repair(s); rules: 2 change(s), settling"
+
+
+def test_record_says_a_timeout_and_fails_only_when_told():
+    proceeding, failing = record_at(), record_at()
+    assert proceeding.timed_out(130.0, "stage 1/2 tunnel: waiting for wt0 to come up",
+                                fail=False) == \
+        "timed out in stage 1/2 tunnel: waiting for wt0 to come up"
+    assert said(proceeding) == [("journal", "timeout",
+                                 "timed out in stage 1/2 tunnel: waiting for wt0 to come up")]
+    assert proceeding.state.phase == "waiting"
+    failing.timed_out(130.0, "stage 1/2 tunnel", fail=True)
+    assert said(failing)[-1] == ("notify", {"STATUS": "failed: timed out in stage 1/2 tunnel",
+                                            "ERRNO": 110})
+    assert failing.state.phase == "failed"
+
+
+def test_record_says_stop_reload_and_a_rejected_config():
+    record = record_at()
+    record.stopping("SIGTERM", before_ready=True)
+    assert said(record) == [("notify", {"STOPPING": 1, "STATUS": "stopping: no READY was sent"}),
+                            ("log", "info", "SIGTERM: stopping before READY")]
+    assert record.state.phase == "stopped"
+    record = record_at()
+    record.config_rejected("/etc/fwgate.yaml", "settle: expected a time span (line 1)")
+    assert record.state.config_error == "settle: expected a time span (line 1)"
+    record.reloaded("/etc/fwgate.yaml", after_ready=True)
+    assert record.state.config_error is None
+    assert said(record)[-1] == ("log", "info", "SIGHUP: reloaded /etc/fwgate.yaml; checking "
+                                               "the rules again")
+    record.reloaded("/etc/fwgate.yaml", after_ready=False)
+    assert said(record)[-1][2].endswith("; starting the gate over")
+    record.guarding([TableRef("ip6", "filter"), NETBIRD])
+    assert said(record)[-1] == ("log", "info", "READY sent; guarding ip netbird, ip6 filter")
+    assert record.state.phase == "guarding"
+
+
+def test_stage_lines_for_the_journal():
+    tracker, config = StageTracker(STAGES, 0.0), Config(settle=5.0, stages=STAGES)
+    assert tracker.held_line() == "stage 1/2 tunnel: conditions hold, settling"
+    assert tracker.settled_line(config) == "stage 1/2 tunnel: settled, quiet for 5s"
+    assert tracker.skipped_line("netbird.service is not installed") == \
+        "stage 1/2 tunnel: skipped: netbird.service is not installed"
+    tracker.advance(1.0)
+    assert tracker.back_line("waiting for wt0 to come up") == \
+        "back to stage 2/2 rules: a condition stopped holding (waiting for wt0 to come up)"
+
+
 def test_stage_status_speaks_to_a_person():
     tracker, config = StageTracker(STAGES, 0.0), Config(settle=5.0, stages=STAGES)
     window = QuietWindow(0.0)
