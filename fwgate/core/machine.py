@@ -144,7 +144,7 @@ class Machine:
 
     def start(self, now: float) -> list[A.Action]:
         """The first actions: announce the first stage (or the first check)."""
-        self.record.out = []
+        self.record.out = [A.Watching(self.watched)]
         self._observe(now)
         if self.phase is Phase.GATING:
             # Journaled with the first snapshot's generation and digest, a dump away.
@@ -261,7 +261,7 @@ class Machine:
         if self.phase is not Phase.GUARDING and self.pacer.start(now):
             self._emit(A.Dump(tuple(self.interest), tuple(sorted(self.watched)), self.keep_rules))
         if self.runs.start_sweep(repair_busy=self.repairs.in_flight):
-            self._emit(A.RunCompat(repair=True))
+            self._run_compat(repair=True)
         if self.phase is Phase.GATING:
             self._gate_step(now)
         if self.phase is Phase.CHECKING and now >= self.runs.check_due() or \
@@ -301,7 +301,11 @@ class Machine:
 
     def _run_verdict(self) -> None:
         if self.runs.start_verdict():
-            self._emit(A.RunCompat(repair=self.repair_policy == "repair"))
+            self._run_compat(repair=self.repair_policy == "repair")
+
+    def _run_compat(self, repair: bool) -> None:
+        # Before READY the gate waits on the verdict; after it nothing does.
+        self._emit(A.RunCompat(repair, background=self.ready_sent))
 
     def _complete_stage(self, now: float) -> None:
         self._journal("settled", now, self.stages.settled_line(self.config))
@@ -439,8 +443,7 @@ class Machine:
         run = self.runs.finished()
         if self.runs.refused_again(result.conflict):
             self.runs.in_flight = run  # the ruleset moved under the repair: look again
-            self._emit(A.RunCompat(repair=True if run is Run.SWEEP else
-                                         self.repair_policy == "repair"))
+            self._run_compat(repair=run is Run.SWEEP or self.repair_policy == "repair")
             return
         self.compat_profiles = result.profiles
         self.setup = result.setup or self.setup
@@ -526,6 +529,7 @@ class Machine:
             trigger = Trigger.RELOADED_STAGES if has_stages else Trigger.RELOADED_NO_STAGES
         self.repairs.clear()
         self._configure(inp.config, inp.now, trigger)
+        self._emit(A.Watching(self.watched))
         if self.phase is Phase.GATING:
             self._journal("stage-start", inp.now, self.stages.intro())
 
