@@ -34,7 +34,6 @@ from typing import TYPE_CHECKING
 
 from .. import __version__
 from ..compat.impact import Setup
-from ..compat.profiles import PROFILES
 from ..config import ChainExists, Config
 from ..errors import EXIT_FAILED, EXIT_INCOMPATIBLE, EXIT_OK
 from ..model import Facts, TableRef
@@ -49,7 +48,7 @@ from .heartbeat import HEARTBEAT, NETBIRD_RECHECK, Heartbeat, NetbirdQuestion
 from .pacer import DEBOUNCE, PACE, DumpPacer
 from .phases import Phase, Trigger, after, first_phase
 from .record import Record, checking_status, guarding_status, ready_status
-from .repairs import RepairQueue
+from .repairs import RepairQueue, RestartAfterRepair
 from .retry import MOVED_RULESET
 from .stages import StageTracker
 from .transactions import TransactionCounter
@@ -93,16 +92,13 @@ class Machine:
                                    config_error=config_error, crash_streak=crash_streak),
                              now, wall_offset, self._where)
         self.facts = facts or Facts()  # links and units as the watchers first saw them
-        self.setup = setup             # which k3s components run: what breaks matters
-        self.compat_profiles = None    # the readers to judge a new rule for: every version
-                                       # until a probe has said which binaries k3s runs
         self.ready_sent = False
-        self.last_restart = -math.inf
+        self.restarts = RestartAfterRepair()
         self.heartbeat = Heartbeat(now)
         self.netbird = NetbirdQuestion()
         self.announce_start = False
         self.last_seen_genid: int | None = None
-        self.repairs = RepairQueue()
+        self.repairs = RepairQueue(setup=setup)
         self.runs = CompatRuns(now)
         self._configure(config, now, None)
 
@@ -190,7 +186,7 @@ class Machine:
             case I.UnitRestarted() if inp.error:
                 self.record.log("warning", inp.error)
             case I.UnitRestarted() if inp.was:
-                self.last_restart = inp.now
+                self.restarts.restarted(inp.now)
                 self.record.restarted(inp.now, inp.unit, inp.was)
             case I.NetbirdRead():
                 explain = self.netbird.answered(inp.now, recheck=self.keep_guarding)
@@ -367,14 +363,8 @@ class Machine:
         repair = self.repair_policy == "repair"
         if not repair and self.phase is not Phase.GUARDING:
             return  # before READY the verdict says it
-        finding = compat_policy.judge_added_rule(event.rule, self.compat_profiles or PROFILES,
-                                   self.setup or Setup())
-        if finding is None:
-            return
-        if repair and finding.repairable:
-            self.repairs.add(event.rule, finding.reason)
-        elif finding.blocking:
-            self.record.unreadable_added(finding.rule.ref, finding.reason)
+        if unreadable := self.repairs.judge(event.rule, repair):
+            self.record.unreadable_added(unreadable.rule.ref, unreadable.reason)
 
     def _on_events_lost(self, now: float) -> None:
         self.window.lost_events(now)
@@ -445,8 +435,7 @@ class Machine:
             self.runs.in_flight = run  # the ruleset moved under the repair: look again
             self._run_compat(repair=run is Run.SWEEP or self.repair_policy == "repair")
             return
-        self.compat_profiles = result.profiles
-        self.setup = result.setup or self.setup
+        self.repairs.learned(result.profiles, result.setup)
         self._note_repairs(now, result.repaired)
         self.record.probe_seen(now, result)
         if result.netbird is not None and result.netbird.native:
@@ -506,9 +495,7 @@ class Machine:
             return
         if self.record.repaired(now, repairs):
             self.netbird.explain()  # Netbird wrote its native rule: say why, once
-        unit = self.config.after_ready.restart_after_repair
-        if self.ready_sent and unit and now - self.last_restart >= \
-                self.config.after_ready.restart_interval:
+        if self.ready_sent and (unit := self.restarts.due(now, self.config.after_ready)):
             self._emit(A.RestartUnit(unit))
 
     # -- systemd, Netbird, signals ----------------------------------------------------------

@@ -195,6 +195,37 @@ def test_queue_gives_up_without_a_newer_generation():
     assert queue.done(repairs, None, None) is True
 
 
+def fib_rule(handle: int) -> Rule:
+    """A rule iptables-nft cannot read and fwgate knows no re-encoding of."""
+    from fwgate.netlink import exprs as X
+    data = X.build("fib", dreg=1, result=1, flags=4) + X.cmp(0, b"\0\0\0\0") + X.verdict(1)
+    exprs = tuple(Expr(n, d) for n, d in split_expressions(data))
+    return Rule("ip", "filter", "FORWARD", handle, 1, exprs)
+
+
+def test_queue_judges_each_added_rule():
+    queue = RepairQueue()
+    assert queue.judge(netbird_oif_rule(10), repair=False) is not None   # blocks, left alone
+    assert not queue.pending
+    assert queue.judge(netbird_oif_rule(10), repair=True) is None        # queued instead
+    assert list(queue.pending) == [("ip", "filter", "FORWARD", 10)]
+    unreadable = queue.judge(fib_rule(11), repair=True)                  # no re-encoding known
+    assert unreadable is not None and unreadable.rule.handle == 11 and "fib" in unreadable.reason
+    assert len(queue.pending) == 1
+
+
+def test_a_crashed_unit_is_restarted_after_a_repair_at_most_once_per_interval():
+    from fwgate.config import AfterReady
+    from fwgate.core.repairs import RestartAfterRepair
+    restarts, after = RestartAfterRepair(), AfterReady(restart_after_repair="k3s.service",
+                                                       restart_interval=600.0)
+    assert restarts.due(5.0, AfterReady()) is None                       # none configured
+    assert restarts.due(5.0, after) == "k3s.service"
+    assert restarts.due(6.0, after) == "k3s.service"   # not restarted (it had not crashed)
+    restarts.restarted(6.0)
+    assert restarts.due(600.0, after) is None and restarts.due(606.0, after) == "k3s.service"
+
+
 # --- compat runs --------------------------------------------------------------------------
 
 def test_one_run_at_a_time_a_sweep_waits_for_repairs():
