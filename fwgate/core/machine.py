@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 
 from .. import __version__
 from ..compat.impact import Setup
-from ..config import ChainExists, Config
+from ..config import Config
 from ..errors import EXIT_FAILED, EXIT_INCOMPATIBLE, EXIT_OK
 from ..model import Facts, TableRef
 from ..netlink.nftables import Event
@@ -42,17 +42,16 @@ from ..state import State
 from . import actions as A
 from . import inputs as I
 from .compat_runs import BUSY_WINDOWS, MAX_SETTLE_ROUNDS, CompatRuns, Run
-from .confirm import Answer, GenerationConfirmer
+from .confirm import Answer
 from .deferred import deferred
 from .heartbeat import HEARTBEAT, NETBIRD_RECHECK, Heartbeat, NetbirdQuestion
-from .pacer import DEBOUNCE, PACE, DumpPacer
+from .pacer import DEBOUNCE, PACE
 from .phases import Phase, Trigger, after, first_phase
 from .record import Record, checking_status, guarding_status, ready_status
 from .repairs import RepairQueue, RestartAfterRepair
 from .retry import MOVED_RULESET
+from .stability import Scope, StabilityProbe
 from .stages import StageTracker
-from .transactions import TransactionCounter
-from .window import QuietWindow
 
 if TYPE_CHECKING:
     from ..compat.policy import ProbeResult, Verdict
@@ -97,7 +96,6 @@ class Machine:
         self.heartbeat = Heartbeat(now)
         self.netbird = NetbirdQuestion()
         self.announce_start = False
-        self.last_seen_genid: int | None = None
         self.repairs = RepairQueue(setup=setup)
         self.runs = CompatRuns(now)
         self._configure(config, now, None)
@@ -113,14 +111,11 @@ class Machine:
         self.config = config
         self.record.set(config_source=config.source)
         stages = config.stages if self.role is Role.GATE else ()
-        self.watched = frozenset(config.watch)
-        self.interest = config.tables_of_interest() if stages else tuple(config.watch)
-        self.keep_rules = tuple((c.table, c.chain) for s in stages for c in s.conditions
-                                if isinstance(c, ChainExists))
-        self.window = QuietWindow(now)
-        self.pacer = DumpPacer(now)
-        self.confirm = GenerationConfirmer()
-        self.transactions = TransactionCounter()
+        scope = Scope.of(config, bool(stages))
+        if trigger is None:
+            self.stability = StabilityProbe(scope, now)
+        else:
+            self.stability.restart(scope, now)
         self.runs.restart(now)  # a run in flight still answers
         self.timed_out: str | None = None
         if self.ready_sent:
@@ -131,6 +126,10 @@ class Machine:
 
     def _go(self, trigger: Trigger) -> None:
         self.phase = after(self.phase, trigger)
+
+    @property
+    def watched(self) -> frozenset[TableRef]:
+        return self.stability.scope.watched
 
     @property
     def repair_policy(self) -> str:
@@ -164,9 +163,9 @@ class Machine:
             case I.Dumped():
                 self._on_dumped(inp)
             case I.DumpFailed():  # the ruleset changed under every dump tried: a change too
-                self.pacer.failed()
-                self._foreign_change(inp.now)
-                self.pacer.changed(inp.now)
+                self.stability.dump_failed(inp.now)
+                self.record.changed(inp.now)
+                self._note_unchecked(inp.now)
             case I.Generation():
                 self._on_generation(inp.now, inp.genid)
             case I.LinksChanged():
@@ -218,15 +217,14 @@ class Machine:
             return math.inf
         times = [self.heartbeat.due(self.keep_guarding or self.before_ready), self.netbird.due()]
         if self.phase is not Phase.GUARDING:
-            times.append(self.pacer.due())
+            times.append(self.stability.dump_due())
         if self.phase is Phase.GATING:
             times.append(self.stages.deadline(self.started, self.config))
-            due = self.stages.due(self.window.last_change, self.config)
-            # A window's end matters once its baseline is in: a pending dump comes first.
-            if due is not None and not self.pacer.stale and not self.confirm.busy:
-                times.append(due)
+            end = self.stability.window_end(self.stages.due(self.stability.last_change,
+                                                            self.config))
+            times.append(math.inf if end is None else end)
         elif self.phase is Phase.GUARDING:
-            times.append(self.runs.guard_due(self.window.last_change, self.config.settle))
+            times.append(self.runs.guard_due(self.stability.last_change, self.config.settle))
         elif self.phase is Phase.CHECKING:
             times.append(self.runs.check_due())
         return min(times)
@@ -236,12 +234,12 @@ class Machine:
             settling = self.runs.unchecked_since is not None
             return guarding_status(self.role is Role.GUARD, self.record.last_verdict,
                                    self.state.repairs_total,
-                                   self.window.changes if settling else None)
+                                   self.stability.window.changes if settling else None)
         if self.phase is Phase.CHECKING:
             return checking_status(self.timed_out)
         if self.phase is Phase.DONE:
             return self.record.last_status
-        return self.stages.status(now, self.window, self.config)
+        return self.stages.status(now, self.stability.window, self.config)
 
     @property
     def before_ready(self) -> bool:
@@ -254,15 +252,15 @@ class Machine:
         batch = self.repairs.next_batch()
         if batch is not None:
             self._emit(A.RepairRules(*batch))
-        if self.phase is not Phase.GUARDING and self.pacer.start(now):
-            self._emit(A.Dump(tuple(self.interest), tuple(sorted(self.watched)), self.keep_rules))
+        if self.phase is not Phase.GUARDING and (dump := self.stability.start_dump(now)):
+            self._emit(dump)
         if self.runs.start_sweep(repair_busy=self.repairs.in_flight):
             self._run_compat(repair=True)
         if self.phase is Phase.GATING:
             self._gate_step(now)
         if self.phase is Phase.CHECKING and now >= self.runs.check_due() or \
                 self.phase is Phase.GUARDING and \
-                now >= self.runs.guard_due(self.window.last_change, self.config.settle):
+                now >= self.runs.guard_due(self.stability.last_change, self.config.settle):
             # Guarding: quiet for a window, or never quiet for three: the probe reads it
             # all afresh (no baseline dump: it would only hold up the next repair).
             self._run_verdict()
@@ -281,11 +279,8 @@ class Machine:
             return
         if self.stages.first_hold():
             self._journal("stage-held", now, self.stages.held_line())
-        due = self.stages.due(self.window.last_change, self.config)
-        if due is not None and now >= due and self.window.baseline is not None and \
-                not self.confirm.busy and not self.pacer.stale:
-            # The window has run: is the scope as it was after the last change?
-            self.confirm.ask_genid()
+        if self.stability.ask_at_end(now, self.stages.due(self.stability.last_change,
+                                                          self.config)):
             self._emit(A.QueryGeneration())
 
     def _window_quiet(self, now: float) -> None:
@@ -331,8 +326,8 @@ class Machine:
     def _on_events(self, now: float, events: tuple[Event, ...]) -> None:
         for event in events:
             if event.table is None:           # NEWGEN closes a transaction
-                self.last_seen_genid = self.record.genid = event.genid
-                if self.transactions.closed():
+                self.record.genid = event.genid
+                if self.stability.committed(event.genid):
                     self._foreign_change(now)
                 self.repairs.committed(event.genid)
                 continue
@@ -340,19 +335,11 @@ class Machine:
             if event.kind == "NEWTABLE" and event.table == NETBIRD_TABLE:
                 self.netbird.ask()  # Netbird (re)started: what does it run with now?
             if event.portid in self.own_portids:
-                if event.table in self.watched or event.table in self.interest:
-                    # Our own repair: take the baseline again; the window runs on.
-                    self.window.own_change()
-                    self.confirm.changed()
-                    self.pacer.invalidate()
+                self.stability.own_event(event.table)
                 continue
             self._judge_added(event)
-            if event.table in self.watched:
-                self.transactions.touch()
-                self.pacer.changed(now)
-            elif event.table in self.interest:
-                self.pacer.changed(now)
-        if self.transactions.read_ends():
+            self.stability.foreign_event(now, event.table)
+        if self.stability.read_ends():
             self._foreign_change(now)
 
     def _judge_added(self, event: Event) -> None:
@@ -367,48 +354,35 @@ class Machine:
             self.record.unreadable_added(unreadable.rule.ref, unreadable.reason)
 
     def _on_events_lost(self, now: float) -> None:
-        self.window.lost_events(now)
-        self.confirm.changed()
+        self.stability.events_lost(now)
         self.record.resynced()
-        self.pacer.changed(now)
         self._note_unchecked(now)
-        self.transactions.forget()
         # A rule to repair may have been among the lost: look at everything once.
         self.repairs.clear()
         self.runs.want_sweep(self.repair_policy == "repair")
 
     def _on_dumped(self, inp: I.Dumped) -> None:
         now, snap = inp.now, inp.snapshot
-        # Current only if no transaction we have seen came after it.
-        current = self.last_seen_genid is None or snap.genid >= self.last_seen_genid
-        self.pacer.dumped(now, inp.cost, current)
+        answer = self.stability.dumped(now, snap.genid, inp.digest, inp.cost)
         self.facts = replace(self.facts, snapshot=snap)
         self.record.genid, self.record.digest = snap.genid, inp.digest
-        answer = self.confirm.on_dump(snap.genid, inp.digest, current, self.window)
         if answer is Answer.QUIET:
             self._observe(now)
             self._window_quiet(now)
             return
         if answer is Answer.CHANGED:
-            self.window.change_behind_our_back(now, snap.genid, inp.digest)
             self._note_unchecked(now)
-        if self.window.baseline is None and current:
-            self.window.set_baseline(snap.genid, inp.digest)
         if self.announce_start:
             self.announce_start = False
             self._journal("stage-start", now, self.stages.intro())
         self._observe(now)
 
     def _on_generation(self, now: float, genid: int) -> None:
-        answer = self.confirm.on_generation(genid, self.window)
-        if answer is Answer.QUIET:
+        if self.stability.generation(now, genid) is Answer.QUIET:
             self._window_quiet(now)
-        elif answer is Answer.NEED_DIGEST:
-            self.pacer.ask_now(now)  # something committed: did the watched scope change?
 
     def _foreign_change(self, now: float) -> None:
-        self.window.change(now)
-        self.confirm.changed()
+        self.stability.changed(now)
         self.record.changed(now)
         self._note_unchecked(now)
 
@@ -422,7 +396,7 @@ class Machine:
         if self.phase is not Phase.GATING and not (self.phase is Phase.CHECKING and
                                                    self.stages.stages):
             return
-        waiting = self.stages.observe(self.facts, now, self.pacer.rules_since)
+        waiting = self.stages.observe(self.facts, now, self.stability.rules_since)
         if waiting is not None:
             self._go(Trigger.CONDITION_LOST)
             self._journal("stage-start", now, self.stages.back_line(waiting))
@@ -454,9 +428,7 @@ class Machine:
     def _settle_again(self, now: float) -> None:
         """The ruleset moved under every repair attempt: let it settle, then judge."""
         more = self.runs.settle_again()
-        self.window.change(now, count=False)
-        self.confirm.changed()
-        self.pacer.changed(now)
+        self.stability.settle_again(now)
         if self.phase is Phase.GUARDING:
             self._note_unchecked(now)
         elif self.phase is Phase.CHECKING and self.stages.stages and more:
@@ -485,7 +457,7 @@ class Machine:
     def _on_repair_done(self, inp: I.RepairDone) -> None:
         # Refused: another transaction came first (the executor fed us its events
         # already); the queue tries again on the newest generation, or gives up.
-        if self.repairs.done(inp.repairs, inp.produced_genid, self.last_seen_genid):
+        if self.repairs.done(inp.repairs, inp.produced_genid, self.stability.last_seen_genid):
             self.runs.want_sweep()  # still moving: look at everything once it is our turn
         if inp.produced_genid is not None:
             self._note_repairs(inp.now, inp.repairs)
@@ -528,7 +500,7 @@ class Machine:
             name = self.stages.current.name
         else:
             name = self.phase.value if self.phase is not Phase.CHECKING else "compat"
-        return name, self.window.baseline
+        return name, self.stability.baseline
 
     def _emit(self, action: A.Action) -> None:
         self.record.out.append(action)

@@ -151,6 +151,67 @@ def test_an_answer_to_a_question_asked_before_a_change_is_stale():
     assert confirm.on_dump(6, "d", True, window) is Answer.IGNORED  # no question out
 
 
+# --- the rule-stability probe (window, pacer, confirmer, transactions together) ----------
+
+def test_scope_dumps_what_the_stages_read_and_digests_what_is_watched():
+    from fwgate.core.stability import Scope
+    stages = (Stage("rules", (ChainExists(FILTER, "FORWARD"),)),)
+    config = Config(watch=(NETBIRD,), stages=stages)
+    gate, guard = Scope.of(config, with_stages=True), Scope.of(config, with_stages=False)
+    assert gate.interest == (NETBIRD, FILTER) and gate.keep_rules == ((FILTER, "FORWARD"),)
+    assert gate.dump().digest_scope == (NETBIRD,) and gate.dump().scope == (NETBIRD, FILTER)
+    assert guard.interest == (NETBIRD,) and guard.keep_rules == ()
+
+
+def stability_probe():
+    from fwgate.core.stability import Scope, StabilityProbe
+    return StabilityProbe(Scope(frozenset({NETBIRD}), (NETBIRD, FILTER)), 0.0)
+
+
+def test_probe_settles_on_the_baseline_taken_after_the_last_change():
+    probe = stability_probe()
+    assert probe.start_dump(0.0) is not None and probe.start_dump(0.0) is None  # one at a time
+    assert probe.dumped(0.01, 5, "d", cost=0.01) is Answer.IGNORED
+    assert probe.baseline.genid == 5 and probe.window_end(5.0) == 5.0
+    probe.foreign_event(1.0, NETBIRD)                # a change to the watched scope ...
+    assert probe.read_ends() and not probe.committed(6)   # ... counted once, when read
+    probe.changed(1.0)
+    assert probe.baseline is None and probe.last_change == 1.0
+    assert probe.window_end(6.0) is None              # stale facts: the dump comes first
+    assert probe.dump_due() == 1.0 + DEBOUNCE
+    assert probe.start_dump(1.0 + DEBOUNCE) is not None
+    probe.dumped(1.1, 6, "e", cost=0.01)
+    assert not probe.ask_at_end(5.9, 6.0) and probe.ask_at_end(6.0, 6.0)
+    assert probe.generation(6.0, 6) is Answer.QUIET   # nothing committed since
+
+
+def test_probe_own_changes_keep_the_window_and_old_dumps_are_not_current():
+    probe = stability_probe()
+    probe.start_dump(0.0)
+    probe.dumped(0.01, 5, "d", cost=0.01)
+    probe.own_event(FILTER)                            # our repair, in a table of interest
+    assert probe.baseline is None and probe.last_change == 0.0 and probe.dump_due() <= 0.03
+    probe.committed(9)
+    probe.start_dump(1.0)
+    probe.dumped(1.0, 8, "d", cost=0.01)               # older than the NEWGEN read
+    assert probe.baseline is None and probe.window_end(5.0) is None
+    probe.foreign_event(2.0, FILTER)                   # interest, not watched: no change
+    assert not probe.read_ends() and probe.rules_since == 2.0
+
+
+def test_probe_moved_generation_asks_the_digest_and_settles_again_uncounted():
+    probe = stability_probe()
+    probe.start_dump(0.0)
+    probe.dumped(0.0, 5, "d", cost=0.001)
+    assert probe.ask_at_end(5.0, 5.0)
+    assert probe.generation(5.0, 7) is Answer.NEED_DIGEST and probe.dump_due() == 5.0
+    probe.start_dump(5.0)
+    assert probe.dumped(5.0, 7, "x", cost=0.001) is Answer.CHANGED  # behind our back
+    assert probe.last_change == 5.0 and probe.window.changes == 1
+    probe.settle_again(6.0)
+    assert probe.last_change == 6.0 and probe.window.changes == 1
+
+
 # --- the repair queue ---------------------------------------------------------------------
 
 def test_queue_waits_for_the_transactions_newgen():
