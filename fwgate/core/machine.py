@@ -404,9 +404,8 @@ class Machine:
     # -- compat runs and repairs ------------------------------------------------------------
 
     def _on_compat_done(self, now: float, result: ProbeResult) -> None:
-        run = self.runs.finished()
-        if self.runs.refused_again(result.conflict):
-            self.runs.in_flight = run  # the ruleset moved under the repair: look again
+        run, again = self.runs.answered(result.conflict)
+        if again:  # the ruleset moved under the repair: look again
             self._run_compat(repair=run is Run.SWEEP or self.repair_policy == "repair")
             return
         self.repairs.learned(result.profiles, result.setup)
@@ -435,7 +434,7 @@ class Machine:
             self._go(Trigger.RULES_MOVED)
             self.stages.redo_last()
         elif self.phase is Phase.CHECKING:
-            self.runs.not_before = now + self.config.settle
+            self.runs.wait(now, self.config.settle)
 
     def _after_check(self, now: float, verdict: Verdict) -> None:
         """The verdict before READY: READY, or exit 3 (the gate only; a guard is READY

@@ -299,6 +299,15 @@ def test_one_run_at_a_time_a_sweep_waits_for_repairs():
     assert runs.start_verdict() and runs.in_flight is Run.VERDICT
 
 
+def test_a_refused_run_stays_in_flight_while_it_runs_again():
+    runs = CompatRuns(0.0, RetryPolicy(retries=1))
+    runs.start_verdict()
+    assert runs.answered(moved=True) == (Run.VERDICT, True) and not runs.idle
+    assert runs.answered(moved=True) == (Run.VERDICT, False) and runs.idle
+    runs.wait(3.0, 5.0)
+    assert runs.check_due() == 8.0
+
+
 def test_guard_checks_after_a_window_or_at_the_latest_busy_windows():
     runs = CompatRuns(0.0)
     assert runs.guard_due(0.0, 5.0) == math.inf  # nothing unchecked
