@@ -7,16 +7,23 @@
 The phases and every way between them are one table (fwgate.core.phases). The parts,
 each a small pure object with its own tests:
 
-    QuietWindow          window.py    when the watched scope last changed; its baseline
-    DumpPacer            pacer.py     when to take the next snapshot
-    GenerationConfirmer  confirm.py   is the window really quiet: genid, else digest
-    StageTracker         stages.py    which stage, since when each condition holds
-    TransactionCounter   transactions.py  a foreign transaction counts once, when read
-    RepairQueue          repairs.py   rules to re-encode at once, one batch in flight
-    CompatRuns           compat_runs.py  one compat run at a time: verdict or sweep
+    StabilityProbe       stability.py  is the watched scope quiet, since when; its Scope
+      QuietWindow        window.py     the last foreign change; the baseline after it
+      DumpPacer          pacer.py      when to take the next snapshot
+      GenerationConfirmer confirm.py   is the window really quiet: genid, else digest
+      TransactionCounter transactions.py  a foreign transaction counts once, when read
+    StageTracker         stages.py     which stage, since when each condition holds; its lines
+    RepairQueue          repairs.py    judge each added rule, re-encode at once, one batch
+    RestartAfterRepair   repairs.py    restart a crashed unit after a repair, not too often
+    CompatRuns           compat_runs.py  one compat run at a time: verdict or sweep; retries
     Heartbeat, NetbirdQuestion  heartbeat.py  the state file's pulse; asking systemd
-    RetryPolicy          retry.py     how often a refused transaction is tried again
-    Record               record.py    the published State, the journal, logs, sd_notify
+    RetryPolicy          retry.py      how often a refused transaction is tried again
+    Record               record.py     what is said and kept: State, journal, log, sd_notify
+
+What stays here is the coordination: which parts an input concerns, what the phase
+makes of their answers (READY, exit 3, back to a stage, settle again), and the actions
+that follow. The executor reads only the actions: RunCompat says whether it runs in the
+background (after READY), Watching names the scope whose changes it stamps.
 
 The compat reader and the mark model are named at the top (compat_policy, marks) and
 loaded at first use (deferred.py): the gate's first snapshot does not wait on them.
