@@ -7,9 +7,13 @@ wakes for them, for the machine's next deadline, or for the keep-alive tick
 what happened.
 
 Actions are carried out at once, in order, each answer fed back before anything
-else is read; but for one: after READY the compat probe (a snapshot and analysis
-of every iptables table, a second or so at 50k rules) runs in a worker thread on
-a socket of its own, so events are read and repairs made at once meanwhile.
+else is read; but for one: a compat probe the machine marks `background` (after
+READY nothing waits on it; a snapshot and analysis of every iptables table, a second
+or so at 50k rules) runs in a worker thread on a socket of its own, so events are
+read and repairs made at once meanwhile. The executor reads nothing of the machine's
+but its actions and `next_wakeup()`; what it keeps itself is what it did (READY sent:
+no more start-timeout extensions) and what an action told it (`Watching`: the scope
+whose last foreign change its result reports).
 
 Everything it touches comes in as a value: the sources it sleeps on and the kernel it
 asks (`open_sources`, adapters.sources.Sources: the event socket, two NfKernels, the
@@ -87,7 +91,8 @@ class Daemon:
         self.read_netbird = read_netbird or _read_netbird
         self.config_error = config_error  # the file was bad: `config` is a fallback
         self.crash_streak = crash_streak  # predecessors in a row that died before guarding
-        self.ready_at: float | None = None
+        self.ready_at: float | None = None     # READY=1 went out: the gate's job is done
+        self.watched: frozenset[model.TableRef] = frozenset()  # as the machine says (Watching)
         self.last_change: float | None = None
         self.unsaved: A.SaveState | None = None
         self.warm = False
@@ -136,9 +141,10 @@ class Daemon:
                 break
             now = self.clock()
             if now >= next_tick:  # before READY: keep-alive, live STATUS; then a watchdog
-                self.notifier.keepalive(self.machine.before_ready, EXTEND_BY)
+                before_ready = self.ready_at is None
+                self.notifier.keepalive(before_ready, EXTEND_BY)
                 queue.append(I.Tick(now))
-                due = self.machine.before_ready or self.notifier.watchdog_interval
+                due = before_ready or self.notifier.watchdog_interval
                 next_tick = now + self.notifier.tick_interval(self.tick) if due else math.inf
                 continue
             wake = min(self.machine.next_wakeup(), next_tick)
@@ -168,7 +174,7 @@ class Daemon:
             if events is None:
                 out.append(I.EventsLost(at))
                 continue
-            if any(e.table in self.machine.watched and e.portid not in self.own_portids
+            if any(e.table in self.watched and e.portid not in self.own_portids
                    for e in events if e.table is not None):
                 self.last_change = at
             out.append(I.NftEvents(at, events))
@@ -225,7 +231,7 @@ class Daemon:
             case A.QueryGeneration():
                 genid = self.io.kernel.genid()
                 return [*self._read_events(), I.Generation(now(), genid)]
-            case A.RunCompat() if self.machine.ready_sent:  # nothing waits on it
+            case A.RunCompat() if action.background:
                 self.io.worker.start(lambda: self._probe(self.io.worker_kernel, action))
                 return []
             case A.RunCompat():
@@ -234,6 +240,8 @@ class Daemon:
                 produced = self.io.kernel.commit_repairs(action.repairs, action.genid)
                 refused = [] if produced else self._read_events()  # what came first decides
                 return [*refused, I.RepairDone(now(), action.repairs, produced)]
+            case A.Watching():
+                self.watched = action.tables
             case A.Notify():
                 fields = dict(action.fields)
                 self.ready_at = now() if "READY" in fields else self.ready_at

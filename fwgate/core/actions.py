@@ -28,8 +28,12 @@ class QueryGeneration:
 
 @dataclass(frozen=True)
 class RunCompat:
-    """The compat probe: snapshot, read, cross-check, (repair); answer CompatDone."""
+    """The compat probe: snapshot, read, cross-check, (repair); answer CompatDone.
+    `background`: nothing waits on it (after READY): run it beside the loop, on a socket
+    of its own, so events are read and repairs made meanwhile; answer CompatDone or
+    CompatFailed when it ends."""
     repair: bool
+    background: bool = False
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,13 @@ class RepairRules:
     """Commit these repairs in one batch guarded by `genid`; answer RepairDone."""
     repairs: tuple[Repair, ...]
     genid: int
+
+
+@dataclass(frozen=True)
+class Watching:
+    """The watched scope, at start and after each reload: the executor stamps the last
+    foreign change to it for its result."""
+    tables: frozenset[TableRef]
 
 
 @dataclass(frozen=True)
@@ -89,5 +100,5 @@ class Exit:
     status: str
 
 
-Action = (Dump | QueryGeneration | RunCompat | RepairRules | Notify | Journal | Log | SaveState
-          | RestartUnit | ReadNetbird | Exit)
+Action = (Dump | QueryGeneration | RunCompat | RepairRules | Watching | Notify | Journal | Log
+          | SaveState | RestartUnit | ReadNetbird | Exit)

@@ -66,6 +66,19 @@ class CompatRuns:
         run, self.in_flight = self.in_flight, None
         return run
 
+    def answered(self, moved: bool) -> tuple[Run | None, bool]:
+        """A run came back: which one, and whether it runs again at once (the ruleset
+        `moved` under its repair and the policy allows another try; still in flight)."""
+        run = self.finished()
+        again = self.refused_again(moved)
+        if again:
+            self.in_flight = run
+        return run, again
+
+    def wait(self, now: float, settle: float) -> None:
+        """Before READY, with no stage to settle again: the verdict runs a window later."""
+        self.not_before = now + settle
+
     def refused_again(self, moved: bool) -> bool:
         """A run came back; True when its repair was refused and it may run once more."""
         if not moved:

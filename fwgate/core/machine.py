@@ -7,16 +7,23 @@
 The phases and every way between them are one table (fwgate.core.phases). The parts,
 each a small pure object with its own tests:
 
-    QuietWindow          window.py    when the watched scope last changed; its baseline
-    DumpPacer            pacer.py     when to take the next snapshot
-    GenerationConfirmer  confirm.py   is the window really quiet: genid, else digest
-    StageTracker         stages.py    which stage, since when each condition holds
-    TransactionCounter   transactions.py  a foreign transaction counts once, when read
-    RepairQueue          repairs.py   rules to re-encode at once, one batch in flight
-    CompatRuns           compat_runs.py  one compat run at a time: verdict or sweep
+    StabilityProbe       stability.py  is the watched scope quiet, since when; its Scope
+      QuietWindow        window.py     the last foreign change; the baseline after it
+      DumpPacer          pacer.py      when to take the next snapshot
+      GenerationConfirmer confirm.py   is the window really quiet: genid, else digest
+      TransactionCounter transactions.py  a foreign transaction counts once, when read
+    StageTracker         stages.py     which stage, since when each condition holds; its lines
+    RepairQueue          repairs.py    judge each added rule, re-encode at once, one batch
+    RestartAfterRepair   repairs.py    restart a crashed unit after a repair, not too often
+    CompatRuns           compat_runs.py  one compat run at a time: verdict or sweep; retries
     Heartbeat, NetbirdQuestion  heartbeat.py  the state file's pulse; asking systemd
-    RetryPolicy          retry.py     how often a refused transaction is tried again
-    Record               record.py    the published State, the journal, logs, sd_notify
+    RetryPolicy          retry.py      how often a refused transaction is tried again
+    Record               record.py     what is said and kept: State, journal, log, sd_notify
+
+What stays here is the coordination: which parts an input concerns, what the phase
+makes of their answers (READY, exit 3, back to a stage, settle again), and the actions
+that follow. The executor reads only the actions: RunCompat says whether it runs in the
+background (after READY), Watching names the scope whose changes it stamps.
 
 The compat reader and the mark model are named at the top (compat_policy, marks) and
 loaded at first use (deferred.py): the gate's first snapshot does not wait on them.
@@ -28,34 +35,30 @@ reads no clock: inputs carry `now`. docs/architecture.md draws the whole map.
 from __future__ import annotations
 
 import enum
-import errno
 import math
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from .. import __version__
 from ..compat.impact import Setup
-from ..compat.profiles import PROFILES
-from ..config import ChainExists, Config
+from ..config import Config
 from ..errors import EXIT_FAILED, EXIT_INCOMPATIBLE, EXIT_OK
 from ..model import Facts, TableRef
 from ..netlink.nftables import Event
 from ..state import State
-from ..timespan import format_timespan
 from . import actions as A
 from . import inputs as I
 from .compat_runs import BUSY_WINDOWS, MAX_SETTLE_ROUNDS, CompatRuns, Run
-from .confirm import Answer, GenerationConfirmer
+from .confirm import Answer
 from .deferred import deferred
 from .heartbeat import HEARTBEAT, NETBIRD_RECHECK, Heartbeat, NetbirdQuestion
-from .pacer import DEBOUNCE, PACE, DumpPacer
+from .pacer import DEBOUNCE, PACE
 from .phases import Phase, Trigger, after, first_phase
-from .record import Record
-from .repairs import RepairQueue
+from .record import Record, checking_status, guarding_status, ready_status
+from .repairs import RepairQueue, RestartAfterRepair
 from .retry import MOVED_RULESET
+from .stability import Scope, StabilityProbe
 from .stages import StageTracker
-from .transactions import TransactionCounter
-from .window import QuietWindow
 
 if TYPE_CHECKING:
     from ..compat.policy import ProbeResult, Verdict
@@ -95,16 +98,12 @@ class Machine:
                                    config_error=config_error, crash_streak=crash_streak),
                              now, wall_offset, self._where)
         self.facts = facts or Facts()  # links and units as the watchers first saw them
-        self.setup = setup             # which k3s components run: what breaks matters
-        self.compat_profiles = None    # the readers to judge a new rule for: every version
-                                       # until a probe has said which binaries k3s runs
         self.ready_sent = False
-        self.last_restart = -math.inf
+        self.restarts = RestartAfterRepair()
         self.heartbeat = Heartbeat(now)
         self.netbird = NetbirdQuestion()
         self.announce_start = False
-        self.last_seen_genid: int | None = None
-        self.repairs = RepairQueue()
+        self.repairs = RepairQueue(setup=setup)
         self.runs = CompatRuns(now)
         self._configure(config, now, None)
 
@@ -119,14 +118,11 @@ class Machine:
         self.config = config
         self.record.set(config_source=config.source)
         stages = config.stages if self.role is Role.GATE else ()
-        self.watched = frozenset(config.watch)
-        self.interest = config.tables_of_interest() if stages else tuple(config.watch)
-        self.keep_rules = tuple((c.table, c.chain) for s in stages for c in s.conditions
-                                if isinstance(c, ChainExists))
-        self.window = QuietWindow(now)
-        self.pacer = DumpPacer(now)
-        self.confirm = GenerationConfirmer()
-        self.transactions = TransactionCounter()
+        scope = Scope.of(config, bool(stages))
+        if trigger is None:
+            self.stability = StabilityProbe(scope, now)
+        else:
+            self.stability.restart(scope, now)
         self.runs.restart(now)  # a run in flight still answers
         self.timed_out: str | None = None
         if self.ready_sent:
@@ -139,6 +135,10 @@ class Machine:
         self.phase = after(self.phase, trigger)
 
     @property
+    def watched(self) -> frozenset[TableRef]:
+        return self.stability.scope.watched
+
+    @property
     def repair_policy(self) -> str:
         return self.config.compat.on_incompatible
 
@@ -146,7 +146,7 @@ class Machine:
 
     def start(self, now: float) -> list[A.Action]:
         """The first actions: announce the first stage (or the first check)."""
-        self.record.out = []
+        self.record.out = [A.Watching(self.watched)]
         self._observe(now)
         if self.phase is Phase.GATING:
             # Journaled with the first snapshot's generation and digest, a dump away.
@@ -170,9 +170,9 @@ class Machine:
             case I.Dumped():
                 self._on_dumped(inp)
             case I.DumpFailed():  # the ruleset changed under every dump tried: a change too
-                self.pacer.failed()
-                self._foreign_change(inp.now)
-                self.pacer.changed(inp.now)
+                self.stability.dump_failed(inp.now)
+                self.record.changed(inp.now)
+                self._note_unchecked(inp.now)
             case I.Generation():
                 self._on_generation(inp.now, inp.genid)
             case I.LinksChanged():
@@ -185,22 +185,20 @@ class Machine:
                 self._on_compat_done(inp.now, inp.result)
             case I.CompatFailed():  # a binary vanished in an upgrade, say: again a window later
                 self.runs.failed(inp.now, self.config.settle)
-                self._log("warning", f"compat: the check failed: {inp.reason}; trying again")
+                self.record.compat_failed(inp.reason)
                 self._note_unchecked(inp.now)
             case I.RepairDone():
                 self._on_repair_done(inp)
             case I.UnitRestarted() if inp.error:
-                self._log("warning", inp.error)
+                self.record.log("warning", inp.error)
             case I.UnitRestarted() if inp.was:
-                self.last_restart = inp.now
+                self.restarts.restarted(inp.now)
                 self.record.restarted(inp.now, inp.unit, inp.was)
             case I.NetbirdRead():
                 explain = self.netbird.answered(inp.now, recheck=self.keep_guarding)
                 self.record.netbird_read(inp.now, inp.env, explain)
             case I.ConfigRejected():
-                self.record.set(config_error=inp.reason)
-                self._log("error", f"SIGHUP: keeping the running config ({self.config.source}): "
-                                   f"{inp.reason}")
+                self.record.config_rejected(self.config.source, inp.reason)
             case I.Tick():
                 pass  # _step looks at the clock
             case I.Stop():
@@ -226,33 +224,29 @@ class Machine:
             return math.inf
         times = [self.heartbeat.due(self.keep_guarding or self.before_ready), self.netbird.due()]
         if self.phase is not Phase.GUARDING:
-            times.append(self.pacer.due())
+            times.append(self.stability.dump_due())
         if self.phase is Phase.GATING:
             times.append(self.stages.deadline(self.started, self.config))
-            due = self.stages.due(self.window.last_change, self.config)
-            # A window's end matters once its baseline is in: a pending dump comes first.
-            if due is not None and not self.pacer.stale and not self.confirm.busy:
-                times.append(due)
+            end = self.stability.window_end(self.stages.due(self.stability.last_change,
+                                                            self.config))
+            times.append(math.inf if end is None else end)
         elif self.phase is Phase.GUARDING:
-            times.append(self.runs.guard_due(self.window.last_change, self.config.settle))
+            times.append(self.runs.guard_due(self.stability.last_change, self.config.settle))
         elif self.phase is Phase.CHECKING:
             times.append(self.runs.check_due())
         return min(times)
 
     def status(self, now: float) -> str:
         if self.phase is Phase.GUARDING:
-            last = self.record.last_verdict
-            verdict = last.summary if last else "not checked yet"
-            head = "guarding" if self.role is Role.GUARD else "watching"
-            changing = f"; rules: {self.window.changes} change(s), settling" \
-                if self.runs.unchecked_since is not None else ""
-            return f"{head}: {verdict}; {self.state.repairs_total} repair(s){changing}"
+            settling = self.runs.unchecked_since is not None
+            return guarding_status(self.role is Role.GUARD, self.record.last_verdict,
+                                   self.state.repairs_total,
+                                   self.stability.window.changes if settling else None)
         if self.phase is Phase.CHECKING:
-            head = f"{self.timed_out}; " if self.timed_out else ""
-            return head + "compat: checking that iptables-nft can read the settled rules"
+            return checking_status(self.timed_out)
         if self.phase is Phase.DONE:
             return self.record.last_status
-        return self.stages.status(now, self.window, self.config)
+        return self.stages.status(now, self.stability.window, self.config)
 
     @property
     def before_ready(self) -> bool:
@@ -265,15 +259,15 @@ class Machine:
         batch = self.repairs.next_batch()
         if batch is not None:
             self._emit(A.RepairRules(*batch))
-        if self.phase is not Phase.GUARDING and self.pacer.start(now):
-            self._emit(A.Dump(tuple(self.interest), tuple(sorted(self.watched)), self.keep_rules))
+        if self.phase is not Phase.GUARDING and (dump := self.stability.start_dump(now)):
+            self._emit(dump)
         if self.runs.start_sweep(repair_busy=self.repairs.in_flight):
-            self._emit(A.RunCompat(repair=True))
+            self._run_compat(repair=True)
         if self.phase is Phase.GATING:
             self._gate_step(now)
         if self.phase is Phase.CHECKING and now >= self.runs.check_due() or \
                 self.phase is Phase.GUARDING and \
-                now >= self.runs.guard_due(self.window.last_change, self.config.settle):
+                now >= self.runs.guard_due(self.stability.last_change, self.config.settle):
             # Guarding: quiet for a window, or never quiet for three: the probe reads it
             # all afresh (no baseline dump: it would only hold up the next repair).
             self._run_verdict()
@@ -285,18 +279,15 @@ class Machine:
         if self.announce_start:
             return  # nothing else to decide before the first snapshot is in
         while (why := self.stages.skip_reason(self.facts)) is not None:
-            self._journal("stage-skipped", now, f"{self.stages.intro()}: skipped: {why}")
+            self._journal("stage-skipped", now, self.stages.skipped_line(why))
             if not self._next_stage(now):
                 return
         if not self.stages.held():
             return
         if self.stages.first_hold():
-            self._journal("stage-held", now, f"{self.stages.intro()}: conditions hold, settling")
-        due = self.stages.due(self.window.last_change, self.config)
-        if due is not None and now >= due and self.window.baseline is not None and \
-                not self.confirm.busy and not self.pacer.stale:
-            # The window has run: is the scope as it was after the last change?
-            self.confirm.ask_genid()
+            self._journal("stage-held", now, self.stages.held_line())
+        if self.stability.ask_at_end(now, self.stages.due(self.stability.last_change,
+                                                          self.config)):
             self._emit(A.QueryGeneration())
 
     def _window_quiet(self, now: float) -> None:
@@ -308,14 +299,15 @@ class Machine:
 
     def _run_verdict(self) -> None:
         if self.runs.start_verdict():
-            self._emit(A.RunCompat(repair=self.repair_policy == "repair"))
+            self._run_compat(repair=self.repair_policy == "repair")
+
+    def _run_compat(self, repair: bool) -> None:
+        # Before READY the gate waits on the verdict; after it nothing does.
+        self._emit(A.RunCompat(repair, background=self.ready_sent))
 
     def _complete_stage(self, now: float) -> None:
-        stage = self.stages.current
-        self._journal("settled", now, f"{self.stages.intro()}: settled, quiet for "
-                                      f"{format_timespan(self.config.stage_settle(stage))}")
-        self.record.set(stage_seconds={**self.state.stage_seconds,
-                                       stage.name: round(now - self.stages.started, 3)})
+        self._journal("settled", now, self.stages.settled_line(self.config))
+        self.record.stage_took(self.stages.current.name, now - self.stages.started)
         self._next_stage(now)
 
     def _next_stage(self, now: float) -> bool:
@@ -327,11 +319,9 @@ class Machine:
         return False
 
     def _timeout(self, now: float) -> None:
-        reason = f"timed out in {self.status(now)}"
-        self._journal("timeout", now, reason)
-        if self.config.on_timeout == "fail":
-            self.record.notify(STATUS=f"failed: {reason}", ERRNO=errno.ETIMEDOUT)
-            self.record.set(phase="failed")
+        fail = self.config.on_timeout == "fail"
+        reason = self.record.timed_out(now, self.status(now), fail)
+        if fail:
             self._exit(EXIT_FAILED, reason)
             return
         # proceed: stop waiting, still run the compat probe, then READY degraded.
@@ -343,8 +333,8 @@ class Machine:
     def _on_events(self, now: float, events: tuple[Event, ...]) -> None:
         for event in events:
             if event.table is None:           # NEWGEN closes a transaction
-                self.last_seen_genid = self.record.genid = event.genid
-                if self.transactions.closed():
+                self.record.genid = event.genid
+                if self.stability.committed(event.genid):
                     self._foreign_change(now)
                 self.repairs.committed(event.genid)
                 continue
@@ -352,19 +342,11 @@ class Machine:
             if event.kind == "NEWTABLE" and event.table == NETBIRD_TABLE:
                 self.netbird.ask()  # Netbird (re)started: what does it run with now?
             if event.portid in self.own_portids:
-                if event.table in self.watched or event.table in self.interest:
-                    # Our own repair: take the baseline again; the window runs on.
-                    self.window.own_change()
-                    self.confirm.changed()
-                    self.pacer.invalidate()
+                self.stability.own_event(event.table)
                 continue
             self._judge_added(event)
-            if event.table in self.watched:
-                self.transactions.touch()
-                self.pacer.changed(now)
-            elif event.table in self.interest:
-                self.pacer.changed(now)
-        if self.transactions.read_ends():
+            self.stability.foreign_event(now, event.table)
+        if self.stability.read_ends():
             self._foreign_change(now)
 
     def _judge_added(self, event: Event) -> None:
@@ -375,60 +357,39 @@ class Machine:
         repair = self.repair_policy == "repair"
         if not repair and self.phase is not Phase.GUARDING:
             return  # before READY the verdict says it
-        finding = compat_policy.judge_added_rule(event.rule, self.compat_profiles or PROFILES,
-                                   self.setup or Setup())
-        if finding is None:
-            return
-        if repair and finding.repairable:
-            self.repairs.add(event.rule, finding.reason)
-        elif finding.blocking:
-            self._log("warning", f"{finding.rule.ref} was just added and iptables-nft cannot "
-                                 f"read it: {finding.reason}")
+        if unreadable := self.repairs.judge(event.rule, repair):
+            self.record.unreadable_added(unreadable.rule.ref, unreadable.reason)
 
     def _on_events_lost(self, now: float) -> None:
-        self.window.lost_events(now)
-        self.confirm.changed()
-        self.record.resyncs_total += 1
-        self._log("warning", "nf_tables events overflowed the socket; resyncing")
-        self.pacer.changed(now)
+        self.stability.events_lost(now)
+        self.record.resynced()
         self._note_unchecked(now)
-        self.transactions.forget()
         # A rule to repair may have been among the lost: look at everything once.
         self.repairs.clear()
         self.runs.want_sweep(self.repair_policy == "repair")
 
     def _on_dumped(self, inp: I.Dumped) -> None:
         now, snap = inp.now, inp.snapshot
-        # Current only if no transaction we have seen came after it.
-        current = self.last_seen_genid is None or snap.genid >= self.last_seen_genid
-        self.pacer.dumped(now, inp.cost, current)
+        answer = self.stability.dumped(now, snap.genid, inp.digest, inp.cost)
         self.facts = replace(self.facts, snapshot=snap)
         self.record.genid, self.record.digest = snap.genid, inp.digest
-        answer = self.confirm.on_dump(snap.genid, inp.digest, current, self.window)
         if answer is Answer.QUIET:
             self._observe(now)
             self._window_quiet(now)
             return
         if answer is Answer.CHANGED:
-            self.window.change_behind_our_back(now, snap.genid, inp.digest)
             self._note_unchecked(now)
-        if self.window.baseline is None and current:
-            self.window.set_baseline(snap.genid, inp.digest)
         if self.announce_start:
             self.announce_start = False
             self._journal("stage-start", now, self.stages.intro())
         self._observe(now)
 
     def _on_generation(self, now: float, genid: int) -> None:
-        answer = self.confirm.on_generation(genid, self.window)
-        if answer is Answer.QUIET:
+        if self.stability.generation(now, genid) is Answer.QUIET:
             self._window_quiet(now)
-        elif answer is Answer.NEED_DIGEST:
-            self.pacer.ask_now(now)  # something committed: did the watched scope change?
 
     def _foreign_change(self, now: float) -> None:
-        self.window.change(now)
-        self.confirm.changed()
+        self.stability.changed(now)
         self.record.changed(now)
         self._note_unchecked(now)
 
@@ -442,30 +403,25 @@ class Machine:
         if self.phase is not Phase.GATING and not (self.phase is Phase.CHECKING and
                                                    self.stages.stages):
             return
-        waiting = self.stages.observe(self.facts, now, self.pacer.rules_since)
+        waiting = self.stages.observe(self.facts, now, self.stability.rules_since)
         if waiting is not None:
             self._go(Trigger.CONDITION_LOST)
-            self._journal("stage-start", now, f"back to {self.stages.intro()}: a condition "
-                                              f"stopped holding ({waiting})")
+            self._journal("stage-start", now, self.stages.back_line(waiting))
 
     # -- compat runs and repairs ------------------------------------------------------------
 
     def _on_compat_done(self, now: float, result: ProbeResult) -> None:
-        run = self.runs.finished()
-        if self.runs.refused_again(result.conflict):
-            self.runs.in_flight = run  # the ruleset moved under the repair: look again
-            self._emit(A.RunCompat(repair=True if run is Run.SWEEP else
-                                         self.repair_policy == "repair"))
+        run, again = self.runs.answered(result.conflict)
+        if again:  # the ruleset moved under the repair: look again
+            self._run_compat(repair=run is Run.SWEEP or self.repair_policy == "repair")
             return
-        self.compat_profiles = result.profiles
-        self.setup = result.setup or self.setup
+        self.repairs.learned(result.profiles, result.setup)
         self._note_repairs(now, result.repaired)
         self.record.probe_seen(now, result)
         if result.netbird is not None and result.netbird.native:
             self.netbird.explain()
         if result.conflict:
-            self._log("warning", "compat: the ruleset changed during every repair attempt; "
-                                 "settling again")
+            self.record.settling_again()
             self._settle_again(now)
             return
         if run is Run.SWEEP:
@@ -478,16 +434,14 @@ class Machine:
     def _settle_again(self, now: float) -> None:
         """The ruleset moved under every repair attempt: let it settle, then judge."""
         more = self.runs.settle_again()
-        self.window.change(now, count=False)
-        self.confirm.changed()
-        self.pacer.changed(now)
+        self.stability.settle_again(now)
         if self.phase is Phase.GUARDING:
             self._note_unchecked(now)
         elif self.phase is Phase.CHECKING and self.stages.stages and more:
             self._go(Trigger.RULES_MOVED)
             self.stages.redo_last()
         elif self.phase is Phase.CHECKING:
-            self.runs.not_before = now + self.config.settle
+            self.runs.wait(now, self.config.settle)
 
     def _after_check(self, now: float, verdict: Verdict) -> None:
         """The verdict before READY: READY, or exit 3 (the gate only; a guard is READY
@@ -496,13 +450,7 @@ class Machine:
             self.record.incompatible(verdict.summary)
             self._exit(EXIT_INCOMPATIBLE, verdict.summary)
             return
-        degraded = "; ".join(filter(None, [self.timed_out, verdict.summary.removeprefix(
-            "degraded: ") if verdict.degraded else None]))
-        if self.role is Role.GUARD:
-            status = f"ready: guarding; {verdict.summary}"
-        else:
-            status = (f"ready (degraded: {degraded})" if degraded else
-                      f"ready: rules settled after {now - self.started:.1f}s")
+        status = ready_status(self.role is Role.GUARD, verdict, self.timed_out, now - self.started)
         self.ready_sent = True
         self.record.ready(now, status)
         if not self.keep_guarding:
@@ -510,13 +458,12 @@ class Machine:
             self._exit(EXIT_OK, status)
             return
         self._go(Trigger.READY_GUARDING)
-        self.record.set(phase="guarding")
-        self._log("info", f"READY sent; guarding {', '.join(map(str, sorted(self.watched)))}")
+        self.record.guarding(self.watched)
 
     def _on_repair_done(self, inp: I.RepairDone) -> None:
         # Refused: another transaction came first (the executor fed us its events
         # already); the queue tries again on the newest generation, or gives up.
-        if self.repairs.done(inp.repairs, inp.produced_genid, self.last_seen_genid):
+        if self.repairs.done(inp.repairs, inp.produced_genid, self.stability.last_seen_genid):
             self.runs.want_sweep()  # still moving: look at everything once it is our turn
         if inp.produced_genid is not None:
             self._note_repairs(inp.now, inp.repairs)
@@ -526,34 +473,28 @@ class Machine:
             return
         if self.record.repaired(now, repairs):
             self.netbird.explain()  # Netbird wrote its native rule: say why, once
-        unit = self.config.after_ready.restart_after_repair
-        if self.ready_sent and unit and now - self.last_restart >= \
-                self.config.after_ready.restart_interval:
+        if self.ready_sent and (unit := self.restarts.due(now, self.config.after_ready)):
             self._emit(A.RestartUnit(unit))
 
     # -- systemd, Netbird, signals ----------------------------------------------------------
 
     def _on_stop(self, inp: I.Stop) -> None:
         before = not self.ready_sent
-        self.record.notify(STOPPING=1,
-                           STATUS="stopping" + (": no READY was sent" if before else ""))
-        self._log("info", f"{inp.signal}: stopping" + (" before READY" if before else ""))
-        self.record.set(phase="stopped")
+        self.record.stopping(inp.signal, before)
         code = 130 if before and inp.signal == "SIGINT" else EXIT_OK
         self._exit(code, f"stopped by {inp.signal}", Trigger.STOPPED)
 
     def _on_reload(self, inp: I.Reload) -> None:
-        self.record.set(config_error=None)
+        self.record.reloaded(inp.config.source, self.ready_sent)
         self.netbird.ask()
         if self.ready_sent:
-            self._log("info", f"SIGHUP: reloaded {inp.config.source}; checking the rules again")
             trigger = Trigger.RELOADED_GUARDING
         else:
-            self._log("info", f"SIGHUP: reloaded {inp.config.source}; starting the gate over")
             has_stages = bool(inp.config.stages) and self.role is Role.GATE
             trigger = Trigger.RELOADED_STAGES if has_stages else Trigger.RELOADED_NO_STAGES
         self.repairs.clear()
         self._configure(inp.config, inp.now, trigger)
+        self._emit(A.Watching(self.watched))
         if self.phase is Phase.GATING:
             self._journal("stage-start", inp.now, self.stages.intro())
 
@@ -565,16 +506,13 @@ class Machine:
             name = self.stages.current.name
         else:
             name = self.phase.value if self.phase is not Phase.CHECKING else "compat"
-        return name, self.window.baseline
+        return name, self.stability.baseline
 
     def _emit(self, action: A.Action) -> None:
         self.record.out.append(action)
 
     def _journal(self, kind: str, now: float, message: str, stage: str | None = None) -> None:
         self.record.journal(kind, now, message, stage)
-
-    def _log(self, level: str, message: str) -> None:
-        self.record.log(level, message)
 
     def _exit(self, code: int, status: str, trigger: Trigger = Trigger.EXIT) -> None:
         self._go(trigger)

@@ -8,7 +8,7 @@ and folded into the State only when it is published."""
 from __future__ import annotations
 
 import errno
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -134,6 +134,35 @@ class Record:
             self.log("error", f"{verdict.summary}: k3s dies on it at its next policy sync; "
                               f"{why}")
 
+    def resynced(self) -> None:
+        self.resyncs_total += 1
+        self.log("warning", "nf_tables events overflowed the socket; resyncing")
+
+    def unreadable_added(self, ref: str, reason: str) -> None:
+        """After READY, a rule just added that iptables-nft cannot read and fwgate cannot
+        (or may not) re-encode: said at once, before the next check."""
+        self.log("warning", f"{ref} was just added and iptables-nft cannot read it: {reason}")
+
+    def compat_failed(self, reason: str) -> None:
+        self.log("warning", f"compat: the check failed: {reason}; trying again")
+
+    def settling_again(self) -> None:
+        self.log("warning", "compat: the ruleset changed during every repair attempt; "
+                            "settling again")
+
+    def timed_out(self, now: float, where: str, fail: bool) -> str:
+        """The gate's timeout in `where` (the status line): journaled, and with
+        `on_timeout: fail` said to systemd. The reason, in words."""
+        reason = f"timed out in {where}"
+        self.journal("timeout", now, reason)
+        if fail:
+            self.notify(STATUS=f"failed: {reason}", ERRNO=errno.ETIMEDOUT)
+            self.set(phase="failed")
+        return reason
+
+    def stage_took(self, name: str, seconds: float) -> None:
+        self.set(stage_seconds={**self.state.stage_seconds, name: round(seconds, 3)})
+
     def incompatible(self, reason: str) -> None:
         self.notify(STATUS=f"failed: {reason}", ERRNO=errno.EPROTO)
         self.log("error", f"{reason}. k3s would die on it: fwgate holds it back. Way out: "
@@ -146,6 +175,24 @@ class Record:
         self.notify(READY=1, STATUS=status)
         self.last_status = status
         self.journal("ready", now, status, stage="ready")
+
+    def guarding(self, watched: Iterable[object]) -> None:
+        self.set(phase="guarding")
+        self.log("info", f"READY sent; guarding {', '.join(map(str, sorted(watched)))}")
+
+    def stopping(self, signal: str, before_ready: bool) -> None:
+        self.notify(STOPPING=1, STATUS="stopping" + (": no READY was sent" if before_ready else ""))
+        self.log("info", f"{signal}: stopping" + (" before READY" if before_ready else ""))
+        self.set(phase="stopped")
+
+    def reloaded(self, source: str, after_ready: bool) -> None:
+        self.set(config_error=None)
+        then = "checking the rules again" if after_ready else "starting the gate over"
+        self.log("info", f"SIGHUP: reloaded {source}; {then}")
+
+    def config_rejected(self, running: str, reason: str) -> None:
+        self.set(config_error=reason)
+        self.log("error", f"SIGHUP: keeping the running config ({running}): {reason}")
 
     def restarted(self, now: float, unit: str, was: str) -> None:
         self.log("info", f"restarted {unit} (it was {was}) after the repair")
@@ -181,3 +228,31 @@ class Record:
                  resyncs_total=self.resyncs_total, last_change_at=self.last_change_at)
         self.out.append(A.SaveState(self.state))  # frozen: the executor may keep it
         return True
+
+
+# -- the status lines of the phases after the stages (the stages' own: stages.py) ------------
+
+def ready_status(guard: bool, verdict: Verdict, timed_out: str | None, elapsed: float) -> str:
+    """STATUS with READY=1: a guard says what it guards; a gate how long the rules took,
+    or why it is READY degraded."""
+    if guard:
+        return f"ready: guarding; {verdict.summary}"
+    degraded = "; ".join(filter(None, [timed_out, verdict.summary.removeprefix("degraded: ")
+                                       if verdict.degraded else None]))
+    if degraded:
+        return f"ready (degraded: {degraded})"
+    return f"ready: rules settled after {elapsed:.1f}s"
+
+
+def checking_status(timed_out: str | None) -> str:
+    head = f"{timed_out}; " if timed_out else ""
+    return head + "compat: checking that iptables-nft can read the settled rules"
+
+
+def guarding_status(guard: bool, last: Verdict | None, repairs_total: int,
+                    changes: int | None) -> str:
+    """`changes`: the watched scope's changes while some are not checked yet, else None."""
+    head = "guarding" if guard else "watching"
+    verdict = last.summary if last else "not checked yet"
+    changing = f"; rules: {changes} change(s), settling" if changes is not None else ""
+    return f"{head}: {verdict}; {repairs_total} repair(s){changing}"

@@ -60,6 +60,21 @@ class StageTracker:
         self.announced_held = False
         return back_to[1]
 
+    # -- the journal's lines ------------------------------------------------------------
+
+    def skipped_line(self, why: str) -> str:
+        return f"{self.intro()}: skipped: {why}"
+
+    def held_line(self) -> str:
+        return f"{self.intro()}: conditions hold, settling"
+
+    def settled_line(self, config: Config) -> str:
+        settle = format_timespan(config.stage_settle(self.current))
+        return f"{self.intro()}: settled, quiet for {settle}"
+
+    def back_line(self, waiting: str) -> str:
+        return f"back to {self.intro()}: a condition stopped holding ({waiting})"
+
     def skip_reason(self, facts: Facts) -> str | None:
         return None if self.done else skipped(self.stages[self.index], facts)
 

@@ -235,8 +235,9 @@ class FakeNode:
 
     def __init__(self, config: Config, role: Role = Role.GATE, keep_guarding: bool = False,
                  compat: Callable[[FakeKernel], ProbeResult] = no_findings,
-                 units: dict[str, str] | None = None) -> None:
+                 units: dict[str, str] | None = None, notifier: Notifier | None = None) -> None:
         self.config, self.role, self.keep_guarding = config, role, keep_guarding
+        self.notifier = notifier or Notifier.disabled()
         self.now = 0.0
         self.kernel = FakeKernel(self.clock, compat)
         self.worker_kernel = self.kernel           # one kernel, asked on two sockets
@@ -268,7 +269,7 @@ class FakeNode:
         self._timeline = [entries[i] for i in reversed(in_order)]
         self._horizon = horizon
         self.daemon = RecordingDaemon(
-            self.config, Log(journal=False, stream=open(os.devnull, "w")), Notifier.disabled(),
+            self.config, Log(journal=False, stream=open(os.devnull, "w")), self.notifier,
             self.role, keep_guarding=self.keep_guarding,
             config_source=ConfigFile([]), clock=self.clock,
             open_sources=self._open, restart_unit=self._restart_unit,

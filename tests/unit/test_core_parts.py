@@ -151,6 +151,67 @@ def test_an_answer_to_a_question_asked_before_a_change_is_stale():
     assert confirm.on_dump(6, "d", True, window) is Answer.IGNORED  # no question out
 
 
+# --- the rule-stability probe (window, pacer, confirmer, transactions together) ----------
+
+def test_scope_dumps_what_the_stages_read_and_digests_what_is_watched():
+    from fwgate.core.stability import Scope
+    stages = (Stage("rules", (ChainExists(FILTER, "FORWARD"),)),)
+    config = Config(watch=(NETBIRD,), stages=stages)
+    gate, guard = Scope.of(config, with_stages=True), Scope.of(config, with_stages=False)
+    assert gate.interest == (NETBIRD, FILTER) and gate.keep_rules == ((FILTER, "FORWARD"),)
+    assert gate.dump().digest_scope == (NETBIRD,) and gate.dump().scope == (NETBIRD, FILTER)
+    assert guard.interest == (NETBIRD,) and guard.keep_rules == ()
+
+
+def stability_probe():
+    from fwgate.core.stability import Scope, StabilityProbe
+    return StabilityProbe(Scope(frozenset({NETBIRD}), (NETBIRD, FILTER)), 0.0)
+
+
+def test_probe_settles_on_the_baseline_taken_after_the_last_change():
+    probe = stability_probe()
+    assert probe.start_dump(0.0) is not None and probe.start_dump(0.0) is None  # one at a time
+    assert probe.dumped(0.01, 5, "d", cost=0.01) is Answer.IGNORED
+    assert probe.baseline.genid == 5 and probe.window_end(5.0) == 5.0
+    probe.foreign_event(1.0, NETBIRD)                # a change to the watched scope ...
+    assert probe.read_ends() and not probe.committed(6)   # ... counted once, when read
+    probe.changed(1.0)
+    assert probe.baseline is None and probe.last_change == 1.0
+    assert probe.window_end(6.0) is None              # stale facts: the dump comes first
+    assert probe.dump_due() == 1.0 + DEBOUNCE
+    assert probe.start_dump(1.0 + DEBOUNCE) is not None
+    probe.dumped(1.1, 6, "e", cost=0.01)
+    assert not probe.ask_at_end(5.9, 6.0) and probe.ask_at_end(6.0, 6.0)
+    assert probe.generation(6.0, 6) is Answer.QUIET   # nothing committed since
+
+
+def test_probe_own_changes_keep_the_window_and_old_dumps_are_not_current():
+    probe = stability_probe()
+    probe.start_dump(0.0)
+    probe.dumped(0.01, 5, "d", cost=0.01)
+    probe.own_event(FILTER)                            # our repair, in a table of interest
+    assert probe.baseline is None and probe.last_change == 0.0 and probe.dump_due() <= 0.03
+    probe.committed(9)
+    probe.start_dump(1.0)
+    probe.dumped(1.0, 8, "d", cost=0.01)               # older than the NEWGEN read
+    assert probe.baseline is None and probe.window_end(5.0) is None
+    probe.foreign_event(2.0, FILTER)                   # interest, not watched: no change
+    assert not probe.read_ends() and probe.rules_since == 2.0
+
+
+def test_probe_moved_generation_asks_the_digest_and_settles_again_uncounted():
+    probe = stability_probe()
+    probe.start_dump(0.0)
+    probe.dumped(0.0, 5, "d", cost=0.001)
+    assert probe.ask_at_end(5.0, 5.0)
+    assert probe.generation(5.0, 7) is Answer.NEED_DIGEST and probe.dump_due() == 5.0
+    probe.start_dump(5.0)
+    assert probe.dumped(5.0, 7, "x", cost=0.001) is Answer.CHANGED  # behind our back
+    assert probe.last_change == 5.0 and probe.window.changes == 1
+    probe.settle_again(6.0)
+    assert probe.last_change == 6.0 and probe.window.changes == 1
+
+
 # --- the repair queue ---------------------------------------------------------------------
 
 def test_queue_waits_for_the_transactions_newgen():
@@ -195,6 +256,37 @@ def test_queue_gives_up_without_a_newer_generation():
     assert queue.done(repairs, None, None) is True
 
 
+def fib_rule(handle: int) -> Rule:
+    """A rule iptables-nft cannot read and fwgate knows no re-encoding of."""
+    from fwgate.netlink import exprs as X
+    data = X.build("fib", dreg=1, result=1, flags=4) + X.cmp(0, b"\0\0\0\0") + X.verdict(1)
+    exprs = tuple(Expr(n, d) for n, d in split_expressions(data))
+    return Rule("ip", "filter", "FORWARD", handle, 1, exprs)
+
+
+def test_queue_judges_each_added_rule():
+    queue = RepairQueue()
+    assert queue.judge(netbird_oif_rule(10), repair=False) is not None   # blocks, left alone
+    assert not queue.pending
+    assert queue.judge(netbird_oif_rule(10), repair=True) is None        # queued instead
+    assert list(queue.pending) == [("ip", "filter", "FORWARD", 10)]
+    unreadable = queue.judge(fib_rule(11), repair=True)                  # no re-encoding known
+    assert unreadable is not None and unreadable.rule.handle == 11 and "fib" in unreadable.reason
+    assert len(queue.pending) == 1
+
+
+def test_a_crashed_unit_is_restarted_after_a_repair_at_most_once_per_interval():
+    from fwgate.config import AfterReady
+    from fwgate.core.repairs import RestartAfterRepair
+    restarts, after = RestartAfterRepair(), AfterReady(restart_after_repair="k3s.service",
+                                                       restart_interval=600.0)
+    assert restarts.due(5.0, AfterReady()) is None                       # none configured
+    assert restarts.due(5.0, after) == "k3s.service"
+    assert restarts.due(6.0, after) == "k3s.service"   # not restarted (it had not crashed)
+    restarts.restarted(6.0)
+    assert restarts.due(600.0, after) is None and restarts.due(606.0, after) == "k3s.service"
+
+
 # --- compat runs --------------------------------------------------------------------------
 
 def test_one_run_at_a_time_a_sweep_waits_for_repairs():
@@ -205,6 +297,15 @@ def test_one_run_at_a_time_a_sweep_waits_for_repairs():
     assert not runs.start_verdict()
     assert runs.finished() is Run.SWEEP and runs.idle
     assert runs.start_verdict() and runs.in_flight is Run.VERDICT
+
+
+def test_a_refused_run_stays_in_flight_while_it_runs_again():
+    runs = CompatRuns(0.0, RetryPolicy(retries=1))
+    runs.start_verdict()
+    assert runs.answered(moved=True) == (Run.VERDICT, True) and not runs.idle
+    assert runs.answered(moved=True) == (Run.VERDICT, False) and runs.idle
+    runs.wait(3.0, 5.0)
+    assert runs.check_due() == 8.0
 
 
 def test_guard_checks_after_a_window_or_at_the_latest_busy_windows():
@@ -365,6 +466,94 @@ def test_record_counts_fold_into_the_published_state_only():
     assert not record.publish(103.0, "working", "tunnel", done=False, force=False)
     assert record.out == []                          # nothing new: nothing published
     assert record.publish(104.0, "working", "tunnel", done=False, force=True)
+
+
+def record_at(now: float = 100.0):
+    from fwgate.core.record import Record
+    return Record(State(7, None), started=now, wall_offset=1000.0, where=lambda: ("tunnel", None))
+
+
+def said(record) -> list[tuple]:
+    """What a Record asked the world to hear: (channel, ...) per action."""
+    from fwgate.core import actions as A
+    out = []
+    for a in record.out:
+        match a:
+            case A.Log():
+                out.append(("log", a.level, a.message))
+            case A.Journal():
+                out.append(("journal", a.kind, a.message))
+            case A.Notify():
+                out.append(("notify", dict(a.fields)))
+    return out
+
+
+def test_ready_status_says_why_it_is_degraded():
+    from fwgate.compat.policy import Verdict
+    from fwgate.core.record import ready_status
+    clean, warned = Verdict(0), Verdict(0, warnings=("misread -m mark",))
+    assert ready_status(False, clean, None, 7.04) == "ready: rules settled after 7.0s"
+    assert ready_status(False, warned, "timed out in stage 1/2 tunnel", 30.0) == \
+        "ready (degraded: timed out in stage 1/2 tunnel; 1 warning(s): misread -m mark)"
+    assert ready_status(False, clean, "timed out in x", 30.0) == "ready (degraded: timed out in x)"
+    assert ready_status(True, warned, None, 0.0) == \
+        "ready: guarding; degraded: 1 warning(s): misread -m mark"
+
+
+def test_status_lines_after_the_stages():
+    from fwgate.compat.policy import Verdict
+    from fwgate.core.record import checking_status, guarding_status
+    assert checking_status(None) == "compat: checking that iptables-nft can read the settled rules"
+    assert checking_status("timed out in stage 2/2 rules").startswith(
+        "timed out in stage 2/2 rules; compat: checking")
+    assert guarding_status(True, None, 0, None) == "guarding: not checked yet; 0 repair(s)"
+    assert guarding_status(False, Verdict(0), 3, 2) == \
+        "watching: iptables-nft reads every rule; 3 repair(s); rules: 2 change(s), settling"
+
+
+def test_record_says_a_timeout_and_fails_only_when_told():
+    proceeding, failing = record_at(), record_at()
+    assert proceeding.timed_out(130.0, "stage 1/2 tunnel: waiting for wt0 to come up",
+                                fail=False) == \
+        "timed out in stage 1/2 tunnel: waiting for wt0 to come up"
+    assert said(proceeding) == [("journal", "timeout",
+                                 "timed out in stage 1/2 tunnel: waiting for wt0 to come up")]
+    assert proceeding.state.phase == "waiting"
+    failing.timed_out(130.0, "stage 1/2 tunnel", fail=True)
+    assert said(failing)[-1] == ("notify", {"STATUS": "failed: timed out in stage 1/2 tunnel",
+                                            "ERRNO": 110})
+    assert failing.state.phase == "failed"
+
+
+def test_record_says_stop_reload_and_a_rejected_config():
+    record = record_at()
+    record.stopping("SIGTERM", before_ready=True)
+    assert said(record) == [("notify", {"STOPPING": 1, "STATUS": "stopping: no READY was sent"}),
+                            ("log", "info", "SIGTERM: stopping before READY")]
+    assert record.state.phase == "stopped"
+    record = record_at()
+    record.config_rejected("/etc/fwgate.yaml", "settle: expected a time span (line 1)")
+    assert record.state.config_error == "settle: expected a time span (line 1)"
+    record.reloaded("/etc/fwgate.yaml", after_ready=True)
+    assert record.state.config_error is None
+    assert said(record)[-1] == ("log", "info", "SIGHUP: reloaded /etc/fwgate.yaml; checking "
+                                               "the rules again")
+    record.reloaded("/etc/fwgate.yaml", after_ready=False)
+    assert said(record)[-1][2].endswith("; starting the gate over")
+    record.guarding([TableRef("ip6", "filter"), NETBIRD])
+    assert said(record)[-1] == ("log", "info", "READY sent; guarding ip netbird, ip6 filter")
+    assert record.state.phase == "guarding"
+
+
+def test_stage_lines_for_the_journal():
+    tracker, config = StageTracker(STAGES, 0.0), Config(settle=5.0, stages=STAGES)
+    assert tracker.held_line() == "stage 1/2 tunnel: conditions hold, settling"
+    assert tracker.settled_line(config) == "stage 1/2 tunnel: settled, quiet for 5s"
+    assert tracker.skipped_line("netbird.service is not installed") == \
+        "stage 1/2 tunnel: skipped: netbird.service is not installed"
+    tracker.advance(1.0)
+    assert tracker.back_line("waiting for wt0 to come up") == \
+        "back to stage 2/2 rules: a condition stopped holding (waiting for wt0 to come up)"
 
 
 def test_stage_status_speaks_to_a_person():

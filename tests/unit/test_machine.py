@@ -214,7 +214,11 @@ def test_the_guard_is_ready_at_once_and_checks_again_after_each_change():
     # the first check comes before the guard's READY, in the loop; after READY each runs
     # on the worker thread, the loop reading events meanwhile
     assert node.kernel.probes == [(True, "MainThread")] + [(True, "fwgate-worker")] * 2
+    assert [r.background for r in runs] == [False, True, True]  # the machine says which
     assert node.repair_windows == [0.0]
+    # The executor stamps the last foreign change to the scope the machine names.
+    assert [a.tables for a in node.actions if isinstance(a, A.Watching)] == [{NETBIRD, FILTER}]
+    assert node.daemon.last_change == 30.0
 
 
 def test_the_guard_checks_a_scope_that_is_never_quiet():
@@ -226,6 +230,33 @@ def test_the_guard_checks_a_scope_that_is_never_quiet():
     runs = [a for a in node.actions if isinstance(a, A.RunCompat)]
     assert len(runs) >= 1 + 60 // (BUSY_WINDOWS * 5) - 1
     assert node.machine.status(70.0).startswith("guarding: ")
+
+
+def test_systemd_hears_keep_alive_until_ready_and_not_after(tmp_path, monkeypatch):
+    """EXTEND_TIMEOUT_USEC while the gate works; after READY it would stretch a runtime
+    limit instead: only the watchdog's pings. Heard on a real notify socket."""
+    import socket
+    import threading
+    from fwgate.adapters.notify import Notifier
+    path, heard = str(tmp_path / "notify"), []
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as systemd:
+        systemd.bind(path)
+        # read as systemd does, at once: a full queue (10 datagrams) would block the sender
+        listener = threading.Thread(target=lambda: heard.extend(
+            iter(lambda: systemd.recv(65536).decode(), "STATUS=end")), daemon=True)
+        listener.start()
+        monkeypatch.setenv("NOTIFY_SOCKET", path)
+        monkeypatch.setenv("WATCHDOG_USEC", "4000000")   # pings go on after READY
+        monkeypatch.delenv("WATCHDOG_PID", raising=False)
+        node = FakeNode(config(), keep_guarding=True, notifier=Notifier())
+        node.run([(0.0, "link_up"), (0.0, "table_add")], horizon=20.0)
+        node.notifier.send(STATUS="end")   # the last: the listener has read them all
+        node.notifier.close()
+        listener.join(10)
+    ready = next(i for i, m in enumerate(heard) if m.startswith("READY=1"))
+    assert any("EXTEND_TIMEOUT_USEC=8000000" in m for m in heard[:ready])
+    after = heard[ready + 1:]
+    assert "WATCHDOG=1" in after and not any("EXTEND_TIMEOUT_USEC" in m for m in after)
 
 
 def test_watch_mode_keeps_guarding_and_stop_exits_zero():
