@@ -319,3 +319,57 @@ KUBE_PROXY = f"""*nat
 -A {SEP} -p udp -m comment --comment "default/web:udp" -m udp -j DNAT --to-destination {POD}:{SERVICE_PORT}
 COMMIT
 """
+
+
+# kubelet's rules (kubernetes pkg/kubelet/kubelet_network_linux.go syncNetworkUtil, read at
+# commit 02c82103, before the IPTablesOwnershipCleanup gate removed them), as
+# `iptables-save` shows them: KUBE-MARK-DROP ORs the drop bit (--iptables-drop-bit 15),
+# KUBE-FIREWALL, jumped to first from INPUT and OUTPUT, drops what carries it.
+KUBELET = """*nat
+:PREROUTING ACCEPT [0:0]
+:INPUT ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:POSTROUTING ACCEPT [0:0]
+:KUBE-MARK-DROP - [0:0]
+-A KUBE-MARK-DROP -j MARK --or-mark 0x8000
+COMMIT
+*filter
+:INPUT ACCEPT [0:0]
+:FORWARD ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:KUBE-FIREWALL - [0:0]
+-A INPUT -j KUBE-FIREWALL
+-A OUTPUT -j KUBE-FIREWALL
+-A KUBE-FIREWALL -m comment --comment "kubernetes firewall for dropping marked packets" -m mark --mark 0x8000/0x8000 -j DROP
+-A KUBE-FIREWALL ! -s 127.0.0.0/8 -d 127.0.0.0/8 -m comment --comment "block incoming localnet connections" -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -j DROP
+COMMIT
+"""
+
+# k3s's kube-router puts its explicit accept into the built-in chains too, in its own
+# words (k3s-io/kube-router pkg/controllers/netpol network_policy_controller.go,
+# ensureExplicitAccept, as seen in `iptables-save` on k3s nodes).
+K3S_EXPLICIT_ACCEPT = "\n".join(
+    f'-A {chain} -m comment --comment "KUBE-ROUTER rule to explicitly ACCEPT traffic that '
+    f'comply to network policies" -m mark --mark 0x20000/0x20000 -j ACCEPT'
+    for chain in ("INPUT", "FORWARD", "OUTPUT"))
+# flannel (flannel-io/flannel pkg/trafficmngr/iptables/iptables.go, MasqRules and
+# ForwardRules, v0.25): it leaves what kube-proxy marked 0x4000 to kube-proxy's masquerade.
+FLANNEL = """*nat
+:POSTROUTING ACCEPT [0:0]
+:FLANNEL-POSTRTG - [0:0]
+-A POSTROUTING -m comment --comment "flanneld masq" -j FLANNEL-POSTRTG
+-A FLANNEL-POSTRTG -m mark --mark 0x4000/0x4000 -m comment --comment "flanneld masq" -j RETURN
+-A FLANNEL-POSTRTG -s 10.42.0.0/24 -d 10.42.0.0/16 -m comment --comment "flanneld masq" -j RETURN
+-A FLANNEL-POSTRTG -s 10.42.0.0/16 -d 10.42.0.0/24 -m comment --comment "flanneld masq" -j RETURN
+-A FLANNEL-POSTRTG ! -s 10.42.0.0/16 -d 10.42.0.0/24 -m comment --comment "flanneld masq" -j RETURN
+-A FLANNEL-POSTRTG -s 10.42.0.0/16 ! -d 224.0.0.0/4 -m comment --comment "flanneld masq" -j MASQUERADE --random-fully
+-A FLANNEL-POSTRTG ! -s 10.42.0.0/16 -d 10.42.0.0/16 -m comment --comment "flanneld masq" -j MASQUERADE --random-fully
+COMMIT
+*filter
+:FORWARD ACCEPT [0:0]
+:FLANNEL-FWD - [0:0]
+-A FORWARD -m comment --comment "flanneld forward" -j FLANNEL-FWD
+-A FLANNEL-FWD -s 10.42.0.0/16 -m comment --comment "flanneld forward" -j ACCEPT
+-A FLANNEL-FWD -d 10.42.0.0/16 -m comment --comment "flanneld forward" -j ACCEPT
+COMMIT
+"""

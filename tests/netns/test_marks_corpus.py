@@ -33,9 +33,12 @@ import time
 import pytest
 
 from fwgate_testing.helpers import delete_netns, fwgate_cmd, in_netns, new_netns, sh
-from test_marks_packets import (  # noqa: F401  (lab is a fixture)
-    FLANNEL, HOSTPORT, K3S_EXPLICIT_ACCEPT, KUBE_PROXY, KUBE_ROUTER, NODE_WT0, PEER_WT0, POD,
-    POD_FW, PORTMAP, SERVICE_PORT, arrived, dropped_by_netbird, lab, netbird, send,
+from fwgate_testing.marks_lab import (  # noqa: F401  (lab is a fixture)
+    arrived, dropped_by_netbird, lab, masqueraded, send,
+)
+from fwgate_testing.rulesets import (
+    FLANNEL, HOSTPORT, K3S_EXPLICIT_ACCEPT, KUBE_PROXY, KUBE_ROUTER, KUBELET, NODE_WT0, PEER_WT0,
+    POD, POD_FW, PORTMAP, SERVICE_PORT, netbird,
 )
 
 NETBIRD_IPTABLES = f"""*mangle
@@ -242,7 +245,6 @@ def test_k3s_and_netbird_in_iptables_mode(lab):
     takes the hostPort traffic before Netbird's mark test (shadowed, not a harm), while
     Netbird's mark 0x1bd20 carries portmap's 0x2000 and kube-proxy's 0x4000 breaks
     Netbird's mangle FORWARD guard for DNATed traffic."""
-    from test_marks_packets import SERVICE_PORT, masqueraded
     node, peer, pod = lab
     k3s(node)
     sh(node, "iptables-restore", "-n", input=NETBIRD_IPTABLES)
@@ -305,8 +307,6 @@ COMMIT
 def test_a_cilium_node_with_kube_proxy_and_kubelet_raises_no_alarm(lab):
     """Cilium's whole mark 0x200 leaves kube-proxy's 0x4000 and kubelet's 0x8000 as they
     were (0 on a received packet): nothing to report, and the service works."""
-    from test_marks_outside import KUBELET
-    from test_marks_packets import SERVICE_PORT
     node, peer, pod = lab
     sh(node, "iptables-restore", "-n", input=CILIUM)
     sh(node, "iptables-restore", "-n", input=KUBE_PROXY)
@@ -374,7 +374,6 @@ def test_netbird_and_wg_quick(lab):
     runs after Netbird's chain — when wg-quick's table is the older one: peer traffic to
     a hostPort is dropped. wg-quick's routing rule, guarded save and socket meet no
     Netbird packet."""
-    from test_marks_packets import masqueraded
     node, peer, pod = lab
     sh(node, "iptables-restore", "-n", input=PORTMAP)
     sender = wireguard_socket(node)
@@ -479,7 +478,6 @@ def test_netbird_and_tailscale_share_bits_without_harm(lab):
     a pod behind a hostPort, its later datagrams through the restore, all delivered."""
     import threading
 
-    from test_marks_packets import masqueraded
     node, peer, pod = lab
     sh(node, "iptables-restore", "-n", input=PORTMAP)
     tailscale(node)
@@ -799,20 +797,12 @@ def received(sender_ns: str, receiver_ns: str, address: str, port: int, count: i
     receiver = in_netns(receiver_ns, listen)
     try:
         in_netns(sender_ns, send)
-        got = 0
-        try:
-            while got < count:
-                receiver.recvfrom(64)
-                got += 1
-        except TimeoutError:
-            pass
-        return got
+        return _received(receiver, count)
     finally:
         receiver.close()
 
 
 def calico_node(node: str) -> None:
-    from test_marks_outside import KUBELET
     for ipset in ("cali40masq-ipam-pools", "cali40all-ipam-pools"):
         sh(node, "ipset", "create", ipset, "hash:net")
         sh(node, "ipset", "add", ipset, "192.168.0.0/16")
@@ -971,14 +961,7 @@ def to_node_loopback(node: str, peer: str, port: int, count: int = 3) -> int:
     receiver = in_netns(node, listen)
     try:
         in_netns(peer, transmit)
-        got = 0
-        try:
-            while got < count:
-                receiver.recvfrom(64)
-                got += 1
-        except TimeoutError:
-            pass
-        return got
+        return _received(receiver, count)
     finally:
         receiver.close()
 
@@ -1077,7 +1060,6 @@ def test_wg_quick_restores_portmaps_masquerade_bit_onto_a_routed_peers_flow(lab)
     0x1bd20 for it) reaching a hostPort is then masqueraded by CNI-HOSTPORT-MASQ: the pod
     sees the node, not the peer. Without wg-quick's table, or with it the newer one (its
     restore runs first, on a connection not yet marked), the pod sees the peer."""
-    from test_marks_packets import masqueraded
     node, peer, pod = lab
     sh(peer, "ip", "addr", "add", f"{ROUTED_PEER}/16", "dev", "wt0p")
     sh(node, "iptables-restore", "-n", input=PORTMAP)
@@ -1159,6 +1141,18 @@ def _bound(port: int) -> socket.socket:
     s.bind(("0.0.0.0", port))
     s.settimeout(1)
     return s
+
+
+def _received(receiver: socket.socket, count: int) -> int:
+    """Datagrams the socket receives, up to `count`, until its timeout."""
+    got = 0
+    try:
+        while got < count:
+            receiver.recvfrom(64)
+            got += 1
+    except TimeoutError:
+        pass
+    return got
 
 
 def _drain(receiver: socket.socket) -> int:

@@ -21,33 +21,11 @@ import pytest
 from fwgate_testing.helpers import (
     delete_netns, fwgate_cmd, in_netns, new_netns, sh, write_config,
 )
+from fwgate_testing.rulesets import KUBELET
 
 NODE, PEER, PORT = "192.168.77.1", "192.168.77.2", 51820
 WG_FWMARK = 51820   # 0xca6c
 
-# kubelet's rules (kubernetes pkg/kubelet/kubelet_network_linux.go syncNetworkUtil, read at
-# commit 02c82103, before the IPTablesOwnershipCleanup gate removed them), as
-# `iptables-save` shows them: KUBE-MARK-DROP ORs the drop bit (--iptables-drop-bit 15),
-# KUBE-FIREWALL, jumped to first from INPUT and OUTPUT, drops what carries it.
-KUBELET = """*nat
-:PREROUTING ACCEPT [0:0]
-:INPUT ACCEPT [0:0]
-:OUTPUT ACCEPT [0:0]
-:POSTROUTING ACCEPT [0:0]
-:KUBE-MARK-DROP - [0:0]
--A KUBE-MARK-DROP -j MARK --or-mark 0x8000
-COMMIT
-*filter
-:INPUT ACCEPT [0:0]
-:FORWARD ACCEPT [0:0]
-:OUTPUT ACCEPT [0:0]
-:KUBE-FIREWALL - [0:0]
--A INPUT -j KUBE-FIREWALL
--A OUTPUT -j KUBE-FIREWALL
--A KUBE-FIREWALL -m comment --comment "kubernetes firewall for dropping marked packets" -m mark --mark 0x8000/0x8000 -j DROP
--A KUBE-FIREWALL ! -s 127.0.0.0/8 -d 127.0.0.0/8 -m comment --comment "block incoming localnet connections" -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -j DROP
-COMMIT
-"""
 
 
 def wg_quick_rules(node: str) -> None:

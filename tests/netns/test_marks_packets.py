@@ -12,86 +12,16 @@ where they went: the pod's input, or Netbird's drop.
 from __future__ import annotations
 
 import json
-import socket
-import time
 
-import pytest
-
-from fwgate_testing.helpers import delete_netns, fwgate_cmd, in_netns, new_netns, sh
+from fwgate_testing.helpers import fwgate_cmd, in_netns, sh
 from fwgate.marks import Conflict, conflict_text, find_conflicts
-from fwgate_testing.rulesets import (
-    HOSTPORT, KUBE_PROXY, KUBE_ROUTER, NODE_WT0, PEER_WT0, POD, POD_FW, PORTMAP, SERVICE_PORT, netbird,
+from fwgate_testing.marks_lab import (  # noqa: F401  (lab is a fixture)
+    arrived, dropped_by_netbird, lab, masqueraded, send,
 )
-
-@pytest.fixture
-def lab(netns):
-    """node (the conftest's namespace), peer and pod, wired; all deleted afterwards."""
-    node = netns
-    peer, pod = new_netns("fwt-peer"), new_netns("fwt-pod")
-    try:
-        sh(node, "ip", "link", "add", "wt0", "type", "veth", "peer", "name", "wt0p", "netns", peer)
-        sh(node, "ip", "link", "add", "cni0", "type", "veth", "peer", "name", "eth0", "netns", pod)
-        sh(node, "ip", "addr", "add", f"{NODE_WT0}/16", "dev", "wt0")
-        sh(node, "ip", "addr", "add", "10.42.0.1/24", "dev", "cni0")
-        for link in ("lo", "wt0", "cni0"):
-            sh(node, "ip", "link", "set", link, "up")
-        sh(node, "sysctl", "-qw", "net.ipv4.ip_forward=1")
-        sh(peer, "ip", "addr", "add", f"{PEER_WT0}/16", "dev", "wt0p")
-        sh(peer, "ip", "link", "set", "wt0p", "up")
-        sh(pod, "ip", "addr", "add", f"{POD}/24", "dev", "eth0")
-        sh(pod, "ip", "link", "set", "eth0", "up")
-        sh(pod, "ip", "route", "add", "default", "via", "10.42.0.1")
-        # what reaches the pod, counted there; and how much of it the node masqueraded
-        sh(pod, "nft", "-f", "-", input="""table ip probe {
-  chain in {
-    type filter hook input priority 0; policy accept;
-    udp dport { 80, 81 } counter
-  }
-  chain masqueraded {
-    type filter hook input priority 0; policy accept;
-    ip saddr 10.42.0.1 udp dport { 80, 81 } counter
-  }
-}
-""")
-        yield node, peer, pod
-    finally:
-        delete_netns(peer)
-        delete_netns(pod)
-
-
-def send(peer: str, port: int, count: int = 3) -> None:
-    """UDP datagrams from the peer to the node's wt0 address."""
-    def work() -> None:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            for _ in range(count):
-                s.sendto(b"fwgate", (NODE_WT0, port))
-                time.sleep(0.02)
-    in_netns(peer, work)
-    time.sleep(0.3)
-
-
-def counter(netns: str, table: str, chain: str, verdict: str | None = None) -> int:
-    """Packets through the first counting rule of the chain (ending in `verdict`)."""
-    listing = json.loads(sh(netns, "nft", "-j", "list", "chain", "ip", table, chain).stdout)
-    for item in listing["nftables"]:
-        exprs = item.get("rule", {}).get("expr", [])
-        counts = [e["counter"]["packets"] for e in exprs if "counter" in e]
-        if counts and (verdict is None or any(verdict in e for e in exprs)):
-            return counts[0]
-    raise AssertionError(f"no counting rule in {table} {chain}")
-
-
-def arrived(pod: str) -> int:
-    return counter(pod, "probe", "in")
-
-
-def masqueraded(pod: str) -> int:
-    return counter(pod, "probe", "masqueraded")
-
-
-def dropped_by_netbird(node: str) -> int:
-    return counter(node, "netbird", "netbird-acl-forward-filter", "drop")
-
+from fwgate_testing.rulesets import (
+    FLANNEL, HOSTPORT, K3S_EXPLICIT_ACCEPT, KUBE_PROXY, KUBE_ROUTER, POD_FW, PORTMAP,
+    SERVICE_PORT, netbird,
+)
 
 def conflicts_of(node: str) -> tuple[Conflict, ...]:
     from fwgate.adapters.nfsock import NfSocket
@@ -179,34 +109,6 @@ def test_disjoint_masked_bits_no_alarm_and_traffic_passes(lab):
 
 # --- a plain k3s node: no alarm ------------------------------------------------------
 
-# k3s's kube-router puts its explicit accept into the built-in chains too, in its own
-# words (k3s-io/kube-router pkg/controllers/netpol network_policy_controller.go,
-# ensureExplicitAccept, as seen in `iptables-save` on k3s nodes).
-K3S_EXPLICIT_ACCEPT = "\n".join(
-    f'-A {chain} -m comment --comment "KUBE-ROUTER rule to explicitly ACCEPT traffic that '
-    f'comply to network policies" -m mark --mark 0x20000/0x20000 -j ACCEPT'
-    for chain in ("INPUT", "FORWARD", "OUTPUT"))
-# flannel (flannel-io/flannel pkg/trafficmngr/iptables/iptables.go, MasqRules and
-# ForwardRules, v0.25): it leaves what kube-proxy marked 0x4000 to kube-proxy's masquerade.
-FLANNEL = """*nat
-:POSTROUTING ACCEPT [0:0]
-:FLANNEL-POSTRTG - [0:0]
--A POSTROUTING -m comment --comment "flanneld masq" -j FLANNEL-POSTRTG
--A FLANNEL-POSTRTG -m mark --mark 0x4000/0x4000 -m comment --comment "flanneld masq" -j RETURN
--A FLANNEL-POSTRTG -s 10.42.0.0/24 -d 10.42.0.0/16 -m comment --comment "flanneld masq" -j RETURN
--A FLANNEL-POSTRTG -s 10.42.0.0/16 -d 10.42.0.0/24 -m comment --comment "flanneld masq" -j RETURN
--A FLANNEL-POSTRTG ! -s 10.42.0.0/16 -d 10.42.0.0/24 -m comment --comment "flanneld masq" -j RETURN
--A FLANNEL-POSTRTG -s 10.42.0.0/16 ! -d 224.0.0.0/4 -m comment --comment "flanneld masq" -j MASQUERADE --random-fully
--A FLANNEL-POSTRTG ! -s 10.42.0.0/16 -d 10.42.0.0/16 -m comment --comment "flanneld masq" -j MASQUERADE --random-fully
-COMMIT
-*filter
-:FORWARD ACCEPT [0:0]
-:FLANNEL-FWD - [0:0]
--A FORWARD -m comment --comment "flanneld forward" -j FLANNEL-FWD
--A FLANNEL-FWD -s 10.42.0.0/16 -m comment --comment "flanneld forward" -j ACCEPT
--A FLANNEL-FWD -d 10.42.0.0/16 -m comment --comment "flanneld forward" -j ACCEPT
-COMMIT
-"""
 
 
 def test_a_plain_k3s_node_raises_no_alarm(lab):

@@ -14,7 +14,7 @@ from fwgate.compat.saveline import saved_line
 from fwgate.netlink import consts as C
 from fwgate.netlink import exprs as X
 
-from test_compat_analyser import l4proto, payload_cmp, rule, snap
+from fwgate_testing.compat_rules import l4proto, payload_cmp, rule, snap
 
 OLD, NEW = BY_VERSION["1.8.9"], BY_VERSION["1.8.11"]
 T = C.PAYLOAD_TRANSPORT

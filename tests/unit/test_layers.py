@@ -66,3 +66,23 @@ def test_every_module_is_placed():
     unplaced = sorted(m for m in modules() if m not in EDGES and m not in pure_modules()
                       and not m.startswith("fwgate.adapters."))
     assert not unplaced, unplaced
+
+
+def test_tests_share_helpers_through_the_plugin_package_only():
+    """Shared test code lives in tests/fwgate_testing: no test module imports another
+    test module or bench/, or touches sys.path."""
+    import ast
+    import pathlib
+    tests = pathlib.Path(__file__).resolve().parents[1]
+    bad = []
+    for path in sorted(tests.rglob("test_*.py")):
+        tree = ast.parse(path.read_text(), str(path))
+        for node in ast.walk(tree):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            bad += [f"{path.relative_to(tests)}: imports {n}" for n in names
+                    if n.split(".")[0].startswith("test_") or n.split(".")[0] == "bench"]
+            if isinstance(node, ast.Attribute) and node.attr == "path" and \
+                    isinstance(node.value, ast.Name) and node.value.id == "sys":
+                bad.append(f"{path.relative_to(tests)}:{node.lineno}: uses sys.path")
+    assert not bad, "\n".join(bad)

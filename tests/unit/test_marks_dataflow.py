@@ -2,7 +2,7 @@
 shadows (the writer's own component ends the packet's way first)."""
 from __future__ import annotations
 
-from test_marks import (
+from fwgate_testing.mark_rules import (
     IIF_WT0, base, comment, mark_test, regular, rule, set_mark, snapshot, verdict, xt_mark,
     xt_match,
 )

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import struct
 
-from test_marks import base, regular, rule, snapshot, verdict, xt_mark, xt_match
+from fwgate_testing.mark_rules import (
+    base, comment, mark_test, regular, rule, set_mark, snapshot, verdict, xt_mark, xt_match,
+)
 
 from fwgate.marks import conflict_json, conflict_text, find_conflicts, harms
 from fwgate.marks.model import ALL
@@ -187,7 +189,6 @@ def test_a_copy_guarded_by_a_test_of_its_source_copies_that_value():
     """wg-quick (linux.bash add_default): postmangle `meta l4proto udp meta mark 0xca6c ct
     mark set meta mark` saves only 0xca6c; premangle restores it. So the restored mark is
     0 or 0xca6c, never kube-router's 0x20000, and its explicit accept is not at stake."""
-    from test_marks import mark_test
     from fwgate.netlink import exprs as X
     save = [X.meta_load(C.META_MARK), X.build("ct", key=C.CT_MARK, sreg=1)]
     restore = [X.ct_load(C.CT_MARK), X.build("meta", key=C.META_MARK, sreg=1)]
@@ -225,7 +226,6 @@ def test_a_guarded_copy_runs_only_where_its_test_can_hold():
     """wg-quick's save of 0xca6c runs on packets that carry 0xca6c: its socket's, on the
     output path. Without such a sender nothing is saved; with one, the mark comes back on
     the replies (for this node), never on forwarded packets."""
-    from test_marks import mark_test
     from fwgate.netlink import exprs as X
     save = [X.meta_load(C.META_MARK), X.build("ct", key=C.CT_MARK, sreg=1)]
     restore = [X.ct_load(C.CT_MARK), X.build("meta", key=C.META_MARK, sreg=1)]
@@ -252,7 +252,6 @@ def test_a_guarded_copy_runs_only_where_its_test_can_hold():
 
 
 def comment_rule() -> bytes:
-    from test_marks import comment
     return comment("KUBE-ROUTER rule to explicitly ACCEPT traffic that comply to network policies")
 
 
@@ -261,7 +260,6 @@ def test_packets_for_local_addresses_are_routed_before_any_later_fwmark_rule():
     marks wt0's traffic for local addresses 0x1bd20. Both change the answer of
     `not fwmark 0xca6c` only on packets for this node, and those the `local` table (rule
     priority 0) routes before rule 32764 is ever asked."""
-    from test_marks import mark_test, set_mark
     from fwgate.netlink import exprs as X
     from fwgate.netlink.route import FibRule
     save = [X.meta_load(C.META_MARK), X.build("ct", key=C.CT_MARK, sreg=1)]
@@ -287,7 +285,6 @@ def test_packets_for_local_addresses_are_routed_before_any_later_fwmark_rule():
 
 def kube_proxy_and_flannel_postrouting() -> tuple:
     """kube-proxy's KUBE-POSTROUTING and flannel's FLANNEL-POSTRTG, both on 0x4000."""
-    from test_marks import comment
     return ("ip", "nat", [base("POSTROUTING", C.NF_INET_POST_ROUTING, 100),
                           regular("KUBE-POSTROUTING"), regular("FLANNEL-POSTRTG")],
             [rule("POSTROUTING", verdict("jump", "KUBE-POSTROUTING"), table="nat"),
@@ -308,7 +305,6 @@ def test_a_socket_mark_with_kube_proxys_bit_is_masqueraded_and_flannel_defers():
     """WireGuard's 0xca6c holds 0x4000: kube-proxy's KUBE-POSTROUTING no longer returns and
     masquerades what the socket sends (a harm); flannel's return on the bit leaves that to
     kube-proxy, whoever set it (shared) — but only while kube-proxy tests it."""
-    from test_marks import comment
     wg = (SocketMark(0xCA6C, "inet", "WireGuard link wg0"),)
     found = find_conflicts(snapshot(kube_proxy_and_flannel_postrouting()), Outside((WG_RULE,), wg))
     assert {(c.reader.owner, c.severity, c.effect) for c in found} == {
@@ -327,7 +323,6 @@ def test_a_guarded_save_is_no_decision_of_its_own():
     """wg-quick's `meta mark 0xca6c ct mark set meta mark`: another component's bit on the
     packet only keeps the save from running, and that is followed into the connection's
     marks, where they are tested."""
-    from test_marks import mark_test
     save = [X.meta_load(C.META_MARK), X.build("ct", key=C.CT_MARK, sreg=1)]
     wg = ("ip", "wg-quick-wg0", [base("postmangle", C.NF_INET_POST_ROUTING, -150)],
           [rule("postmangle", mark_test(0xCA6C), save, table="wg-quick-wg0")])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import struct
 
-from test_marks import (
+from fwgate_testing.mark_rules import (
     IIF_WT0, base, regular, rule, set_mark, snapshot, verdict, xt_connmark, xt_match,
 )
 
