@@ -224,7 +224,7 @@ def _serve(opts: ServeOptions, role) -> int:
     from .adapters.journal import Log
     from .adapters.notify import Notifier
     from .adapters.statefile import metrics_path, state_path
-    from .core.machine import Role
+    from .core.readiness import Role
     from .daemon import Daemon
     log = Log()
     config_source = _config_source(opts)
@@ -273,12 +273,12 @@ def _start_over(log, exc: Exception) -> None:
 
 
 def cmd_run(opts: ServeOptions) -> int:
-    from .core.machine import Role
+    from .core.readiness import Role
     return _serve(opts, Role.GATE)
 
 
 def cmd_guard(opts: ServeOptions) -> int:
-    from .core.machine import Role
+    from .core.readiness import Role
     return _serve(opts, Role.GUARD)
 
 

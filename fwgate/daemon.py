@@ -46,7 +46,8 @@ from .config import METRICS_AUTO, Config, ConfigError
 from .core import actions as A
 from .core import inputs as I
 from .core.deferred import load
-from .core.machine import Machine, Role
+from .core.machine import Machine
+from .core.readiness import Role
 from .errors import EnvironmentProblem, FwgateError
 from .model import Facts
 from .netbird import NetbirdEnvironment

@@ -41,6 +41,11 @@ class CompatRuns:
         self.unchecked_since = None
 
     @property
+    def settling(self) -> bool:
+        """After READY: a change is not checked yet."""
+        return self.unchecked_since is not None
+
+    @property
     def idle(self) -> bool:
         return self.in_flight is None
 

@@ -129,5 +129,5 @@ class Reload:
 
 
 Input = (NftEvents | EventsLost | Dumped | DumpFailed | Generation | LinksChanged | UnitsChanged
-         | CompatDone | CompatFailed | RepairDone | UnitRestarted | NetbirdRead | ConfigRejected | Tick | Stop
-         | Reload)
+         | CompatDone | CompatFailed | RepairDone | UnitRestarted | NetbirdRead | ConfigRejected
+         | Tick | Stop | Reload)

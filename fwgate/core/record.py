@@ -21,6 +21,7 @@ from .window import Baseline
 if TYPE_CHECKING:
     from ..compat.policy import ProbeResult, Verdict
     from ..compat.repair import Repair
+    from .stages import Line
 
 # Named here, loaded at first use (fwgate.core.deferred): the first snapshot must not
 # wait on the compat reader or the mark model.
@@ -160,8 +161,13 @@ class Record:
             self.set(phase="failed")
         return reason
 
-    def stage_took(self, name: str, seconds: float) -> None:
-        self.set(stage_seconds={**self.state.stage_seconds, name: round(seconds, 3)})
+    def stages_moved(self, now: float, lines: Iterable[Line]) -> None:
+        """The stage tracker's lines, journaled; how long each settled stage took, kept."""
+        for line in lines:
+            self.journal(line.kind, now, line.text, line.stage)
+            if line.took is not None:
+                self.set(stage_seconds={**self.state.stage_seconds,
+                                        line.stage: round(line.took, 3)})
 
     def incompatible(self, reason: str) -> None:
         self.notify(STATUS=f"failed: {reason}", ERRNO=errno.EPROTO)

@@ -54,6 +54,21 @@ class RepairQueue:
         self.profiles = profiles
         self.setup = setup or self.setup
 
+    def read(self, events: Iterable[Event], own_portids: frozenset[int], judge: bool,
+             repair: bool) -> list[Finding]:
+        """A batch of events as read: rules added by others judged (when `judge`), rules
+        gone forgotten, each NEWGEN noted. The findings to say at once (see `judge`)."""
+        said = []
+        for event in events:
+            if event.table is None:
+                self.committed(event.genid)
+                continue
+            self.forget(event)  # ours too: the worker's probe may have repaired it
+            if judge and event.kind == "NEWRULE" and event.rule is not None and \
+                    event.portid not in own_portids and (found := self.judge(event.rule, repair)):
+                said.append(found)
+        return said
+
     def judge(self, rule: Rule, repair: bool) -> Finding | None:
         """A rule just added: queued when it has a known re-encoding and `repair` is on.
         The finding when k3s dies on it and it stays (to be said at once), else None."""

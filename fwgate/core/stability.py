@@ -12,10 +12,12 @@ is due; what a change means beyond the window (the record, the guard's next chec
 stages) stays the machine's."""
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ..config import ChainExists, Config
 from ..model import TableRef
+from ..netlink.nftables import Event
 from . import actions as A
 from .confirm import Answer, GenerationConfirmer
 from .pacer import DumpPacer
@@ -61,11 +63,35 @@ class StabilityProbe:
         return self.window.last_change
 
     @property
+    def changes(self) -> int:
+        """Foreign changes to the watched scope since the window began."""
+        return self.window.changes
+
+    @property
     def rules_since(self) -> float:
         """When the state the last snapshot shows began (a rule condition holds since)."""
         return self.pacer.rules_since
 
     # -- what was read ----------------------------------------------------------------
+
+    def read(self, now: float, events: Iterable[Event], own_portids: frozenset[int]) -> int:
+        """A batch of events as read: how many foreign changes to the watched scope it
+        holds (the window restarted at each). Events carrying one of `own_portids` are
+        our own transactions."""
+        changes = 0
+        for event in events:
+            if event.table is None:  # NEWGEN closes a transaction
+                if self.committed(event.genid):
+                    changes += 1
+                    self.changed(now)
+            elif event.portid in own_portids:
+                self.own_event(event.table)
+            else:
+                self.foreign_event(now, event.table)
+        if self.read_ends():
+            changes += 1
+            self.changed(now)
+        return changes
 
     def own_event(self, table: TableRef) -> None:
         """Our own repair: take the baseline again; the window runs on."""

@@ -4,16 +4,25 @@ Each condition of each stage is evaluated on the facts after every change to the
 stage is done when all its conditions hold and the quiet window has run (the machine
 asks the window). A condition of an earlier stage that stops holding sends the gate
 back to that stage. A rule condition holds since the state the snapshot shows began,
-not since we looked."""
+not since we looked. Every move is said in a `Line` for the journal, made here."""
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 from ..config import Config, Stage
 from ..model import Facts
 from ..timespan import format_timespan
 from .conditions import evaluate, reads_rules, skipped
 from .window import QuietWindow
+
+
+class Line(NamedTuple):
+    """A journal line about a stage: stage-start, stage-skipped, stage-held, settled."""
+    kind: str
+    stage: str
+    text: str
+    took: float | None = None   # settled: how long the stage took
 
 
 class StageTracker:
@@ -33,12 +42,16 @@ class StageTracker:
     def current(self) -> Stage | None:
         return None if self.done else self.stages[self.index]
 
+    @property
+    def name(self) -> str | None:
+        return None if self.done else self.stages[self.index].name
+
     def intro(self) -> str:
         if self.done:
             return "compat"
         return f"stage {self.index + 1}/{len(self.stages)} {self.stages[self.index].name}"
 
-    def observe(self, facts: Facts, now: float, rules_since: float) -> str | None:
+    def observe(self, facts: Facts, now: float, rules_since: float) -> Line | None:
         """Re-evaluate every condition. When one of an earlier stage stopped holding, go
         back to that stage and say what it waits for (else None)."""
         back_to = None
@@ -58,38 +71,46 @@ class StageTracker:
             return None
         self.index, self.started = back_to[0], now
         self.announced_held = False
-        return back_to[1]
+        return self._line("stage-start",
+                          f"back to {self.intro()}: a condition stopped holding ({back_to[1]})")
 
-    # -- the journal's lines ------------------------------------------------------------
+    def walk(self, facts: Facts, now: float) -> list[Line]:
+        """Skip the stages that do not apply to these facts (each next one started), then
+        say once per visit that the current one's conditions hold. `done` after it: the
+        last stage was skipped."""
+        lines = []
+        while not self.done and (why := skipped(self.stages[self.index], facts)) is not None:
+            lines.append(self._line("stage-skipped", f"{self.intro()}: skipped: {why}"))
+            lines += self._advance(now)
+        if self.held() and not self.announced_held:
+            self.announced_held = True
+            lines.append(self._line("stage-held", f"{self.intro()}: conditions hold, settling"))
+        return lines
 
-    def skipped_line(self, why: str) -> str:
-        return f"{self.intro()}: skipped: {why}"
-
-    def held_line(self) -> str:
-        return f"{self.intro()}: conditions hold, settling"
-
-    def settled_line(self, config: Config) -> str:
+    def complete(self, now: float, config: Config) -> list[Line]:
+        """The current stage settled: said, with how long it took; the next one started."""
         settle = format_timespan(config.stage_settle(self.current))
-        return f"{self.intro()}: settled, quiet for {settle}"
+        settled = self._line("settled", f"{self.intro()}: settled, quiet for {settle}")
+        return [settled._replace(took=now - self.started), *self._advance(now)]
 
-    def back_line(self, waiting: str) -> str:
-        return f"back to {self.intro()}: a condition stopped holding ({waiting})"
+    def start_line(self) -> Line:
+        return self._line("stage-start", self.intro())
 
-    def skip_reason(self, facts: Facts) -> str | None:
-        return None if self.done else skipped(self.stages[self.index], facts)
+    def _advance(self, now: float) -> list[Line]:
+        """On to the next stage, said unless that was the last."""
+        self.index += 1
+        self.started = now
+        self.announced_held = False
+        return [] if self.done else [self.start_line()]
+
+    def _line(self, kind: str, text: str) -> Line:
+        return Line(kind, self.name or "compat", text)
 
     def held(self) -> bool:
         """Every condition of the current stage holds."""
         stage = self.current
         return stage is not None and all((self.index, ci) in self.held_since
                                          for ci in range(len(stage.conditions)))
-
-    def first_hold(self) -> bool:
-        """True once per stage visit: the moment to journal stage-held."""
-        if self.announced_held:
-            return False
-        self.announced_held = True
-        return True
 
     def waiting(self) -> str | None:
         stage = self.current
@@ -124,13 +145,6 @@ class StageTracker:
         if not self.done and self.stages[self.index].timeout:
             limits.append(self.started + self.stages[self.index].timeout)
         return min(limits)
-
-    def advance(self, now: float) -> bool:
-        """On to the next stage; False when that was the last."""
-        self.index += 1
-        self.started = now
-        self.announced_held = False
-        return not self.done
 
     def redo_last(self) -> None:
         """The rules moved under the compat run: settle the last stage again."""

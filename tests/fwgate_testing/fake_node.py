@@ -37,7 +37,7 @@ from fwgate.compat.policy import ProbeResult
 from fwgate.compat.reader import CompatReport
 from fwgate.config import Config, LinkUp
 from fwgate.core import actions as A
-from fwgate.core.machine import Role
+from fwgate.core.readiness import Role
 from fwgate.daemon import Daemon, Result
 from fwgate.model import Chain, Expr, LinkState, Rule, Snapshot, Table, TableRef
 from fwgate.netlink.exprs import split_expressions

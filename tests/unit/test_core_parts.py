@@ -212,6 +212,17 @@ def test_probe_moved_generation_asks_the_digest_and_settles_again_uncounted():
     assert probe.last_change == 6.0 and probe.window.changes == 1
 
 
+def test_probe_reads_a_batch_counting_each_foreign_transaction_once():
+    probe, own = stability_probe(), frozenset({77})
+    events = [Event("NEWRULE", NETBIRD, portid=5), Event("NEWGEN", None, genid=6, portid=5),
+              Event("NEWRULE", NETBIRD, portid=77), Event("NEWGEN", None, genid=7, portid=77),
+              Event("NEWRULE", FILTER, portid=5), Event("NEWGEN", None, genid=8, portid=5),
+              Event("NEWRULE", NETBIRD, portid=9)]                 # still open when read
+    assert probe.read(3.0, events, own) == 2 and probe.window.changes == 2
+    assert probe.last_seen_genid == 8 and probe.last_change == 3.0
+    assert probe.read(4.0, [Event("NEWGEN", None, genid=9, portid=9)], own) == 0  # counted
+
+
 # --- the repair queue ---------------------------------------------------------------------
 
 def test_queue_waits_for_the_transactions_newgen():
@@ -273,6 +284,20 @@ def test_queue_judges_each_added_rule():
     unreadable = queue.judge(fib_rule(11), repair=True)                  # no re-encoding known
     assert unreadable is not None and unreadable.rule.handle == 11 and "fib" in unreadable.reason
     assert len(queue.pending) == 1
+
+
+def test_queue_reads_a_batch_judging_only_others_rules():
+    queue, own = RepairQueue(), frozenset({77})
+    events = [Event("NEWRULE", FILTER, portid=77, rule=netbird_oif_rule(9)),   # our own
+              Event("NEWRULE", FILTER, portid=5, rule=netbird_oif_rule(10)),
+              Event("NEWRULE", FILTER, portid=5, rule=fib_rule(11)),
+              Event("NEWGEN", None, genid=42, portid=5)]
+    said = queue.read(events, own, judge=True, repair=True)
+    assert [f.rule.handle for f in said] == [11]               # no re-encoding: said at once
+    assert list(queue.pending) == [("ip", "filter", "FORWARD", 10)] and queue.genid == 42
+    assert queue.read([Event("DELRULE", FILTER, portid=5, rule=netbird_oif_rule(10))], own,
+                      judge=True, repair=True) == [] and not queue.pending
+    assert queue.read(events, own, judge=False, repair=True) == [] and not queue.pending
 
 
 def test_a_crashed_unit_is_restarted_after_a_repair_at_most_once_per_interval():
@@ -352,14 +377,34 @@ def test_stages_hold_since_and_go_back():
     assert not tracker.held() and tracker.waiting() == "waiting for wt0 to come up"
     tracker.observe(facts(True, True), 2.0, rules_since=0.5)
     assert tracker.held() and tracker.due(last_change=0.0, config=config) == 7.0
-    assert tracker.first_hold() and not tracker.first_hold()
-    assert tracker.advance(7.0) and tracker.intro() == "stage 2/2 rules"
+    assert [line.kind for line in tracker.walk(facts(True, True), 2.0)] == ["stage-held"]
+    assert tracker.walk(facts(True, True), 3.0) == []       # said once per visit
+    lines = tracker.complete(7.0, config)
+    assert [(line.kind, line.stage, line.took) for line in lines] == \
+        [("settled", "tunnel", 7.0), ("stage-start", "rules", None)]
+    assert tracker.intro() == "stage 2/2 rules"
     assert tracker.due(0.0, config) == 0.5 + 5.0  # a rule condition: since the snapshot's state
-    assert tracker.observe(facts(False, True), 8.0, 0.5) == "waiting for wt0 to come up"
+    back = tracker.observe(facts(False, True), 8.0, 0.5)
+    assert back == ("stage-start", "tunnel",
+                    "back to stage 1/2 tunnel: a condition stopped holding "
+                    "(waiting for wt0 to come up)", None)
     assert tracker.index == 0 and tracker.started == 8.0
     tracker.observe(facts(True, True), 9.0, 0.5)
-    tracker.advance(14.0)
-    assert not tracker.advance(20.0) and tracker.done and tracker.intro() == "compat"
+    tracker.complete(14.0, config)
+    assert [line.kind for line in tracker.complete(20.0, config)] == ["settled"]
+    assert tracker.done and tracker.name is None and tracker.intro() == "compat"
+
+
+def test_stages_that_do_not_apply_are_skipped():
+    stages = (Stage("tunnel", (LinkUp("wt0"),), if_installed="netbird.service"),
+              Stage("rules", (TableExists(NETBIRD),)))
+    tracker, absent = StageTracker(stages, 0.0), Facts(units={"netbird.service": "not-found"})
+    lines = tracker.walk(absent, 1.0)
+    assert [(line.kind, line.stage) for line in lines] == \
+        [("stage-skipped", "tunnel"), ("stage-start", "rules")]
+    assert lines[0].text.startswith("stage 1/2 tunnel: skipped: ")
+    assert tracker.walk(absent, 1.0) == []
+    assert not tracker.done
 
 
 def test_stage_deadlines():
@@ -367,7 +412,7 @@ def test_stage_deadlines():
     tracker = StageTracker(stages, 3.0)
     assert tracker.deadline(0.0, Config(timeout=100.0, stages=stages)) == 10.0
     assert tracker.deadline(0.0, Config(timeout=5.0, stages=stages)) == 5.0
-    tracker.advance(4.0)
+    tracker.complete(4.0, Config(stages=stages))
     assert tracker.deadline(0.0, Config(timeout=0, stages=stages)) == math.inf
 
 
@@ -500,6 +545,38 @@ def test_ready_status_says_why_it_is_degraded():
         "ready: guarding; degraded: 1 warning(s): misread -m mark"
 
 
+def test_readiness_decides_what_follows_the_verdict_before_ready():
+    from fwgate.compat.policy import Verdict
+    from fwgate.core.readiness import Readiness, Role, Then
+    blocked, clean = Verdict(3, blocking=("ip filter FORWARD handle 4",)), Verdict(0)
+    gate = Readiness(Role.GATE, keep_guarding=False, started=10.0)
+    assert gate.verdict(blocked, 12.0) == (Then.INCOMPATIBLE, blocked.summary)
+    assert not gate.sent and gate.stop_code("SIGINT") == 130 and gate.stop_code("SIGTERM") == 0
+    gate.timed_out = "timed out in stage 1/2 tunnel"
+    assert gate.checking_status().startswith("timed out in stage 1/2 tunnel; compat: ")
+    assert gate.verdict(clean, 12.0) == (Then.EXIT, "ready (degraded: timed out in stage "
+                                                    "1/2 tunnel)")
+    assert gate.sent and gate.stop_code("SIGINT") == 0
+    gate.restart()
+    assert gate.verdict(clean, 17.5) == (Then.EXIT, "ready: rules settled after 7.5s")
+    watching = Readiness(Role.GATE, keep_guarding=True, started=0.0)
+    assert watching.verdict(clean, 1.0)[0] is Then.GUARD
+    guard = Readiness(Role.GUARD, keep_guarding=False, started=0.0)
+    assert guard.keep_guarding and not guard.gates
+    assert guard.verdict(blocked, 1.0) == (Then.GUARD, f"ready: guarding; {blocked.summary}")
+
+
+def test_record_journals_the_stage_lines_and_keeps_how_long_each_took():
+    from fwgate.core.stages import Line
+    record = record_at()
+    record.stages_moved(107.0, [Line("settled", "tunnel", "stage 1/2 tunnel: settled", 7.0),
+                                Line("stage-start", "rules", "stage 2/2 rules")])
+    assert [(a.kind, a.stage, a.message) for a in record.out] == [
+        ("settled", "tunnel", "stage 1/2 tunnel: settled"),
+        ("stage-start", "rules", "stage 2/2 rules")]
+    assert record.state.stage_seconds == {"tunnel": 7.0}
+
+
 def test_status_lines_after_the_stages():
     from fwgate.compat.policy import Verdict
     from fwgate.core.record import checking_status, guarding_status
@@ -547,13 +624,11 @@ def test_record_says_stop_reload_and_a_rejected_config():
 
 def test_stage_lines_for_the_journal():
     tracker, config = StageTracker(STAGES, 0.0), Config(settle=5.0, stages=STAGES)
-    assert tracker.held_line() == "stage 1/2 tunnel: conditions hold, settling"
-    assert tracker.settled_line(config) == "stage 1/2 tunnel: settled, quiet for 5s"
-    assert tracker.skipped_line("netbird.service is not installed") == \
-        "stage 1/2 tunnel: skipped: netbird.service is not installed"
-    tracker.advance(1.0)
-    assert tracker.back_line("waiting for wt0 to come up") == \
-        "back to stage 2/2 rules: a condition stopped holding (waiting for wt0 to come up)"
+    assert tracker.start_line().text == "stage 1/2 tunnel"
+    tracker.observe(facts(True, True), 0.0, 0.0)
+    assert tracker.walk(facts(True, True), 0.0)[0].text == \
+        "stage 1/2 tunnel: conditions hold, settling"
+    assert tracker.complete(5.0, config)[0].text == "stage 1/2 tunnel: settled, quiet for 5s"
 
 
 def test_stage_status_speaks_to_a_person():

@@ -224,7 +224,7 @@ def test_the_guard_is_ready_at_once_and_checks_again_after_each_change():
 def test_the_guard_checks_a_scope_that_is_never_quiet():
     """kube-router restores ip filter at every sync: on a busy node the guard's window
     never closes, yet it checks at the latest BUSY_WINDOWS windows after a change."""
-    from fwgate.core.machine import BUSY_WINDOWS
+    from fwgate.core.compat_runs import BUSY_WINDOWS
     node = FakeNode(config(stages=(), policy="repair"), Role.GUARD)
     node.run([(10.0 + t, "change") for t in range(60)], horizon=70.0)
     runs = [a for a in node.actions if isinstance(a, A.RunCompat)]
