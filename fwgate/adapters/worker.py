@@ -15,9 +15,7 @@ class Worker:
         self.woken.setblocking(False)
         self.thread: threading.Thread | None = None
         self.results: queue.SimpleQueue = queue.SimpleQueue()
-        # The job holds the interpreter in turns: hand it back to the event loop within
-        # a millisecond (the default is 5), so the loop never waits long on it.
-        sys.setswitchinterval(0.001)
+        self.switch_interval = sys.getswitchinterval()
 
     def fileno(self) -> int:
         return self.woken.fileno()
@@ -30,18 +28,26 @@ class Worker:
                 self.results.put(exc)
             self.wake.send(b"!")
         self.thread = threading.Thread(target=run, name="fwgate-worker", daemon=True)
+        # While a job runs it holds the interpreter in turns: hand it back to the event
+        # loop within a millisecond (the default is 5), so the loop never waits long on it.
+        self.switch_interval = sys.getswitchinterval()
+        sys.setswitchinterval(0.001)
         self.thread.start()
 
     def result(self) -> object:
         """What the finished job returned (or raised, as the exception); the loop
         calls it when fileno() is readable."""
         self.woken.recv(64)
+        self._joined()
+        return self.results.get()
+
+    def _joined(self) -> None:
         self.thread.join()
         self.thread = None
-        return self.results.get()
+        sys.setswitchinterval(self.switch_interval)  # only a running job needs it short
 
     def close(self) -> None:
         if self.thread is not None:
-            self.thread.join()
+            self._joined()
         self.woken.close()
         self.wake.close()

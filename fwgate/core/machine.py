@@ -40,10 +40,11 @@ from .readiness import Readiness, Role, Then
 from .record import Record, guarding_status
 from .repairs import RepairQueue, RestartAfterRepair
 from .stability import Scope, StabilityProbe
-from .stages import StageTracker
+from .stages import Line, StageTracker
 
 if TYPE_CHECKING:
     from ..compat.policy import ProbeResult, Verdict
+    from ..compat.repair import Repair
 
 # The compat reader, named here, loaded at first use (fwgate.core.deferred): the gate's
 # first snapshot must not wait on it.
@@ -248,7 +249,7 @@ class Machine:
                     self.stability.ask_at_end(now, self._stage_due()):
                 self.record.out.append(A.QueryGeneration())
 
-    def _stages_moved(self, now: float, lines) -> None:
+    def _stages_moved(self, now: float, lines: list[Line]) -> None:
         self.record.stages_moved(now, lines)
         if self.stages.done:
             self.phase = after(self.phase, Trigger.STAGES_DONE)
@@ -367,7 +368,7 @@ class Machine:
             self.phase = after(self.phase, Trigger.READY_GUARDING)
             self.record.guarding(self.stability.scope.watched)
 
-    def _note_repairs(self, now: float, repairs) -> None:
+    def _note_repairs(self, now: float, repairs: tuple[Repair, ...]) -> None:
         if not repairs:
             return
         if self.record.repaired(now, repairs):
