@@ -244,12 +244,13 @@ class Machine:
         if now >= self._deadline():
             self._timeout(now)
         elif not self.announce_start:  # nothing to decide before the first snapshot is in
-            self._stages_moved(now, self.stages.walk(self.facts, now))
+            self._say_stages(now, self.stages.walk(self.facts, now))
             if self.phase is Phase.GATING and \
                     self.stability.ask_at_end(now, self._stage_due()):
                 self.record.out.append(A.QueryGeneration())
 
-    def _stages_moved(self, now: float, lines: list[Line]) -> None:
+    def _say_stages(self, now: float, lines: list[Line]) -> None:
+        """Journal the stage tracker's moves; after the last stage, on to the check."""
         self.record.stages_moved(now, lines)
         if self.stages.done:
             self.phase = after(self.phase, Trigger.STAGES_DONE)
@@ -265,7 +266,7 @@ class Machine:
 
     def _window_quiet(self, now: float) -> None:
         if self.phase is Phase.GATING and self.stages.held():
-            self._stages_moved(now, self.stages.complete(now, self.config))
+            self._say_stages(now, self.stages.complete(now, self.config))
         elif self.phase is Phase.GUARDING and self.runs.settling:
             self._run_verdict()
 
@@ -290,8 +291,8 @@ class Machine:
         judge = self.repairing or self.phase is Phase.GUARDING
         for found in self.repairs.read(events, self.own_portids, judge, self.repairing):
             self.record.unreadable_added(found.rule.ref, found.reason)
-        for _ in range(self.stability.read(now, events, self.own_portids)):
-            self.record.changed(now)
+        if changes := self.stability.read(now, events, self.own_portids):
+            self.record.changed(now, changes)
             self._note_unchecked(now)
 
     def _on_dumped(self, now: float, inp: I.Dumped) -> None:
@@ -302,7 +303,7 @@ class Machine:
             self._note_unchecked(now)
         if self.announce_start and answer is not Answer.QUIET:
             self.announce_start = False  # journaled with this generation and digest
-            self.record.stages_moved(now, [self.stages.start_line()])
+            self._say_stages(now, [self.stages.start_line()])
         self._observe(now)
         if answer is Answer.QUIET:
             self._window_quiet(now)
@@ -318,7 +319,7 @@ class Machine:
             back = self.stages.observe(self.facts, now, self.stability.rules_since)
             if back is not None:
                 self.phase = after(self.phase, Trigger.CONDITION_LOST)
-                self.record.stages_moved(now, [back])
+                self._say_stages(now, [back])
 
     # -- compat runs and repairs ------------------------------------------------------------
 
@@ -355,7 +356,7 @@ class Machine:
             self.runs.wait(now, self.config.settle)
 
     def _after_check(self, now: float, verdict: Verdict) -> None:
-        then, status = self.readiness.verdict(verdict, now)
+        then, status = self.readiness.after_verdict(verdict, now)
         if then is Then.INCOMPATIBLE:
             self.record.incompatible(status)
             self._exit(EXIT_INCOMPATIBLE, status)
@@ -391,7 +392,7 @@ class Machine:
         self._configure(inp.config, inp.now, trigger)
         self.record.out.append(A.Watching(self.stability.scope.watched))
         if self.phase is Phase.GATING:
-            self.record.stages_moved(inp.now, [self.stages.start_line()])
+            self._say_stages(inp.now, [self.stages.start_line()])
 
     # -- output -----------------------------------------------------------------------------
 

@@ -45,8 +45,9 @@ class Readiness:
         """A new config: a timeout of the old one no longer degrades READY."""
         self.timed_out = None
 
-    def verdict(self, verdict: Verdict, now: float) -> tuple[Then, str]:
-        """The verdict before READY: what follows, and the status line that says it."""
+    def after_verdict(self, verdict: Verdict, now: float) -> tuple[Then, str]:
+        """What follows the verdict before READY, and the status line that says it.
+        Anything but INCOMPATIBLE sends READY: `sent` from then on."""
         if verdict.exit_code and self.gates:
             return Then.INCOMPATIBLE, verdict.summary
         self.sent = True

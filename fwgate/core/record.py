@@ -71,8 +71,8 @@ class Record:
 
     # -- what happened --------------------------------------------------------------------
 
-    def changed(self, now: float) -> None:
-        self.changes_total += 1
+    def changed(self, now: float, count: int = 1) -> None:
+        self.changes_total += count
         self.last_change_at = self.wall(now)
 
     def repaired(self, now: float, repairs: tuple[Repair, ...]) -> bool:

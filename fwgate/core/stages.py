@@ -104,7 +104,7 @@ class StageTracker:
         return [] if self.done else [self.start_line()]
 
     def _line(self, kind: str, text: str) -> Line:
-        return Line(kind, self.name or "compat", text)
+        return Line(kind, self.stages[self.index].name, text)  # never past the last stage
 
     def held(self) -> bool:
         """Every condition of the current stage holds."""

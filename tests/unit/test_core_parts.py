@@ -216,6 +216,7 @@ def test_probe_reads_a_batch_counting_each_foreign_transaction_once():
     probe, own = stability_probe(), frozenset({77})
     events = [Event("NEWRULE", NETBIRD, portid=5), Event("NEWGEN", None, genid=6, portid=5),
               Event("NEWRULE", NETBIRD, portid=77), Event("NEWGEN", None, genid=7, portid=77),
+              # ip filter is of interest here, not watched: its transaction is no change
               Event("NEWRULE", FILTER, portid=5), Event("NEWGEN", None, genid=8, portid=5),
               Event("NEWRULE", NETBIRD, portid=9)]                 # still open when read
     assert probe.read(3.0, events, own) == 2 and probe.window.changes == 2
@@ -297,7 +298,12 @@ def test_queue_reads_a_batch_judging_only_others_rules():
     assert list(queue.pending) == [("ip", "filter", "FORWARD", 10)] and queue.genid == 42
     assert queue.read([Event("DELRULE", FILTER, portid=5, rule=netbird_oif_rule(10))], own,
                       judge=True, repair=True) == [] and not queue.pending
-    assert queue.read(events, own, judge=False, repair=True) == [] and not queue.pending
+    later = [*events[:3], Event("NEWGEN", None, genid=43, portid=5)]
+    assert queue.read(later, own, judge=False, repair=True) == [] and not queue.pending
+    assert queue.genid == 42                 # nothing waiting: a NEWGEN guards no batch
+    queue.add(netbird_oif_rule(12), "ct")
+    queue.read([Event("NEWGEN", None, genid=44, portid=5)], own, judge=False, repair=True)
+    assert queue.genid == 44                 # judging off, the NEWGEN still counts
 
 
 def test_a_crashed_unit_is_restarted_after_a_repair_at_most_once_per_interval():
@@ -412,7 +418,7 @@ def test_stage_deadlines():
     tracker = StageTracker(stages, 3.0)
     assert tracker.deadline(0.0, Config(timeout=100.0, stages=stages)) == 10.0
     assert tracker.deadline(0.0, Config(timeout=5.0, stages=stages)) == 5.0
-    tracker.complete(4.0, Config(stages=stages))
+    tracker.complete(4.0, Config(stages=stages))   # the stage settled: none left to time out
     assert tracker.deadline(0.0, Config(timeout=0, stages=stages)) == math.inf
 
 
@@ -550,31 +556,31 @@ def test_readiness_decides_what_follows_the_verdict_before_ready():
     from fwgate.core.readiness import Readiness, Role, Then
     blocked, clean = Verdict(3, blocking=("ip filter FORWARD handle 4",)), Verdict(0)
     gate = Readiness(Role.GATE, keep_guarding=False, started=10.0)
-    assert gate.verdict(blocked, 12.0) == (Then.INCOMPATIBLE, blocked.summary)
+    assert gate.after_verdict(blocked, 12.0) == (Then.INCOMPATIBLE, blocked.summary)
     assert not gate.sent and gate.stop_code("SIGINT") == 130 and gate.stop_code("SIGTERM") == 0
     gate.timed_out = "timed out in stage 1/2 tunnel"
     assert gate.checking_status().startswith("timed out in stage 1/2 tunnel; compat: ")
-    assert gate.verdict(clean, 12.0) == (Then.EXIT, "ready (degraded: timed out in stage "
+    assert gate.after_verdict(clean, 12.0) == (Then.EXIT, "ready (degraded: timed out in stage "
                                                     "1/2 tunnel)")
     assert gate.sent and gate.stop_code("SIGINT") == 0
     gate.restart()
-    assert gate.verdict(clean, 17.5) == (Then.EXIT, "ready: rules settled after 7.5s")
+    assert gate.after_verdict(clean, 17.5) == (Then.EXIT, "ready: rules settled after 7.5s")
     watching = Readiness(Role.GATE, keep_guarding=True, started=0.0)
-    assert watching.verdict(clean, 1.0)[0] is Then.GUARD
+    assert watching.after_verdict(clean, 1.0)[0] is Then.GUARD
     guard = Readiness(Role.GUARD, keep_guarding=False, started=0.0)
     assert guard.keep_guarding and not guard.gates
-    assert guard.verdict(blocked, 1.0) == (Then.GUARD, f"ready: guarding; {blocked.summary}")
+    assert guard.after_verdict(blocked, 1.0) == (Then.GUARD, f"ready: guarding; {blocked.summary}")
 
 
 def test_record_journals_the_stage_lines_and_keeps_how_long_each_took():
     from fwgate.core.stages import Line
-    record = record_at()
-    record.stages_moved(107.0, [Line("settled", "tunnel", "stage 1/2 tunnel: settled", 7.0),
+    record = record_at()  # where the machine is: "tunnel"; each Line names its own stage
+    record.stages_moved(107.0, [Line("settled", "wt0", "stage 1/2 wt0: settled", 7.0),
                                 Line("stage-start", "rules", "stage 2/2 rules")])
     assert [(a.kind, a.stage, a.message) for a in record.out] == [
-        ("settled", "tunnel", "stage 1/2 tunnel: settled"),
+        ("settled", "wt0", "stage 1/2 wt0: settled"),
         ("stage-start", "rules", "stage 2/2 rules")]
-    assert record.state.stage_seconds == {"tunnel": 7.0}
+    assert record.state.stage_seconds == {"wt0": 7.0}
 
 
 def test_status_lines_after_the_stages():

@@ -54,3 +54,23 @@ def test_a_run_that_goes_through_resets_the_count():
     out = machine.handle(I.CompatDone(0.2, ProbeResult(CompatReport(), 1)))
     assert machine.phase is Phase.GUARDING and not runs(out)
     assert machine.runs.refused == 0
+
+
+def test_a_timeout_before_the_first_snapshot_then_the_first_stage_is_named():
+    """The first stage is journaled with the first snapshot's generation; when the gate's
+    timeout (on_timeout: proceed) came first, the line still names that stage and is
+    stamped with it; the check runs at the timeout."""
+    from fwgate.config import LinkUp, Stage
+    from fwgate.model import Snapshot
+    stages = (Stage("tunnel", (LinkUp("wt0"),)), Stage("rules", (LinkUp("wt1"),)))
+    config = Config(settle=5.0, timeout=1.0, on_timeout="proceed", watch=WATCH, stages=stages)
+    machine = Machine(config, 0.0, Role.GATE)
+    assert any(isinstance(a, A.Dump) for a in machine.start(0.0))
+    timed_out = machine.handle(I.Tick(1.0))
+    assert machine.phase is Phase.CHECKING
+    assert [a.kind for a in timed_out if isinstance(a, A.Journal)] == ["timeout"]
+    assert runs(timed_out) == [A.RunCompat(repair=False)]
+    out = machine.handle(I.Dumped(1.5, Snapshot(3, {}), "d", 0.001))
+    journal = [(a.kind, a.stage, a.message) for a in out if isinstance(a, A.Journal)]
+    assert journal == [("stage-start", "tunnel", "stage 1/2 tunnel")]
+    assert machine.phase is Phase.CHECKING and not runs(out)
