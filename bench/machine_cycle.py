@@ -9,7 +9,8 @@ this file as a child with its own interpreter, alternating.
 
     .venv/bin/python bench/machine_cycle.py [--cycles 3000] [--runs 5] [--before CHECKOUT]
 
-Issue 22 recorded it with `--out bench/results/shape-v2` (see bench/shape_v2.md).
+Issue 22's three passes recorded it with `--out bench/results/shape-v2` (then -v2b, -v2c;
+see bench/shape_v2.md).
 """
 from __future__ import annotations
 

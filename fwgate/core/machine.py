@@ -113,6 +113,7 @@ class Machine:
         return self._finish(now, force=True)
 
     def handle(self, inp: I.Input) -> list[A.Action]:
+        """One input in; the actions it leads to, in the order they are to be carried out."""
         self.record.out = []
         if self.phase is Phase.DONE:
             return self.record.out
@@ -130,8 +131,7 @@ class Machine:
                 self._on_dumped(now, inp)
             case I.DumpFailed():  # the ruleset changed under every dump tried: a change too
                 self.stability.dump_failed(now)
-                self.record.changed(now)
-                self._note_unchecked(now)
+                self._changed(now)
             case I.Generation():
                 if self.stability.generation(now, inp.genid) is Answer.QUIET:
                     self._window_quiet(now)
@@ -292,8 +292,7 @@ class Machine:
         for found in self.repairs.read(events, self.own_portids, judge, self.repairing):
             self.record.unreadable_added(found.rule.ref, found.reason)
         if changes := self.stability.read(now, events, self.own_portids):
-            self.record.changed(now, changes)
-            self._note_unchecked(now)
+            self._changed(now, changes)
 
     def _on_dumped(self, now: float, inp: I.Dumped) -> None:
         answer = self.stability.dumped(now, inp.snapshot.genid, inp.digest, inp.cost)
@@ -307,6 +306,11 @@ class Machine:
         self._observe(now)
         if answer is Answer.QUIET:
             self._window_quiet(now)
+
+    def _changed(self, now: float, count: int = 1) -> None:
+        """Foreign changes to the watched scope (the probe's window restarted already)."""
+        self.record.changed(now, count)
+        self._note_unchecked(now)
 
     def _note_unchecked(self, now: float) -> None:
         if self.phase is Phase.GUARDING:
