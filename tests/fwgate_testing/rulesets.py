@@ -289,6 +289,17 @@ PORTMAP = f"""*nat
 COMMIT
 """
 
+# kube-proxy's fixed nat rules, iptables mode (kubernetes pkg/proxy/iptables/proxier.go,
+# written at every sync): the jumps to KUBE-SERVICES and KUBE-POSTROUTING, which
+# masquerades what carries 0x4000 (--iptables-masquerade-bit 14), and KUBE-MARK-MASQ.
+KUBE_PROXY_FIXED = """-A PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES
+-A OUTPUT -m comment --comment "kubernetes service portals" -j KUBE-SERVICES
+-A POSTROUTING -m comment --comment "kubernetes postrouting rules" -j KUBE-POSTROUTING
+-A KUBE-POSTROUTING -m mark ! --mark 0x4000/0x4000 -j RETURN
+-A KUBE-POSTROUTING -j MARK --xor-mark 0x4000
+-A KUBE-POSTROUTING -m comment --comment "kubernetes service traffic requiring SNAT" -j MASQUERADE --random-fully
+-A KUBE-MARK-MASQ -j MARK --or-mark 0x4000"""
+
 # kube-proxy, iptables mode (kubernetes pkg/proxy/iptables/proxier.go): a service on an
 # external IP (the node's wt0 address) with one endpoint, the pod; KUBE-MARK-MASQ ORs
 # 0x4000 (--iptables-masquerade-bit 14), KUBE-POSTROUTING masquerades what carries it.
@@ -304,13 +315,7 @@ KUBE_PROXY = f"""*nat
 :{SVC} - [0:0]
 :{EXT} - [0:0]
 :{SEP} - [0:0]
--A PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES
--A OUTPUT -m comment --comment "kubernetes service portals" -j KUBE-SERVICES
--A POSTROUTING -m comment --comment "kubernetes postrouting rules" -j KUBE-POSTROUTING
--A KUBE-POSTROUTING -m mark ! --mark 0x4000/0x4000 -j RETURN
--A KUBE-POSTROUTING -j MARK --xor-mark 0x4000
--A KUBE-POSTROUTING -m comment --comment "kubernetes service traffic requiring SNAT" -j MASQUERADE --random-fully
--A KUBE-MARK-MASQ -j MARK --or-mark 0x4000
+{KUBE_PROXY_FIXED}
 -A KUBE-SERVICES -d {NODE_WT0}/32 -p udp -m comment --comment "default/web:udp external IP" -m udp --dport {SERVICE_PORT} -j {EXT}
 -A {EXT} -m comment --comment "masquerade traffic for default/web:udp external destinations" -j KUBE-MARK-MASQ
 -A {EXT} -j {SVC}

@@ -26,6 +26,7 @@ Sources, each read at the version named:
 from __future__ import annotations
 
 import json
+import math
 import shlex
 import socket
 import time
@@ -37,8 +38,8 @@ from fwgate_testing.marks_lab import (  # noqa: F401  (lab is a fixture)
     arrived, dropped_by_netbird, lab, masqueraded, send,
 )
 from fwgate_testing.rulesets import (
-    FLANNEL, HOSTPORT, K3S_EXPLICIT_ACCEPT, KUBE_PROXY, KUBE_ROUTER, KUBELET, NODE_WT0, PEER_WT0,
-    POD, POD_FW, PORTMAP, SERVICE_PORT, netbird,
+    FLANNEL, HOSTPORT, K3S_EXPLICIT_ACCEPT, KUBE_PROXY, KUBE_PROXY_FIXED, KUBE_ROUTER, KUBELET,
+    NODE_WT0, PEER_WT0, POD, POD_FW, PORTMAP, SERVICE_PORT, netbird,
 )
 
 NETBIRD_IPTABLES = f"""*mangle
@@ -167,12 +168,7 @@ def wg_quick_default_route(node: str) -> None:
 def source_port_seen(peer: str, sender: socket.socket, port: int) -> int:
     """Send one datagram from `sender` to the peer's `port`; the source port it arrives
     with."""
-    def listen() -> socket.socket:
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        s.bind((PEER_WT0, port))
-        s.settimeout(5)
-        return s
-    receiver = in_netns(peer, listen)
+    receiver = in_netns(peer, udp_listener, PEER_WT0, port, 5)
     try:
         sender.sendto(b"handshake", (PEER_WT0, port))
         return receiver.recvfrom(64)[1][1]
@@ -494,13 +490,8 @@ def test_netbird_and_tailscale_share_bits_without_harm(lab):
     assert restores and all("established and related packets only" in c["why_shared"]
                             for c in restores), restores
 
-    def bind(address: str, port: int) -> socket.socket:
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        s.bind((address, port))
-        s.settimeout(5)
-        return s
-    server = in_netns(pod, bind, POD, HOSTPORT)
-    client = in_netns(peer, bind, PEER_WT0, 0)
+    server = in_netns(pod, udp_listener, POD, HOSTPORT, 5)
+    client = in_netns(peer, udp_listener, PEER_WT0, 0, 5)
 
     def echo() -> None:
         for _ in range(3):
@@ -535,7 +526,7 @@ CALI_A, CALI_B = "cali1a2b3c4d5e6", "cali6e5d4c3b2a1"   # "cali" + 11 hex, as Ca
 POD_A, POD_B, HOST_IP, CLUSTER_IP = "192.168.10.5", "192.168.10.6", "172.20.0.1", "10.43.0.10"
 GATEWAY = "169.254.1.1"   # the pods' default gateway (Calico's CNI plugin)
 
-_FELIX_RAW = f"""*raw
+_FELIX_RAW = """*raw
 :PREROUTING ACCEPT [0:0]
 :OUTPUT ACCEPT [0:0]
 :cali-PREROUTING - [0:0]
@@ -725,13 +716,7 @@ KUBE_PROXY_CLUSTER_IP = f"""*nat
 :KUBE-MARK-MASQ - [0:0]
 :{CSVC} - [0:0]
 :{CSEP} - [0:0]
--A PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES
--A OUTPUT -m comment --comment "kubernetes service portals" -j KUBE-SERVICES
--A POSTROUTING -m comment --comment "kubernetes postrouting rules" -j KUBE-POSTROUTING
--A KUBE-POSTROUTING -m mark ! --mark 0x4000/0x4000 -j RETURN
--A KUBE-POSTROUTING -j MARK --xor-mark 0x4000
--A KUBE-POSTROUTING -m comment --comment "kubernetes service traffic requiring SNAT" -j MASQUERADE --random-fully
--A KUBE-MARK-MASQ -j MARK --or-mark 0x4000
+{KUBE_PROXY_FIXED}
 -A KUBE-SERVICES -d {CLUSTER_IP}/32 -p udp -m comment --comment "default/web:udp cluster IP" -m udp --dport {SERVICE_PORT} -j {CSVC}
 -A {CSVC} ! -s 192.168.0.0/16 -d {CLUSTER_IP}/32 -p udp -m comment --comment "default/web:udp cluster IP" -m udp --dport {SERVICE_PORT} -j KUBE-MARK-MASQ
 -A {CSVC} -m comment --comment "default/web:udp -> {POD_B}:{SERVICE_PORT}" -j {CSEP}
@@ -784,17 +769,11 @@ def calico_lab(netns):
 def received(sender_ns: str, receiver_ns: str, address: str, port: int, count: int = 3) -> int:
     """Datagrams sent from `sender_ns` to `address:port` that a socket bound on `port` in
     `receiver_ns` receives."""
-    def listen() -> socket.socket:
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        s.bind(("0.0.0.0", port))
-        s.settimeout(1)
-        return s
-
     def send() -> None:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             for _ in range(count):
                 s.sendto(b"fwgate", (address, port))
-    receiver = in_netns(receiver_ns, listen)
+    receiver = in_netns(receiver_ns, udp_listener, "0.0.0.0", port)
     try:
         in_netns(sender_ns, send)
         return _received(receiver, count)
@@ -947,18 +926,12 @@ def to_node_loopback(node: str, peer: str, port: int, count: int = 3) -> int:
     peer_mac = sh(peer, "cat", "/sys/class/net/wt0p/address").stdout.strip()
     frame = _udp_frame(peer_mac, node_mac, PEER_WT0, "127.0.0.1", port)
 
-    def listen() -> socket.socket:
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        s.bind(("127.0.0.1", port))
-        s.settimeout(1)
-        return s
-
     def transmit() -> None:
         with socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as s:
             s.bind(("wt0p", 0))
             for _ in range(count):
                 s.send(frame)
-    receiver = in_netns(node, listen)
+    receiver = in_netns(node, udp_listener, "127.0.0.1", port)
     try:
         in_netns(peer, transmit)
         return _received(receiver, count)
@@ -1124,10 +1097,10 @@ def test_calico_host_endpoint_policy_makes_netbirds_accept_bit_a_harm(calico_lab
         assert counted(node, "filter", "cali-fhfw-wt0", "drop") == 0
 
         def routed() -> int:   # the routed peer's datagrams to the same hostPort
-            with_pod = in_netns(pod_a, lambda: _bound(HOSTPORT))
+            with_pod = in_netns(pod_a, udp_listener, "0.0.0.0", HOSTPORT)
             try:
                 send_from(peer, ROUTED_PEER, HOSTPORT)
-                return _drain(with_pod)
+                return _received(with_pod)
             finally:
                 with_pod.close()
         assert routed() == 0
@@ -1136,14 +1109,15 @@ def test_calico_host_endpoint_policy_makes_netbirds_accept_bit_a_harm(calico_lab
         delete_netns(peer)
 
 
-def _bound(port: int) -> socket.socket:
+def udp_listener(address: str, port: int, timeout: float = 1) -> socket.socket:
+    """A UDP socket bound to `address:port` whose receives give up after `timeout` s."""
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind(("0.0.0.0", port))
-    s.settimeout(1)
+    s.bind((address, port))
+    s.settimeout(timeout)
     return s
 
 
-def _received(receiver: socket.socket, count: int) -> int:
+def _received(receiver: socket.socket, count: float = math.inf) -> int:
     """Datagrams the socket receives, up to `count`, until its timeout."""
     got = 0
     try:
@@ -1154,12 +1128,3 @@ def _received(receiver: socket.socket, count: int) -> int:
         pass
     return got
 
-
-def _drain(receiver: socket.socket) -> int:
-    got = 0
-    try:
-        while True:
-            receiver.recvfrom(64)
-            got += 1
-    except TimeoutError:
-        return got

@@ -19,7 +19,7 @@ from fwgate.core.repairs import RepairQueue
 from fwgate.core.retry import MOVED_RULESET, RetryPolicy
 from fwgate.core.stages import StageTracker
 from fwgate.core.window import QuietWindow
-from fwgate.model import Chain, Expr, Facts, LinkState, Rule, Snapshot, Table, TableRef
+from fwgate.model import Expr, Facts, LinkState, Rule, Snapshot, Table, TableRef
 from fwgate.netlink.exprs import split_expressions
 from fwgate.netlink.nftables import Event
 from fwgate.state import FrozenDict, State

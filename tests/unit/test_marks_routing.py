@@ -18,6 +18,7 @@ from fwgate.marks.routing import (
     Outside, RouteRule, SocketMark, route_rules, rule_owner, socket_marks, socket_owner,
 )
 from fwgate.netlink import consts as C
+from fwgate.netlink import exprs as X
 from fwgate.netlink import route as R
 
 
@@ -107,6 +108,19 @@ WG_RULE = RouteRule("ip", 32764, 0xCA6C, 0xFFFFFFFF, True, 51820, "lookup")
 NB_RULE = RouteRule("ip", 110, 0x1BD00, 0xFFFFFFFF, True, 0x1BD0, "lookup")
 TS_RULE = RouteRule("ip", 5210, 0x80000, 0xFF0000, False, 254, "lookup")
 
+SAVE_MARK = [X.meta_load(C.META_MARK), X.build("ct", key=C.CT_MARK, sreg=1)]
+RESTORE_MARK = [X.ct_load(C.CT_MARK), X.build("meta", key=C.META_MARK, sreg=1)]
+
+
+def wg_quick(guarded: bool = True) -> tuple:
+    """wg-quick's table (linux.bash add_default): premangle restores the connection's mark,
+    postmangle saves the packet's — only 0xca6c when `guarded`, as wg-quick writes it."""
+    return ("ip", "wg-quick-wg0", [base("premangle", C.NF_INET_PRE_ROUTING, -150),
+                                   base("postmangle", C.NF_INET_POST_ROUTING, -150)],
+            [rule("premangle", RESTORE_MARK, table="wg-quick-wg0"),
+             rule("postmangle", mark_test(0xCA6C) if guarded else [], SAVE_MARK,
+                  table="wg-quick-wg0")])
+
 
 def test_routing_rules_and_the_sockets_they_exempt_are_named():
     assert [rule_owner(r) for r in (WG_RULE, NB_RULE, TS_RULE)] == ["wg-quick", "netbird",
@@ -189,17 +203,6 @@ def test_a_copy_guarded_by_a_test_of_its_source_copies_that_value():
     """wg-quick (linux.bash add_default): postmangle `meta l4proto udp meta mark 0xca6c ct
     mark set meta mark` saves only 0xca6c; premangle restores it. So the restored mark is
     0 or 0xca6c, never kube-router's 0x20000, and its explicit accept is not at stake."""
-    from fwgate.netlink import exprs as X
-    save = [X.meta_load(C.META_MARK), X.build("ct", key=C.CT_MARK, sreg=1)]
-    restore = [X.ct_load(C.CT_MARK), X.build("meta", key=C.META_MARK, sreg=1)]
-
-    def wg_quick(guarded: bool):
-        chains = [base("premangle", C.NF_INET_PRE_ROUTING, -150),
-                  base("postmangle", C.NF_INET_POST_ROUTING, -150)]
-        rules = [rule("premangle", restore, table="wg-quick-wg0"),
-                 rule("postmangle", mark_test(0xCA6C) if guarded else [], save,
-                      table="wg-quick-wg0")]
-        return ("ip", "wg-quick-wg0", chains, rules)
     # kube-router marks what the node sends to a pod 0x20000 and accepts that mark in INPUT,
     # on a node whose INPUT drops what no rule accepts (so the accept decides)
     def filter_(pod_chain_from: str):
@@ -226,13 +229,7 @@ def test_a_guarded_copy_runs_only_where_its_test_can_hold():
     """wg-quick's save of 0xca6c runs on packets that carry 0xca6c: its socket's, on the
     output path. Without such a sender nothing is saved; with one, the mark comes back on
     the replies (for this node), never on forwarded packets."""
-    from fwgate.netlink import exprs as X
-    save = [X.meta_load(C.META_MARK), X.build("ct", key=C.CT_MARK, sreg=1)]
-    restore = [X.ct_load(C.CT_MARK), X.build("meta", key=C.META_MARK, sreg=1)]
-    wg = ("ip", "wg-quick-wg0", [base("premangle", C.NF_INET_PRE_ROUTING, -150),
-                                 base("postmangle", C.NF_INET_POST_ROUTING, -150)],
-          [rule("premangle", restore, table="wg-quick-wg0"),
-           rule("postmangle", mark_test(0xCA6C), save, table="wg-quick-wg0")])
+    wg = wg_quick()
     # a reader of 0x4000 on each path: kube-proxy's masquerade (forwarded) and a drop in
     # INPUT (for this node) by another component
     nat = ("ip", "nat", [base("POSTROUTING", C.NF_INET_POST_ROUTING, 100),
@@ -260,14 +257,8 @@ def test_packets_for_local_addresses_are_routed_before_any_later_fwmark_rule():
     marks wt0's traffic for local addresses 0x1bd20. Both change the answer of
     `not fwmark 0xca6c` only on packets for this node, and those the `local` table (rule
     priority 0) routes before rule 32764 is ever asked."""
-    from fwgate.netlink import exprs as X
     from fwgate.netlink.route import FibRule
-    save = [X.meta_load(C.META_MARK), X.build("ct", key=C.CT_MARK, sreg=1)]
-    restore = [X.ct_load(C.CT_MARK), X.build("meta", key=C.META_MARK, sreg=1)]
-    wg = ("ip", "wg-quick-wg0", [base("premangle", C.NF_INET_PRE_ROUTING, -150),
-                                 base("postmangle", C.NF_INET_POST_ROUTING, -150)],
-          [rule("premangle", restore, table="wg-quick-wg0"),
-           rule("postmangle", mark_test(0xCA6C), save, table="wg-quick-wg0")])
+    wg = wg_quick()
     netbird = ("ip", "netbird", [base("netbird-mangle-prerouting", C.NF_INET_PRE_ROUTING, -150)],
                [rule("netbird-mangle-prerouting", set_mark(0x1BD20), table="netbird")])
     socket_ = (SocketMark(0xCA6C, "inet", "WireGuard link wg0"),)
@@ -298,7 +289,6 @@ def kube_proxy_and_flannel_postrouting() -> tuple:
              rule("FLANNEL-POSTRTG", X.build("masq"), table="nat")])
 
 
-from fwgate.netlink import exprs as X  # noqa: E402
 
 
 def test_a_socket_mark_with_kube_proxys_bit_is_masqueraded_and_flannel_defers():
@@ -323,9 +313,8 @@ def test_a_guarded_save_is_no_decision_of_its_own():
     """wg-quick's `meta mark 0xca6c ct mark set meta mark`: another component's bit on the
     packet only keeps the save from running, and that is followed into the connection's
     marks, where they are tested."""
-    save = [X.meta_load(C.META_MARK), X.build("ct", key=C.CT_MARK, sreg=1)]
     wg = ("ip", "wg-quick-wg0", [base("postmangle", C.NF_INET_POST_ROUTING, -150)],
-          [rule("postmangle", mark_test(0xCA6C), save, table="wg-quick-wg0")])
+          [rule("postmangle", mark_test(0xCA6C), SAVE_MARK, table="wg-quick-wg0")])
     sockets = (SocketMark(0xCA6C, "inet", "wg0"),)
     kube_router = ("ip", "filter", [base("OUTPUT", C.NF_INET_LOCAL_OUT, 0), regular("KUBE-POD-FW-X")],
                    [rule("OUTPUT", verdict("jump", "KUBE-POD-FW-X")),
