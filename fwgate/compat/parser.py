@@ -419,14 +419,22 @@ class _Parse:
             return
         self.regs[dst] = replace(self.regs[dst], mask=mask)
 
-    def cmp(self, f: dict) -> None:
+    def compared(self, f: dict, op: str) -> _Reg | None:
+        """The register a cmp or range compares, as iptables sees it; None after the
+        error iptables gives (an undefined register: "cmp sreg undef")."""
         r, actual = self.read(f.get("sreg", 0))
         if r is None:
-            return
+            return None
         if r.kind == "undef":
-            self.error("cmp sreg undef", self.culprit(actual))
-            return
+            self.error(f"{op} sreg undef", self.culprit(actual))
+            return None
         self.aliased(r, actual)
+        return r
+
+    def cmp(self, f: dict) -> None:
+        r = self.compared(f, "cmp")
+        if r is None:
+            return
         if r.kind == "meta":
             self.meta_cmp(r, f)
         elif r.kind == "payload":
@@ -654,13 +662,9 @@ class _Parse:
             self.values = True  # two tests of one port: the verdict reads their values
 
     def range(self, f: dict) -> None:
-        r, actual = self.read(f.get("sreg", 0))
+        r = self.compared(f, "range")
         if r is None:
             return
-        if r.kind == "undef":
-            self.error("range sreg undef", self.culprit(actual))
-            return
-        self.aliased(r, actual)
         if r.kind != "payload":
             self.error("range sreg type unsupported")
         elif r.base != _TRANSPORT:
