@@ -15,7 +15,6 @@ class Worker:
         self.woken.setblocking(False)
         self.thread: threading.Thread | None = None
         self.results: queue.SimpleQueue = queue.SimpleQueue()
-        self.switch_interval = sys.getswitchinterval()
 
     def fileno(self) -> int:
         return self.woken.fileno()
