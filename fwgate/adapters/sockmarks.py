@@ -11,7 +11,7 @@ import os
 import socket
 
 from ..marks.routing import Outside, route_rules, socket_marks
-from ..netlink.consts import NLM_F_DUMP_INTR, NLMSG_DONE, NLMSG_ERROR
+from ..netlink.consts import NLM_F_DUMP_INTR, NLM_F_MULTI, NLMSG_DONE, NLMSG_ERROR
 from ..netlink.messages import NLMSGHDR, error_code, parse
 from ..netlink.route import (
     AF_INET, AF_INET6, GENL_ID_CTRL, IPPROTO_TCP, IPPROTO_UDP, NETLINK_GENERIC, NETLINK_ROUTE,
@@ -21,6 +21,7 @@ from ..netlink.route import (
 )
 
 _RECV = 1 << 16
+_ANSWER_WITHIN = 5.0   # seconds: the kernel answers at once; never hang a check on it
 
 
 class _Netlink:
@@ -28,6 +29,7 @@ class _Netlink:
 
     def __init__(self, protocol: int):
         self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, protocol)
+        self.sock.settimeout(_ANSWER_WITHIN)
         self.sock.bind((0, 0))
         self.seq = int.from_bytes(os.urandom(2), "big")
 
@@ -49,6 +51,8 @@ class _Netlink:
         raise OSError(errno.EAGAIN, "the table kept changing while it was dumped")
 
     def _collect(self, mtype: int) -> tuple[list[bytes], bool]:
+        """Until the dump's DONE, an error or ACK, or the one answer of a request that
+        is not a dump (no NLM_F_MULTI: nothing follows it)."""
         bodies, interrupted = [], False
         while True:
             buf = self.sock.recv(_RECV)
@@ -65,6 +69,8 @@ class _Netlink:
                     return bodies, interrupted
                 if kind == mtype:
                     bodies.append(buf[start + NLMSGHDR.size:end])
+                if not flags & NLM_F_MULTI:
+                    return bodies, interrupted
 
 
 def read_rules() -> list:
@@ -90,16 +96,21 @@ def read_marked_sockets() -> list:
     return out
 
 
-def wireguard_family() -> int | None:
-    """The generic netlink id of "wireguard", None when the kernel has no WireGuard."""
+def genl_family(name: str) -> int | None:
+    """The generic netlink id of the family `name`, None when the kernel has none."""
     with _Netlink(NETLINK_GENERIC) as nl:
         try:
-            (body,) = nl.ask(family_request, GENL_ID_CTRL, WG_GENL_NAME)
+            (body,) = nl.ask(family_request, GENL_ID_CTRL, name)
         except OSError as exc:
             if exc.errno == errno.ENOENT:
                 return None
             raise
     return decode_family_id(body)
+
+
+def wireguard_family() -> int | None:
+    """The id of "wireguard", None when the kernel has no WireGuard."""
+    return genl_family(WG_GENL_NAME)
 
 
 def read_wireguard() -> list:

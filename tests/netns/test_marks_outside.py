@@ -168,6 +168,16 @@ def test_kubernetes_113659_a_wireguard_fwmark_dropped_by_kube_firewall(pair, tmp
         sock.close()
 
 
+def test_a_generic_netlink_family_is_found_by_its_one_answer(netns):
+    """The controller answers CTRL_CMD_GETFAMILY with one message, neither a dump's
+    NLM_F_MULTI nor a DONE after it: that message is the whole answer (read as a dump, the
+    WireGuard family of a node that has one would never be found: the read waits)."""
+    from fwgate.adapters.sockmarks import genl_family
+    from fwgate.netlink.route import GENL_ID_CTRL
+    assert in_netns(netns, genl_family, "nlctrl") == GENL_ID_CTRL
+    assert in_netns(netns, genl_family, "fwgate-none") is None
+
+
 def _wireguard_family(node: str) -> int | None:
     from fwgate.adapters.sockmarks import wireguard_family
     return in_netns(node, wireguard_family)
