@@ -819,8 +819,8 @@ def read_rule(rule: Rule, profile: Profile = OLDEST, sets: dict[str, int] | None
             what = "negation" if op == C.CMP_NEQ else f"`{_OPS.get(op, op)}` comparison"
             p.wrong(f"iptables-nft reads this ICMP {what} as an equality (`--icmp-type N`): "
                     f"it matches other packets (the opposite ones, for `!=`)", "icmp", at)
-    codes = {x for x in range(256) if all(_holds(op, x, v) for op, v, _ in p.icmp_code_tests)}
-    if p.icmp_code_tests and len(codes) == 256:
+    if p.icmp_code_tests and all(_holds(op, x, v) for x in range(256)
+                                 for op, v, _ in p.icmp_code_tests):
         # the code tests select every code (`icmp code >= 0`): read as any type and any
         # code (xt_icmp's type 255), they match the same packets
         harmless = {at for _, _, at in p.icmp_code_tests}
