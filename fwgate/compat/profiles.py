@@ -57,6 +57,15 @@ class Profile:
     # `veth++`; 9ccae639 (nft-ruleparse.c, "Leave interface masks alone when parsing from
     # kernel", first in 1.8.11) prints the name as it stands: `veth+`.
     interface_masks: bool = False
+    # How iptables-save names a protocol (-p): up to 1.8.10 xtables_chain_protos, then
+    # getprotobynumber (/etc/protocols); ff57cd48 (iptables-save: "Avoid /etc/protocols
+    # lookups") names only those of xtables_chain_protos, to which a369c736 adds dccp and
+    # ipcomp (both first in 1.8.11). Other numbers are printed as numbers.
+    save_chain_protos_only: bool = True
+    # An inverted full port range (`! --dport 0:65535`): printed from a86eb41e
+    # (extensions: tcp/udp "Save/xlate inverted full ranges", first in 1.8.11); before,
+    # any full range was left out, inverted or not.
+    save_inverted_full_range: bool = True
     # `udp match extension not found` exists from 1.8.10 (1.8.9 returned silently): no
     # extension is ever missing from a packaged iptables, so it changes no verdict here.
 
@@ -68,9 +77,11 @@ class Profile:
 PROFILES: tuple[Profile, ...] = (
     Profile("1.8.9", meta_set_mark=False, broute_table=False, bridge_ifindex_crash=True,
             bitwise_strict=False, init_cs=False, tcpudp_shared=True, udp_range_checked=False,
-            icmp_any_code_shown=False, interface_masks=True),
+            icmp_any_code_shown=False, interface_masks=True, save_chain_protos_only=False,
+            save_inverted_full_range=False),
     Profile("1.8.10", meta_set_mark=True, broute_table=True, bridge_ifindex_crash=True,
-            bitwise_strict=False, init_cs=False, udp_range_checked=False, interface_masks=True),
+            bitwise_strict=False, init_cs=False, udp_range_checked=False, interface_masks=True,
+            save_chain_protos_only=False, save_inverted_full_range=False),
     Profile("1.8.11", meta_set_mark=True, broute_table=True, bridge_ifindex_crash=False,
             bitwise_strict=False, init_cs=True),
     Profile("1.8.12", meta_set_mark=True, broute_table=True, bridge_ifindex_crash=False,

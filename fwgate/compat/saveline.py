@@ -25,10 +25,10 @@ from dataclasses import dataclass, field
 from ..model import Rule
 from ..netlink import consts as C
 from ..netlink.registers import BYTEORDER
-from .parser import port_range_after
-from .profiles import Profile, version_key
+from .parser import _ICMP, _ICMPV6, _TCP, _UDP, port_range_after
+from .parser import _slot as _iptables_slot
+from .profiles import Profile
 
-_TCP, _UDP, _ICMP, _ICMPV6 = 6, 17, 1, 58
 # libxtables/xtables.c xtables_chain_protos (1.8.11 adds dccp, ipcomp): the names
 # proto_to_name finds first; 1.8.9 then asks getprotobynumber (/etc/protocols).
 _CHAIN_PROTOS = {6: "tcp", 132: "sctp", 17: "udp", 136: "udplite", 1: "icmp", 58: "ipv6-icmp",
@@ -80,14 +80,11 @@ class _State:
 
 
 def _slot(reg: int) -> int:
-    """iptables' register index (nft_xt_ctx_get_sreg/dreg)."""
-    if reg in (8, 12, 16, 20):  # the kernel dumps NFT_REG32_00/04/08/12 as NFT_REG_1..4
-        reg = (reg - 4) // 4
-    if 0 <= reg <= 4:
-        return (0, 1, 5, 9, 13)[reg]
-    if 8 <= reg <= 23:
-        return reg - 8
-    raise Unrenderable("unknown register")
+    """iptables' register index (nft_xt_ctx_get_sreg/dreg), as the reader keeps it."""
+    slot = _iptables_slot(reg)
+    if slot is None:
+        raise Unrenderable("unknown register")
+    return slot
 
 
 class _Reader:
@@ -427,11 +424,11 @@ def _ipv6(addr: bytes, mask: bytes, inv: bool, letter: str) -> str:
 def _proto_name(proto: int, profile: Profile) -> str:
     """proto_to_name: xtables_chain_protos first; 1.8.9 then /etc/protocols (lookup
     on), 1.8.11 not (nolookup: save_rule_details passes true)."""
-    newer = version_key(profile.version) >= (1, 8, 11)
-    table = {**_CHAIN_PROTOS, **(_CHAIN_PROTOS_1811 if newer else {})}
+    only = profile.save_chain_protos_only
+    table = {**_CHAIN_PROTOS, **(_CHAIN_PROTOS_1811 if only else {})}
     if proto in table:
         return table[proto]
-    if not newer and proto in _ETC_PROTOCOLS:
+    if not only and proto in _ETC_PROTOCOLS:
         return _ETC_PROTOCOLS[proto]
     return str(proto)
 
@@ -466,9 +463,9 @@ def _rate(period: int) -> str:
 
 
 def _match_text(name: str, o: dict, profile: Profile) -> str:
-    newer = version_key(profile.version) >= (1, 8, 11)
     if name in ("tcp", "udp"):
-        text = _ports(o, "s", newer) + _ports(o, "d", newer)
+        full = profile.save_inverted_full_range
+        text = _ports(o, "s", full) + _ports(o, "d", full)
         if name == "tcp" and "flags" in o:
             mask, cmp = o["flags"]
             if mask or o.get("flags_inv"):
@@ -504,10 +501,8 @@ def _match_text(name: str, o: dict, profile: Profile) -> str:
 
 def _comment(rule: Rule) -> str | None:
     """get_comment: nft's NFTNL_UDATA_RULE_COMMENT TLV (raw userdata is not one)."""
-    data = rule.userdata or b""
-    if len(data) >= 2 and data[0] == 0 and 0 < data[1] <= len(data) - 2:
-        return data[2:2 + data[1]].split(b"\0", 1)[0].decode(errors="replace")
-    return None
+    comment = rule.comment_tlv()
+    return None if comment is None else comment.split(b"\0", 1)[0].decode(errors="replace")
 
 
 def saved_line(rule: Rule, profile: Profile) -> str | None:
