@@ -188,13 +188,20 @@ class Rule:
         return f"{self.family} {self.table} {self.chain} handle {self.handle}" + \
             (f" ({tag})" if tag else "")
 
+    def comment_tlv(self) -> bytes | None:
+        """The value of nft's NFTNL_UDATA_RULE_COMMENT TLV, when the userdata is one
+        (Netbird's raw tags are not)."""
+        data = self.userdata
+        if data and len(data) >= 2 and data[0] == 0 and 0 < data[1] <= len(data) - 2:
+            return data[2:2 + data[1]]
+        return None
+
     def userdata_text(self) -> str | None:
         """Userdata as text: Netbird's raw tag, or the comment of nft's TLV format."""
-        data = self.userdata
-        if not data:
+        if not self.userdata:
             return None
-        if len(data) >= 2 and data[0] == 0 and 0 < data[1] <= len(data) - 2:
-            data = data[2:2 + data[1]]  # NFTNL_UDATA_RULE_COMMENT TLV
+        comment = self.comment_tlv()
+        data = self.userdata if comment is None else comment
         return data.rstrip(b"\0").decode(errors="replace")
 
     def interface_matches(self) -> dict[str, set[str]]:

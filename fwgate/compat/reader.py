@@ -510,8 +510,7 @@ def kube_router_jump(rule: Rule) -> str | None:
     if target is None or rule.table != "filter" or rule.family not in ("ip", "ip6"):
         return None
     comment = jump_spec(rule.chain)[3].encode()
-    data = rule.userdata or b""
-    if len(data) >= 2 and data[0] == 0 and 0 < data[1] <= len(data) - 2:
+    if rule.comment_tlv() is not None:
         return None  # an nft comment: iptables adds it as a second comment match
     try:
         exprs = [e for e in rule.exprs if e.name != "counter"]

@@ -37,8 +37,8 @@ import struct
 
 from ..netlink.consts import META_IIFNAME, META_OIFNAME
 from .model import (
-    _DECODED, _VERDICT_CODE, _field_attr, ALL, CT, META, BaseChain, MarkModel, Placed, Read, Write, build,
-    rule_marks, scan,
+    _COMMENT_NAME, _DECODED, _VERDICT_CODE, _field_attr, ALL, CT, META, BaseChain, MarkModel,
+    Placed, Read, Write, build, rule_marks, scan,
 )
 from .owners import UNKNOWN, owner_of
 from .routing import Outside, RouteRule, SocketMark, rule_owner, socket_owner
@@ -665,7 +665,7 @@ def _conditions(rule: Rule) -> list[bytes] | None:
     except ValueError:
         return None
     return [name.encode() + raw for name, raw in parts
-            if name not in _NOT_CONDITIONS and not (name == "match" and raw.startswith(_COMMENT))]
+            if name not in _NOT_CONDITIONS and not (name == "match" and raw.startswith(_COMMENT_NAME))]
 
 
 def _within(needs: list[bytes], given: list[bytes]) -> bool:
@@ -679,7 +679,6 @@ def _within(needs: list[bytes], given: list[bytes]) -> bool:
     return True
 
 
-_COMMENT = _field_attr("match", "name", b"comment\0")
 _LEAVES = ("return", "goto")
 
 

@@ -212,7 +212,7 @@ def rule_marks(rule: Rule) -> RuleMarks:
                     jumps.append(chain)
             elif "dreg" in f and isinstance(data, bytes):
                 word = _word(f["dreg"])
-                _clobber(regs, word, max(1, (len(data) + 3) // 4))
+                _clobber(regs, word, registers.words(len(data)))
                 if len(data) == 4:
                     regs[word] = (None, 0, _u32(data))
         elif name == "bitwise":

@@ -15,8 +15,8 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from .model import ALL, META, Read, Write
+from .owners import UNKNOWN
 
-UNKNOWN = "unknown"
 _FAMILIES = {2: "ip", 10: "ip6"}
 
 

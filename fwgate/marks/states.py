@@ -8,7 +8,6 @@ netbird-rt-fwd` and `iifname "wt0" drop` take the same packets, or neither does.
 """
 from __future__ import annotations
 
-import sys
 from typing import NamedTuple
 
 from ..model import Rule
@@ -17,6 +16,7 @@ from ..netlink.consts import (
     CT_STATE_RELATED, CT_STATE_UNTRACKED,
 )
 from ..netlink.exprs import decode_fields, split_expressions
+from ..netlink.registers import BYTEORDER
 
 ANY_STATE = CT_STATE_INVALID | CT_STATE_ESTABLISHED | CT_STATE_RELATED | CT_STATE_NEW \
     | CT_STATE_UNTRACKED
@@ -56,11 +56,11 @@ def conditions(rule: Rule) -> Conditions | None:
         if state_reg is not None and name == "bitwise" and f.get("sreg") == state_reg:
             mask = f.get("mask")
             if isinstance(mask, bytes) and len(mask) == 4:
-                state_mask = int.from_bytes(mask, sys.byteorder)
+                state_mask = int.from_bytes(mask, BYTEORDER)
                 continue
         if state_reg is not None and name == "cmp" and f.get("sreg") == state_reg:
             data = f.get("data")
-            value = int.from_bytes(data, sys.byteorder) if isinstance(data, bytes) else None
+            value = int.from_bytes(data, BYTEORDER) if isinstance(data, bytes) else None
             state_reg = None
             if value == 0 and f.get("op") == CMP_NEQ:     # ct state X,Y
                 states &= state_mask
@@ -83,10 +83,10 @@ def conditions(rule: Rule) -> Conditions | None:
 def _xt_states(name: str, rev: int, info: bytes) -> tuple[int, bool] | None:
     """(the states an xt conntrack/state match admits, whether that is all it tests)."""
     if name == "state" and len(info) >= 4:          # struct xt_state_info { statemask }
-        return _from_xt(int.from_bytes(info[:4], sys.byteorder)), True
+        return _from_xt(int.from_bytes(info[:4], BYTEORDER)), True
     if name != "conntrack" or rev not in (2, 3) or len(info) < _CONNTRACK_FLAGS_AT + 6:
         return None
-    flags, invert, mask = (int.from_bytes(info[at:at + 2], sys.byteorder)
+    flags, invert, mask = (int.from_bytes(info[at:at + 2], BYTEORDER)
                            for at in range(_CONNTRACK_FLAGS_AT, _CONNTRACK_FLAGS_AT + 6, 2))
     if not flags & XT_CONNTRACK_STATE:
         return None

@@ -21,9 +21,6 @@ from . import consts as C
 # Netlink attribute headers, meta mark, ct mark and interface indexes: host order.
 BYTEORDER = sys.byteorder
 
-WORDS = 20   # NFT_REG32_NUM + the verdict's four words
-
-
 def word(reg: int) -> int:
     """The index in struct nft_regs' data[] of a register's first word."""
     return 4 * reg if reg <= 4 else reg - 4
