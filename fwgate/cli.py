@@ -358,7 +358,7 @@ def cmd_check(opts: CheckOptions) -> int:
     from . import model
     from .adapters.nfsock import NfSocket
     from .compat.policy import judge
-    from .adapters.k3s import k3s_iptables
+    from .adapters.k3s import configured
     from .adapters.probe import begin_probe
     from .core.conditions import describe, evaluate, skipped
     from .marks import conflicts_json
@@ -366,7 +366,7 @@ def cmd_check(opts: CheckOptions) -> int:
     config = _config_source(opts).load()
     _enter_netns(opts.netns)
     policy = config.compat.on_incompatible
-    k3s = k3s_iptables(config.compat.iptables)
+    k3s = configured(config)
     with NfSocket() as sock:
         # One snapshot for the stages and the compat probe: both read the same ruleset.
         # The iptables binaries start first and read it while we do.

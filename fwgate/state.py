@@ -94,7 +94,7 @@ class State:
 
     def __post_init__(self) -> None:
         # Whatever came in (a list from JSON, a caller's dict) is frozen here, once.
-        for name in _NAMES or _names():
+        for name in _NAMES:
             value = getattr(self, name)
             frozen = freeze(value)
             if frozen is not value:
@@ -109,14 +109,7 @@ class State:
         return json.dumps(asdict(self), indent=2) + "\n"
 
 
-_NAMES: tuple[str, ...] = ()
-
-
-def _names() -> tuple[str, ...]:
-    """State's field names, looked up once (every new State walks them)."""
-    global _NAMES
-    _NAMES = tuple(f.name for f in fields(State))
-    return _NAMES
+_NAMES = tuple(f.name for f in fields(State))  # looked up once: every new State walks them
 
 
 def render_metrics(state: State) -> str:

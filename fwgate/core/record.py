@@ -89,23 +89,24 @@ class Record:
         copies left, packet-mark conflicts (each new one journaled once: kube-router
         installs its chains after k3s starts, so they appear after READY; never
         blocking)."""
+        conflicts = marks.harms(result.conflicts)  # bits shared without harm are no alarm
+        kept: dict[str, object] = {"mark_conflicts": tuple(
+            {"text": marks.conflict_text(c), "bits": f"{c.bits:#x}", "writer": c.writer.owner,
+             "reader": c.reader.owner, "effect": c.effect} for c in conflicts)}
         if result.removed:
-            self.set(netbird_copies_removed_total=self.state.netbird_copies_removed_total +
-                     len(result.removed))
+            kept["netbird_copies_removed_total"] = \
+                self.state.netbird_copies_removed_total + len(result.removed)
             self.journal("removed", now, f"deleted {len(result.removed)} dead copies of "
                                          f"Netbird's accept rules (each after an identical "
                                          f"rule: no packet reached it): "
                                          f"{', '.join(r.ref for r in result.removed)}")
-        conflicts = marks.harms(result.conflicts)  # bits shared without harm are no alarm
-        self.set(mark_conflicts=tuple(
-            {"text": marks.conflict_text(c), "bits": f"{c.bits:#x}", "writer": c.writer.owner,
-             "reader": c.reader.owner, "effect": c.effect} for c in conflicts))
         for c in conflicts:
             if c.ident not in self.seen_conflicts:
                 self.seen_conflicts.add(c.ident)
                 self.journal("conflict", now, marks.conflict_text(c))
         if result.netbird is not None:
-            self.set(netbird_untagged_copies=result.netbird.untagged_copies)
+            kept["netbird_untagged_copies"] = result.netbird.untagged_copies
+        self.set(**kept)  # one new State for all of it
 
     def verdict(self, now: float, verdict: Verdict, result: ProbeResult, guarding: bool,
                 policy: str) -> None:
