@@ -18,31 +18,26 @@ import ipaddress
 import struct
 from typing import NamedTuple
 
-from .attrs import NLATTR, iter_attrs
+from .attrs import as_str, attr, attr_str, attrs, iter_attrs
 from .messages import NLMSGHDR
-from .consts import NLM_F_DUMP, NLM_F_REQUEST
+from .consts import NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST
 
 AF_INET, AF_INET6 = 2, 10
 NETLINK_ROUTE, NETLINK_SOCK_DIAG, NETLINK_GENERIC = 0, 4, 16
-_U16, _U32 = struct.Struct("=H"), struct.Struct("=I")
-
-
-def _attr(kind: int, payload: bytes) -> bytes:
-    length = NLATTR.size + len(payload)
-    return NLATTR.pack(length, kind) + payload + b"\0" * (((length + 3) & ~3) - length)
-
-
-def request(mtype: int, seq: int, body: bytes, flags: int = NLM_F_REQUEST | NLM_F_DUMP) -> bytes:
-    """One netlink request: nlmsghdr + body."""
-    return NLMSGHDR.pack(NLMSGHDR.size + len(body), mtype, flags, seq, 0) + body
+_U16, _U32 = struct.Struct("=H"), struct.Struct("=I")   # host order, unlike nf_tables'
 
 
 def _u32(raw: bytes) -> int:
     return _U32.unpack_from(raw)[0]
 
 
-def _str(raw: bytes) -> str:
-    return raw.split(b"\0", 1)[0].decode(errors="replace")
+def _attr_u32(kind: int, value: int) -> bytes:
+    return attr(kind, _U32.pack(value))
+
+
+def request(mtype: int, seq: int, body: bytes, flags: int = NLM_F_REQUEST | NLM_F_DUMP) -> bytes:
+    """One netlink request: nlmsghdr + body."""
+    return NLMSGHDR.pack(NLMSGHDR.size + len(body), mtype, flags, seq, 0) + body
 
 
 # --- routing policy rules (fib_rules.h) -------------------------------------------------
@@ -87,7 +82,7 @@ def rules_request(family: int, seq: int) -> bytes:
 def decode_rule(payload: bytes) -> FibRule:
     """An RTM_NEWRULE message's body (after nlmsghdr)."""
     family, dst_len, src_len, tos, table, _, _, action, flags = FIB_RULE_HDR.unpack_from(payload)
-    a = {kind: bytes(payload[s:e]) for kind, s, e in iter_attrs(payload, FIB_RULE_HDR.size)}
+    a = attrs(payload, FIB_RULE_HDR.size)
     fwmark = _u32(a[FRA_FWMARK]) if FRA_FWMARK in a else 0
     # fib_nl_fill_rule sends FRA_FWMASK whenever a mark or mask is set; `fwmark X`
     # alone means the whole mark (fib_nl2rule: mask 0xFFFFFFFF when only a mark is given)
@@ -104,26 +99,26 @@ def decode_rule(payload: bytes) -> FibRule:
         _u32(a[FRA_TABLE]) if FRA_TABLE in a else table,
         FR_ACTIONS.get(action, f"action {action}"), bool(flags & FIB_RULE_INVERT),
         fwmark, fwmask,
-        _str(a[FRA_IIFNAME]) if FRA_IIFNAME in a else None,
-        _str(a[FRA_OIFNAME]) if FRA_OIFNAME in a else None,
+        as_str(a[FRA_IIFNAME]) if FRA_IIFNAME in a else None,
+        as_str(a[FRA_OIFNAME]) if FRA_OIFNAME in a else None,
         suppress_len if suppress_len >= 0 else None, others)
 
 
 def encode_rule(rule: FibRule) -> bytes:
     """The body the kernel sends for `rule` (for decoder tests, and the inverse of it)."""
-    attrs = [_attr(FRA_TABLE, _U32.pack(rule.table)), _attr(FRA_PRIORITY, _U32.pack(rule.priority))]
+    found = [_attr_u32(FRA_TABLE, rule.table), _attr_u32(FRA_PRIORITY, rule.priority)]
     if rule.fwmark or rule.fwmask:
-        attrs += [_attr(FRA_FWMARK, _U32.pack(rule.fwmark)), _attr(FRA_FWMASK, _U32.pack(rule.fwmask))]
+        found += [_attr_u32(FRA_FWMARK, rule.fwmark), _attr_u32(FRA_FWMASK, rule.fwmask)]
     if rule.iifname:
-        attrs.append(_attr(FRA_IIFNAME, rule.iifname.encode() + b"\0"))
+        found.append(attr_str(FRA_IIFNAME, rule.iifname))
     if rule.oifname:
-        attrs.append(_attr(FRA_OIFNAME, rule.oifname.encode() + b"\0"))
+        found.append(attr_str(FRA_OIFNAME, rule.oifname))
     if rule.suppress_prefixlen is not None:
-        attrs.append(_attr(FRA_SUPPRESS_PREFIXLEN, struct.pack("=i", rule.suppress_prefixlen)))
+        found.append(attr(FRA_SUPPRESS_PREFIXLEN, struct.pack("=i", rule.suppress_prefixlen)))
     action = {v: k for k, v in FR_ACTIONS.items()}[rule.action]
     head = FIB_RULE_HDR.pack(rule.family, 0, 0, 0, min(rule.table, 252), 0, 0, action,
                              FIB_RULE_INVERT if rule.invert else 0)
-    return head + b"".join(attrs)
+    return head + b"".join(found)
 
 
 # --- links (if_link.h) ------------------------------------------------------------------
@@ -143,11 +138,11 @@ def decode_link(payload: bytes) -> tuple[int, str, str | None]:
     name, kind = "", None
     for attr_kind, s, e in iter_attrs(payload, IFINFOMSG.size):
         if attr_kind == IFLA_IFNAME:
-            name = _str(payload[s:e])
+            name = as_str(payload[s:e])
         elif attr_kind == IFLA_LINKINFO:
             for info_kind, s2, e2 in iter_attrs(payload, s, e):
                 if info_kind == IFLA_INFO_KIND:
-                    kind = _str(payload[s2:e2])
+                    kind = as_str(payload[s2:e2])
     return index, name, kind
 
 
@@ -199,7 +194,7 @@ def encode_diag(sock: DiagSocket) -> bytes:
     sockid = DIAG_SOCKID.pack(port, 0, addr.packed.ljust(16, b"\0"), bytes(16)) + bytes(12)
     body = DIAG_MSG_HEAD.pack(sock.family, 7, 0, 0) + sockid + struct.pack("=IIIII", 0, 0, 0, 0,
                                                                            sock.inode)
-    return body + (_attr(INET_DIAG_MARK, _U32.pack(sock.mark)) if sock.mark is not None else b"")
+    return body + (_attr_u32(INET_DIAG_MARK, sock.mark) if sock.mark is not None else b"")
 
 
 # --- generic netlink: the controller and wireguard -------------------------------------
@@ -222,8 +217,7 @@ class WgDevice(NamedTuple):
 
 
 def family_request(name: str, seq: int) -> bytes:
-    body = GENLMSGHDR.pack(CTRL_CMD_GETFAMILY, 1, 0) + _attr(CTRL_ATTR_FAMILY_NAME,
-                                                             name.encode() + b"\0")
+    body = GENLMSGHDR.pack(CTRL_CMD_GETFAMILY, 1, 0) + attr_str(CTRL_ATTR_FAMILY_NAME, name)
     return request(GENL_ID_CTRL, seq, body, flags=NLM_F_REQUEST)
 
 
@@ -237,16 +231,15 @@ def decode_family_id(payload: bytes) -> int:
 def wg_device_request(family_id: int, ifname: str, seq: int) -> bytes:
     # WG_CMD_GET_DEVICE is a dump (the peers may not fit one message), keyed by name
     body = GENLMSGHDR.pack(WG_CMD_GET_DEVICE, WG_GENL_VERSION, 0) + \
-        _attr(WGDEVICE_A_IFNAME, ifname.encode() + b"\0")
+        attr_str(WGDEVICE_A_IFNAME, ifname)
     return request(family_id, seq, body)
 
 
 def wg_set_fwmark_request(family_id: int, ifname: str, fwmark: int, seq: int) -> bytes:
     """WG_CMD_SET_DEVICE with a name and a fwmark (what `wg set IFACE fwmark M` sends)."""
     body = GENLMSGHDR.pack(WG_CMD_SET_DEVICE, WG_GENL_VERSION, 0) + \
-        _attr(WGDEVICE_A_IFNAME, ifname.encode() + b"\0") + \
-        _attr(WGDEVICE_A_FWMARK, _U32.pack(fwmark))
-    return request(family_id, seq, body, flags=NLM_F_REQUEST | 0x4)   # NLM_F_ACK
+        attr_str(WGDEVICE_A_IFNAME, ifname) + _attr_u32(WGDEVICE_A_FWMARK, fwmark)
+    return request(family_id, seq, body, flags=NLM_F_REQUEST | NLM_F_ACK)
 
 
 def decode_wg_device(payload: bytes) -> WgDevice:
@@ -255,7 +248,7 @@ def decode_wg_device(payload: bytes) -> WgDevice:
     name, fwmark, port = "", 0, 0
     for kind, s, e in iter_attrs(payload, GENLMSGHDR.size):
         if kind == WGDEVICE_A_IFNAME:
-            name = _str(payload[s:e])
+            name = as_str(payload[s:e])
         elif kind == WGDEVICE_A_FWMARK:
             fwmark = _u32(payload[s:e])
         elif kind == WGDEVICE_A_LISTEN_PORT:
